@@ -1,0 +1,31 @@
+# Every target sets itself up: a .venv with agentrun installed editable with its dev extras.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: test lint typecheck pytest demo bench bench-smoke clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: $(STAMP)
+	$(BIN)/mypy --strict agentrun
+
+pytest: $(STAMP)
+	$(BIN)/pytest -W error
+
+test: lint typecheck pytest
+
+demo: $(STAMP)
+	$(BIN)/agentrun demo
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache
