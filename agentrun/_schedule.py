@@ -1,0 +1,74 @@
+"""When to poll a run: a schedule learned from how long the same agent's recent runs took.
+
+Pure and clock-free. `PollSchedule.delay(elapsed)` answers "the run was created `elapsed`
+seconds ago; how long until the next poll?". With no history it starts quickly and backs off
+geometrically; once it has seen a few runs it sleeps until the earliest completion it has
+seen, then polls at a fraction of the typical duration (so the lag between the run finishing
+and the client noticing stays a small share of the run), and backs off again for overdue runs.
+"""
+
+from __future__ import annotations
+
+import collections
+import statistics
+
+__all__ = ["PollSchedule"]
+
+
+class PollSchedule:
+    """Poll timing for one agent; `record` each finished run's duration, ask `delay`."""
+
+    def __init__(
+        self,
+        *,
+        window: int = 64,
+        min_interval: float = 0.02,
+        max_interval: float = 2.0,
+        lag_fraction: float = 0.08,
+        min_samples: int = 3,
+    ) -> None:
+        if not 0 < lag_fraction <= 1:
+            raise ValueError("lag_fraction must be in (0, 1]")
+        if not 0 < min_interval <= max_interval:
+            raise ValueError("need 0 < min_interval <= max_interval")
+        self._samples: collections.deque[float] = collections.deque(maxlen=window)
+        self._min = min_interval
+        self._max = max_interval
+        self._fraction = lag_fraction
+        self._min_samples = min_samples
+        self._cache: tuple[float, float, float] | None = None
+
+    def record(self, duration: float) -> None:
+        """Remember how long a run took from creation to its end (seconds)."""
+        if duration >= 0:
+            self._samples.append(duration)
+            self._cache = None
+
+    @property
+    def samples(self) -> int:
+        return len(self._samples)
+
+    def _quantiles(self) -> tuple[float, float, float]:
+        if self._cache is None:
+            data = sorted(self._samples)
+            n = len(data)
+            low = data[max(0, int(n * 0.1) - 1)] if n >= 10 else data[0]
+            high = data[min(n - 1, int(n * 0.9))]
+            self._cache = (low, statistics.median(data), high)
+        return self._cache
+
+    def delay(self, elapsed: float) -> float:
+        """Seconds to wait before the next poll of a run created `elapsed` seconds ago."""
+        elapsed = max(0.0, elapsed)
+        if len(self._samples) < self._min_samples:
+            return self._clamp(0.05 + 0.25 * elapsed)
+        low, median, high = self._quantiles()
+        interval = self._clamp(self._fraction * median)
+        if elapsed + interval < low:
+            return low - elapsed
+        if elapsed <= high * 1.25 + interval:
+            return interval
+        return self._clamp(max(interval, 0.25 * elapsed))
+
+    def _clamp(self, value: float) -> float:
+        return min(self._max, max(self._min, value))

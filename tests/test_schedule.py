@@ -1,0 +1,55 @@
+"""The adaptive poll schedule: quick cold start, lag a small share of the run, back-off."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from agentrun._schedule import PollSchedule
+
+
+def test_cold_schedule_starts_fast_and_backs_off() -> None:
+    """Without history the first poll comes quickly and later ones spread out, capped."""
+    s = PollSchedule(max_interval=2.0)
+    first = s.delay(0.0)
+    assert first <= 0.1
+    assert s.delay(4.0) > s.delay(1.0) > first
+    assert s.delay(1000.0) == 2.0
+
+
+def test_learned_schedule_sleeps_to_earliest_then_polls_finely() -> None:
+    """After seeing ~1 s runs: sleep to ~1 s, then poll every 8% of the median."""
+    s = PollSchedule()
+    for d in (0.95, 1.0, 1.05, 1.0, 0.98):
+        s.record(d)
+    assert s.delay(0.0) == pytest.approx(0.95)
+    assert s.delay(0.96) == pytest.approx(0.08)
+    # Far past anything seen: back off rather than hammer the service.
+    assert s.delay(10.0) == pytest.approx(2.0)
+
+
+def test_invalid_settings_are_refused() -> None:
+    """Nonsensical parameters raise immediately."""
+    with pytest.raises(ValueError, match="lag_fraction"):
+        PollSchedule(lag_fraction=0)
+    with pytest.raises(ValueError, match="min_interval"):
+        PollSchedule(min_interval=3, max_interval=1)
+
+
+@given(
+    durations=st.lists(st.floats(min_value=0.01, max_value=120), min_size=3, max_size=80),
+    elapsed=st.floats(min_value=0, max_value=600),
+)
+def test_delay_is_always_bounded(durations: list[float], elapsed: float) -> None:
+    """Whatever was learned, a delay is positive and the poll interval near the typical end
+    keeps the lag under 10% of the median run (or the minimum interval)."""
+    s = PollSchedule()
+    for d in durations:
+        s.record(d)
+    delay = s.delay(elapsed)
+    assert delay > 0
+    sorted_d = sorted(durations)
+    median = (sorted_d[(len(sorted_d) - 1) // 2] + sorted_d[len(sorted_d) // 2]) / 2
+    if sorted_d[0] <= elapsed <= sorted_d[-1]:
+        assert delay <= max(0.1 * median, 0.02) + 1e-9
