@@ -5,6 +5,9 @@ Async first (`AsyncClient`, `acompletion`), with a thin sync layer (`Client`, `c
 
 from __future__ import annotations
 
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from agentrun._errors import (
     AgentRunError,
     APIConnectionError,
@@ -30,8 +33,43 @@ from agentrun._errors import (
     RunIncompleteError,
     UnprocessableEntityError,
 )
+from agentrun._machine import State, Transition
+from agentrun._results import (
+    ClientStatistics,
+    MapResult,
+    RunFinished,
+    RunRequest,
+    RunResult,
+    StateChanged,
+    StreamEvent,
+    TextDelta,
+    ToolCallDelta,
+)
+
+if TYPE_CHECKING:
+    from agentrun._client import AsyncClient, RunStream
 
 __version__ = "0.1.0"
+
+# Names whose modules import aiohttp/anyio are loaded on first use, so that importing
+# agentrun (the CLI's --help, the pytest plugin in every test run) stays cheap.
+_LAZY = {
+    "AsyncClient": "agentrun._client",
+    "RunStream": "agentrun._client",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'agentrun' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
 
 __all__ = [
     "APIConnectionError",
@@ -39,13 +77,16 @@ __all__ = [
     "APIStatusError",
     "APITimeoutError",
     "AgentRunError",
+    "AsyncClient",
     "AuthenticationError",
     "BadRequestError",
     "ClientStateError",
+    "ClientStatistics",
     "ConfigurationError",
     "ConflictError",
     "InternalServerError",
     "LocalProtocolError",
+    "MapResult",
     "NotFoundError",
     "PermissionDeniedError",
     "ProtocolError",
@@ -55,7 +96,17 @@ __all__ = [
     "RunError",
     "RunExpiredError",
     "RunFailedError",
+    "RunFinished",
     "RunIncompleteError",
+    "RunRequest",
+    "RunResult",
+    "RunStream",
+    "State",
+    "StateChanged",
+    "StreamEvent",
+    "TextDelta",
+    "ToolCallDelta",
+    "Transition",
     "UnprocessableEntityError",
     "__version__",
 ]

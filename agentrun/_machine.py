@@ -131,6 +131,7 @@ TRANSITIONS: Mapping[tuple[State, State], str] = _table()
 class Op(str, enum.Enum):
     """The requests a machine asks its driver to send."""
 
+    CREATE_THREAD = "create_thread"  # with the input messages; then CREATE_RUN
     CREATE_THREAD_AND_RUN = "create_thread_and_run"
     CREATE_RUN = "create_run"
     SUBMIT_TOOL_OUTPUTS = "submit_tool_outputs"
@@ -205,10 +206,12 @@ class RunMachine:
         thread_id: str | None = None,
         run_id: str | None = None,
         poll_delay: PollDelay = _default_poll_delay,
+        separate_thread: bool = False,
     ) -> None:
         if run_id is not None and thread_id is None:
             raise LocalProtocolError("a run_id needs its thread_id")
         self.mode: Literal["stream", "poll"] = mode
+        self.separate_thread = separate_thread
         self.thread_id = thread_id
         self.run_id = run_id
         self.streaming = False
@@ -247,7 +250,21 @@ class RunMachine:
             return Send(Op.SUBMIT_TOOL_OUTPUTS, stream=stream)
         if self.thread_id is not None:
             return Send(Op.CREATE_RUN, stream=stream)
+        if self.separate_thread:
+            self.streaming = False
+            return Send(Op.CREATE_THREAD)
         return Send(Op.CREATE_THREAD_AND_RUN, stream=stream)
+
+    def thread_ready(self, thread_id: str, now: float) -> Send:
+        """The answer to `CREATE_THREAD`: the thread exists with the input; create the run."""
+        self._check_live()
+        if self.state is not S.PENDING or self.thread_id is not None:
+            raise LocalProtocolError(f"thread_ready in state {self.state}")
+        self.thread_id = thread_id
+        self._move(S.THREAD_CREATED, now, "thread created", remote=False)
+        self._move(S.MESSAGE_POSTED, now, "messages posted with the thread", remote=False)
+        self.streaming = self.mode == "stream"
+        return Send(Op.CREATE_RUN, stream=self.streaming)
 
     def thread_created(self, thread_id: str, now: float) -> Action:
         """A `thread.created` stream event: the thread and its messages exist."""

@@ -13,7 +13,9 @@ import sys
 from collections.abc import Sequence
 
 # name -> (module, one-line help)
-COMMANDS: dict[str, tuple[str, str]] = {}
+COMMANDS: dict[str, tuple[str, str]] = {
+    "emulator": ("agentrun.emulator._cli", "run the local Agent Service emulator")
+}
 
 EXIT_OK = 0
 EXIT_RUN_FAILED = 1

@@ -309,3 +309,14 @@ def test_any_status_sequence_is_accepted_or_rejected_per_table(
     for prev, nxt in itertools.pairwise(m.history):
         assert (prev.state, nxt.state) in TRANSITIONS
     assert sum(m.durations().values()) == pytest.approx(m.history[-1].at - m.history[0].at)
+
+
+def test_separate_thread_creation_then_run() -> None:
+    """A new thread that needs additional_instructions is created first, then the run."""
+    m = RunMachine(mode="stream", now=0.0, separate_thread=True)
+    assert m.start(0.0) == Send(Op.CREATE_THREAD)
+    assert m.thread_ready("thread_1", 0.1) == Send(Op.CREATE_RUN, stream=True)
+    assert [t.state for t in m.history] == [S.PENDING, S.THREAD_CREATED, S.MESSAGE_POSTED]
+    assert _poll("queued", m, 0.2, "stream") == ReadStream()
+    with pytest.raises(LocalProtocolError):
+        m.thread_ready("thread_2", 0.3)

@@ -1,0 +1,1046 @@
+"""`AsyncClient`: drives one `RunMachine` per invocation over one transport and token cache.
+
+The machine decides (send this, sleep until then, read the stream, finish); this module only
+carries its decisions out with anyio: requests through the shared `Transport`, sleeps, stream
+reading, deadlines as cancel scopes, and a shielded, time-bounded cancel of the remote run when
+the caller gives up. Everything about HTTP lives in `_transport`, everything about JSON in
+`_wire`, and every state rule in `_machine`.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import math
+import ssl
+import time
+from collections import Counter, deque
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterable,
+    AsyncIterator,
+    Iterable,
+    Mapping,
+    Sequence,
+)
+from contextlib import AsyncExitStack, asynccontextmanager
+from typing import Any, Literal
+
+import anyio
+import anyio.abc
+import attrs
+
+from agentrun import _wire as wire
+from agentrun._auth import TokenCache
+from agentrun._credentials import default_api_base, resolve_token_source
+from agentrun._errors import (
+    APIConnectionError,
+    APITimeoutError,
+    BadRequestError,
+    ConfigurationError,
+    RunCancelledError,
+    RunError,
+    RunExpiredError,
+    RunFailedError,
+    RunIncompleteError,
+)
+from agentrun._machine import (
+    TERMINAL_STATES,
+    Finish,
+    Op,
+    ReadStream,
+    RunMachine,
+    Send,
+    Sleep,
+    State,
+)
+from agentrun._results import (
+    ClientStatistics,
+    MapResult,
+    RunFinished,
+    RunRequest,
+    RunResult,
+    StateChanged,
+    StreamEvent,
+    TextDelta,
+    ToolCallDelta,
+    percentiles,
+)
+from agentrun._retry import RetryPolicy
+from agentrun._schedule import PollSchedule
+from agentrun._sse import SSEDecoder
+from agentrun._transport import StreamInterruptedError, Transport
+
+__all__ = ["AsyncClient", "Mode"]
+
+logger = logging.getLogger("agentrun")
+
+Mode = Literal["auto", "stream", "poll"]
+
+
+class _Default(enum.Enum):
+    """Sentinel for "use the client's setting" where None has a meaning of its own."""
+
+    TOKEN = 0
+
+
+DEFAULT = _Default.TOKEN
+_MODES = ("auto", "stream", "poll")
+
+#: How long a caller's cancel or timeout may wait for the remote run to be cancelled.
+CANCEL_GRACE = 10.0
+#: How long a create request may finish after the caller gave up, so its run id is known and
+#: the run can be cancelled instead of left running unseen.
+CREATE_GRACE = 15.0
+_STATE_SAMPLES = 10_000
+
+
+@attrs.define
+class _Invocation:
+    agent: str
+    messages: tuple[wire.InputMessage, ...]
+    options: wire.RunOptions
+    thread_id: str | None
+    run_id: str | None
+    tool_outputs: tuple[wire.ToolOutput, ...]
+    timeout: float | None
+    mode: Mode
+    # Runs on the thread created before this (Unix seconds) are not this invocation's.
+    floor: float = attrs.field(factory=lambda: math.floor(time.time()) - 1)
+
+
+class _Collector:
+    """What a run produced, gathered from stream events, polls and message listings."""
+
+    def __init__(self) -> None:
+        self.run: wire.Run | None = None
+        self.messages: dict[str, wire.Message] = {}
+        self.requests = 0
+        self.pending: list[StateChanged] = []
+
+
+class AsyncClient:
+    """An async client for Azure AI Foundry Agents.
+
+    One client holds one connection pool (`pool_limit` connections) and one token cache, shared
+    by every invocation made through it. Use it as `async with AsyncClient(...) as client:` or
+    call `aclose()`. Credentials are resolved in this order: `credential`, `api_key`,
+    `tenant_id`/`client_id`/`client_secret`, then the environment (`AZURE_TENANT_ID`,
+    `AZURE_CLIENT_ID`, `AZURE_CLIENT_SECRET`, then `AZURE_AD_TOKEN`). `api_base` defaults to
+    `AZURE_AI_API_BASE`.
+
+    `verify` is True (system trust), a path to a CA bundle, an `ssl.SSLContext`, or False to
+    turn certificate verification off (explicitly only).
+    """
+
+    def __init__(
+        self,
+        api_base: str | None = None,
+        *,
+        credential: Any = None,
+        api_key: str | None = None,
+        tenant_id: str | None = None,
+        client_id: str | None = None,
+        client_secret: str | None = None,
+        authority: str | None = None,
+        api_version: str = "v1",
+        verify: bool | str | ssl.SSLContext = True,
+        pool_limit: int = 100,
+        mode: Mode = "auto",
+        timeout: float | None = 600.0,
+        retry_policy: RetryPolicy | None = None,
+        env: Mapping[str, str] | None = None,
+    ) -> None:
+        base = api_base or default_api_base(env)
+        if not base:
+            raise ConfigurationError(
+                "no api_base: pass api_base= (https://<resource>.services.ai.azure.com/api/"
+                "projects/<project>) or set AZURE_AI_API_BASE"
+            )
+        if not base.startswith(("https://", "http://")):
+            raise ConfigurationError(f"api_base must be an http(s) URL, got {base!r}")
+        if mode not in _MODES:
+            raise ConfigurationError(f"mode must be one of {', '.join(_MODES)}, got {mode!r}")
+        if pool_limit < 1:
+            raise ConfigurationError("pool_limit must be at least 1")
+        _check_timeout(timeout)
+        source = resolve_token_source(
+            credential=credential,
+            api_key=api_key,
+            tenant_id=tenant_id,
+            client_id=client_id,
+            client_secret=client_secret,
+            authority=authority,
+            verify=verify if not isinstance(verify, ssl.SSLContext) else True,
+            env=env,
+        )
+        self.api_base = base.rstrip("/")
+        self.mode: Mode = mode
+        self.timeout = timeout
+        self.pool_limit = pool_limit
+        self._tokens = TokenCache(source)
+        self._transport = Transport(
+            self.api_base,
+            token_cache=self._tokens,
+            api_version=api_version,
+            limit=pool_limit,
+            verify=verify,
+            retry_policy=retry_policy or RetryPolicy(),
+        )
+        self._schedules: dict[str, PollSchedule] = {}
+        self._in_flight = 0
+        self._started = 0
+        self._by_state: Counter[str] = Counter()
+        self._state_time: dict[State, deque[float]] = {}
+
+    def __repr__(self) -> str:
+        return f"<AsyncClient {self.api_base} mode={self.mode} pool_limit={self.pool_limit}>"
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the connection pool and the token source (if agentrun created it)."""
+        try:
+            await self._transport.aclose()
+        finally:
+            await self._tokens.aclose()
+
+    # -- public API -----------------------------------------------------------------------
+
+    async def run(
+        self,
+        agent: str,
+        input: str | Sequence[Mapping[str, Any]] = (),
+        *,
+        thread_id: str | None = None,
+        run_id: str | None = None,
+        tool_outputs: Mapping[str, str] | Sequence[Mapping[str, str]] | None = None,
+        instructions: str | None = None,
+        additional_instructions: str | None = None,
+        tools: Sequence[Mapping[str, Any]] | None = None,
+        tool_choice: Any = None,
+        response_format: Any = None,
+        temperature: float | None = None,
+        top_p: float | None = None,
+        max_prompt_tokens: int | None = None,
+        max_completion_tokens: int | None = None,
+        truncation_strategy: Mapping[str, Any] | None = None,
+        metadata: Mapping[str, str] | None = None,
+        parallel_tool_calls: bool | None = None,
+        model: str | None = None,
+        timeout: float | _Default | None = DEFAULT,
+        mode: Mode | None = None,
+    ) -> RunResult:
+        """Run `agent` on `input` and return its result.
+
+        `input` is a prompt, or a list of `{"role": "user"|"assistant", "content": ...}`
+        messages. With `thread_id` the run continues that thread (the input is added to it).
+        With `tool_outputs` (a `{tool_call_id: output}` mapping, or a list of
+        `{"tool_call_id", "output"}`) the run of `thread_id` that waits in `requires_action`
+        (or `run_id`) gets its tool outputs and goes on.
+
+        `timeout` bounds the whole invocation (seconds; None for no limit; default: the
+        client's). On a timeout or a cancellation the remote run is cancelled before the error
+        is raised. Raises a `RunError` subclass when the run ends failed, cancelled, expired or
+        incomplete.
+        """
+        inv = self._invocation(
+            agent,
+            input,
+            thread_id=thread_id,
+            run_id=run_id,
+            tool_outputs=tool_outputs,
+            options=dict(
+                instructions=instructions,
+                additional_instructions=additional_instructions,
+                tools=tools,
+                tool_choice=tool_choice,
+                response_format=response_format,
+                temperature=temperature,
+                top_p=top_p,
+                max_prompt_tokens=max_prompt_tokens,
+                max_completion_tokens=max_completion_tokens,
+                truncation_strategy=truncation_strategy,
+                metadata=metadata,
+                parallel_tool_calls=parallel_tool_calls,
+                model=model,
+            ),
+            timeout=timeout,
+            mode=mode,
+        )
+        stream = RunStream(self, inv, emit=False)
+        async with stream:
+            async for event in stream:
+                if isinstance(event, RunFinished):
+                    return event.result
+        raise AssertionError("an invocation ended without a result")  # pragma: no cover
+
+    def open_stream(
+        self, agent: str, input: str | Sequence[Mapping[str, Any]] = (), **kwargs: Any
+    ) -> RunStream:
+        """Like `stream()`, as a plain async iterator: call `aclose()` if you stop early."""
+        kwargs.setdefault("mode", "stream")
+        return RunStream(
+            self, self._invocation(agent, input, **_split_run_kwargs(kwargs)), emit=True
+        )
+
+    @asynccontextmanager
+    async def stream(
+        self,
+        agent: str,
+        input: str | Sequence[Mapping[str, Any]] = (),
+        **kwargs: Any,
+    ) -> AsyncIterator[RunStream]:
+        """Run like `run()`, yielding events as they arrive.
+
+        ```python
+        async with client.stream("asst_abc123", "Hi") as events:
+            async for event in events:
+                if isinstance(event, agentrun.TextDelta):
+                    print(event.text, end="")
+        ```
+
+        Events: `StateChanged`, `TextDelta`, `ToolCallDelta`, and last `RunFinished` with the
+        result. A run error is raised from the iterator. Leaving the block early cancels the
+        remote run. `mode` defaults to "stream" here.
+        """
+        stream = self.open_stream(agent, input, **kwargs)
+        async with stream:
+            yield stream
+
+    async def map(
+        self,
+        requests: Iterable[RunRequest | Mapping[str, Any]]
+        | AsyncIterable[RunRequest | Mapping[str, Any]],
+        *,
+        concurrency: int = 100,
+    ) -> AsyncIterator[MapResult]:
+        """Run many invocations, at most `concurrency` at once; yield each as it finishes.
+
+        Items are `RunRequest`s or mappings of `run()` arguments (`agent`, `input`, ...).
+        A failed item is yielded with its `error`; it does not stop the others. Iterate to the
+        end, or close the iterator (`contextlib.aclosing`) to cancel what is still running.
+        """
+        if concurrency < 1:
+            raise ConfigurationError("concurrency must be at least 1")
+        limiter = anyio.CapacityLimiter(concurrency)
+        send, receive = anyio.create_memory_object_stream[MapResult](concurrency)
+
+        async def one(
+            index: int,
+            req: RunRequest,
+            token: object,
+            out: anyio.abc.ObjectSendStream[MapResult],
+        ) -> None:
+            async with out:
+                try:
+                    try:
+                        result = await self.run(req.agent, req.input, **req.options)
+                    except Exception as exc:
+                        item = MapResult(index=index, request=req, error=exc)
+                    else:
+                        item = MapResult(index=index, request=req, result=result)
+                    await out.send(item)
+                finally:
+                    limiter.release_on_behalf_of(token)
+
+        async def feed(tg: anyio.abc.TaskGroup) -> None:
+            async with send:
+                index = 0
+                async for raw in _aiter(requests):
+                    token = object()
+                    await limiter.acquire_on_behalf_of(token)
+                    try:
+                        req = _as_request(raw)
+                    except Exception as exc:
+                        limiter.release_on_behalf_of(token)
+                        bad = RunRequest(agent="", input="", options={}, key=raw)
+                        await send.send(MapResult(index=index, request=bad, error=exc))
+                    else:
+                        tg.start_soon(one, index, req, token, send.clone())
+                    index += 1
+
+        error: Exception | None = None
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(feed, tg)
+            try:
+                async with receive:
+                    async for item in receive:
+                        yield item
+            except Exception as exc:
+                error = exc
+            finally:
+                tg.cancel_scope.cancel()
+        if error is not None:
+            raise error
+
+    def statistics(self) -> ClientStatistics:
+        """Requests, retries, tokens, connections, runs by final state, time per state."""
+        t = self._transport.statistics()
+        return ClientStatistics(
+            requests_sent=t.requests_sent,
+            retries=t.retries,
+            token_requests=self._tokens.statistics().token_requests,
+            connections_opened=t.connections_opened,
+            responses_by_status=dict(t.responses_by_status),
+            runs_started=self._started,
+            runs_in_flight=self._in_flight,
+            runs_by_state=dict(self._by_state),
+            state_time={s.value: percentiles(list(v)) for s, v in self._state_time.items()},
+        )
+
+    # -- building an invocation -----------------------------------------------------------
+
+    def _invocation(
+        self,
+        agent: str,
+        input: str | Sequence[Mapping[str, Any]],
+        *,
+        thread_id: str | None = None,
+        run_id: str | None = None,
+        tool_outputs: Mapping[str, str] | Sequence[Mapping[str, str]] | None = None,
+        options: Mapping[str, Any] | None = None,
+        timeout: float | _Default | None = DEFAULT,
+        mode: Mode | None = None,
+    ) -> _Invocation:
+        if not isinstance(agent, str) or not agent.strip():
+            raise ConfigurationError("agent must be a non-empty agent id, e.g. 'asst_abc123'")
+        outputs = _tool_outputs(tool_outputs)
+        messages = _messages(input)
+        if outputs:
+            if thread_id is None:
+                raise ConfigurationError("tool_outputs need the thread_id of the waiting run")
+            if messages:
+                raise ConfigurationError(
+                    "pass either new input or tool_outputs: a run waiting for tool outputs "
+                    "cannot take new messages"
+                )
+        elif run_id is not None:
+            raise ConfigurationError("run_id is only used with tool_outputs")
+        elif not messages and thread_id is None:
+            raise ConfigurationError("input is empty: give a prompt or at least one message")
+        if isinstance(timeout, _Default):
+            timeout = self.timeout
+        _check_timeout(timeout)
+        chosen = self.mode if mode is None else mode
+        if chosen not in _MODES:
+            raise ConfigurationError(f"mode must be one of {', '.join(_MODES)}, got {chosen!r}")
+        return _Invocation(
+            agent=agent.strip(),
+            messages=messages,
+            options=wire.RunOptions(**{k: v for k, v in (options or {}).items() if v is not None}),
+            thread_id=thread_id,
+            run_id=run_id,
+            tool_outputs=outputs,
+            timeout=timeout,
+            mode=chosen,
+        )
+
+    def _pick_mode(self, mode: Mode) -> Literal["stream", "poll"]:
+        if mode != "auto":
+            return mode
+        # A streamed run holds a pooled connection for its whole life; past the pool size,
+        # streams would queue behind each other while polls share the connections.
+        return "stream" if self._in_flight < self.pool_limit else "poll"
+
+    # -- the driver ------------------------------------------------------------------------
+
+    def _begin(self, inv: _Invocation) -> Literal["stream", "poll"]:
+        mode = self._pick_mode(inv.mode)
+        self._in_flight += 1
+        self._started += 1
+        return mode
+
+    def _end(self, m: RunMachine | None) -> None:
+        self._in_flight -= 1
+        if m is None:
+            return
+        self._by_state[m.state.value] += 1
+        for state, seconds in m.durations().items():
+            bucket = self._state_time.get(state)
+            if bucket is None:
+                bucket = self._state_time[state] = deque(maxlen=_STATE_SAMPLES)
+            bucket.append(seconds)
+
+
+class RunStream:
+    """One invocation, driven step by step as its events are consumed.
+
+    An async iterator of `StreamEvent`s ending with `RunFinished` (or raising the run's error),
+    and an async context manager whose exit cancels the remote run if the invocation did not
+    finish. It holds no task and no cancel scope between events: the invocation's deadline is
+    applied around each step, so it can be iterated from any code, like any async iterator.
+    """
+
+    def __init__(self, client: AsyncClient, inv: _Invocation, *, emit: bool) -> None:
+        self._client = client
+        self._inv = inv
+        self._emit = emit
+        self._machine: RunMachine | None = None
+        self._col = _Collector()
+        self._mode: Literal["stream", "poll"] = "poll"
+        self._gen: AsyncGenerator[StreamEvent, None] | None = None
+        self._deadline = math.inf
+        self._done = False
+        self._result: RunResult | None = None
+
+    @property
+    def thread_id(self) -> str | None:
+        return self._machine.thread_id if self._machine else self._inv.thread_id
+
+    @property
+    def run_id(self) -> str | None:
+        return self._machine.run_id if self._machine else self._inv.run_id
+
+    @property
+    def result(self) -> RunResult | None:
+        """The result, once `RunFinished` was delivered."""
+        return self._result
+
+    def __aiter__(self) -> RunStream:
+        return self
+
+    async def __aenter__(self) -> RunStream:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Stop: cancel the remote run if it is still going (shielded, bounded)."""
+        if self._done:
+            return
+        self._done = True
+        try:
+            with anyio.CancelScope(shield=True):
+                await self._cancel_remote("cancel")
+        finally:
+            await self._finish_gen()
+
+    async def __anext__(self) -> StreamEvent:
+        if self._done:
+            raise StopAsyncIteration
+        if self._gen is None:
+            self._mode = self._client._begin(self._inv)
+            self._gen = self._steps()
+            if self._inv.timeout is not None:
+                self._deadline = anyio.current_time() + self._inv.timeout
+        try:
+            with anyio.CancelScope(deadline=self._deadline) as scope:
+                event = await self._gen.__anext__()
+        except anyio.get_cancelled_exc_class():
+            self._done = True
+            with anyio.CancelScope(shield=True):
+                await self._cancel_remote("cancel")
+                await self._finish_gen()
+            raise
+        except BaseException:
+            self._done = True
+            await self._finish_gen()
+            raise
+        if scope.cancelled_caught:
+            self._done = True
+            await self._cancel_remote("deadline")
+            await self._finish_gen()
+            m = self._machine
+            raise APITimeoutError(
+                f"the invocation of {self._inv.agent} did not finish within "
+                f"{self._inv.timeout:g} s"
+                + (f"; run {m.run_id} was cancelled" if m and m.run_id else ""),
+                thread_id=m.thread_id if m else None,
+                run_id=m.run_id if m else None,
+                history=m.history if m else (),
+            )
+        if isinstance(event, RunFinished):
+            self._done = True
+            self._result = event.result
+            await self._finish_gen()
+        return event
+
+    async def _finish_gen(self) -> None:
+        gen, self._gen = self._gen, None
+        if gen is not None:
+            self._client._end(self._machine)
+            await gen.aclose()
+
+    # -- the steps ----------------------------------------------------------------------
+
+    async def _steps(self) -> AsyncGenerator[StreamEvent, None]:
+        inv, col, client = self._inv, self._col, self._client
+        schedule = client._schedules.setdefault(inv.agent, PollSchedule())
+        if inv.tool_outputs and inv.run_id is None:
+            inv.run_id = await self._waiting_run()
+        start = anyio.current_time()
+        m = self._machine = RunMachine(
+            mode=self._mode,
+            now=start,
+            thread_id=inv.thread_id,
+            run_id=inv.run_id,
+            poll_delay=schedule.delay,
+            # /threads/runs takes no additional_instructions: create the thread first then.
+            separate_thread=inv.options.additional_instructions is not None,
+        )
+        action: Send | Sleep | ReadStream | Finish = m.start(start)
+        while not isinstance(action, Finish):
+            if isinstance(action, Sleep):
+                await anyio.sleep_until(action.until)
+                action = m.timer(anyio.current_time())
+            elif isinstance(action, Send) and action.stream:
+                async for item in self._stream(action):
+                    if isinstance(item, _Next):
+                        action = item.action
+                    else:
+                        yield item
+            elif isinstance(action, Send):
+                action = await self._send(action)
+            else:  # pragma: no cover - the machine only asks for ReadStream while streaming
+                raise AssertionError("unexpected ReadStream outside a stream")
+            for ev in col.pending:
+                yield ev
+            col.pending.clear()
+        state = action.state
+        if state in TERMINAL_STATES:
+            schedule.record(m.history[-1].at - _run_created_at(m))
+        result = self._build_result()
+        if state not in TERMINAL_STATES and state is not State.REQUIRES_ACTION:
+            raise APIConnectionError(
+                "the event stream broke before the service confirmed the run; it may or may "
+                "not have been created",
+                thread_id=m.thread_id,
+            )
+        if state in (State.COMPLETED, State.REQUIRES_ACTION):
+            yield RunFinished(result)
+            return
+        raise _run_error(result)
+
+    def _build_result(self) -> RunResult:
+        m = self._machine
+        assert m is not None
+        run = self._col.run
+        msgs = sorted(self._col.messages.values(), key=lambda msg: (msg.created_at, msg.id))
+        return RunResult(
+            agent_id=self._inv.agent,
+            state=m.state,
+            thread_id=m.thread_id or "",
+            run_id=m.run_id or "",
+            messages=tuple(msgs),
+            usage=run.usage if run else None,
+            tool_calls=run.required_tool_calls if run and m.state is State.REQUIRES_ACTION else (),
+            history=tuple(m.history),
+            mode=self._mode,
+            requests=self._col.requests,
+            run=run,
+            last_error=run.last_error if run else None,
+            incomplete_reason=run.incomplete_reason if run else None,
+        )
+
+    async def _request(self, req: wire.ApiRequest) -> Any:
+        self._col.requests += 1
+        m = self._machine
+        return await self._client._transport.request_json(
+            req.method,
+            req.path,
+            params=req.params,
+            json=req.json,
+            thread_id=m.thread_id if m else self._inv.thread_id,
+            run_id=m.run_id if m else self._inv.run_id,
+        )
+
+    async def _send(self, action: Send) -> Send | Sleep | ReadStream | Finish:
+        m = self._machine
+        assert m is not None
+        op = action.op
+        if op is Op.CREATE_THREAD:
+            data = await self._request(wire.create_thread(self._inv.messages))
+            seen = len(m.history)
+            nxt = m.thread_ready(wire.parse_thread(data).id, anyio.current_time())
+            self._note_moves(seen)
+            return nxt
+        if op in (Op.CREATE_THREAD_AND_RUN, Op.CREATE_RUN, Op.SUBMIT_TOOL_OUTPUTS):
+            req = _create_request(self._inv, m, op, stream=False)
+            # Finish the create even if the caller gives up meanwhile: its run id is what lets
+            # the cleanup cancel the run instead of leaving it running unseen.
+            with anyio.CancelScope(shield=True) as shield:
+                shield.deadline = anyio.current_time() + CREATE_GRACE
+                data = await self._request(req)
+            if shield.cancelled_caught:
+                raise APITimeoutError("the create request did not finish", history=m.history)
+            return self._apply_run(wire.parse_run(data), "response")
+        if op is Op.GET_RUN:
+            assert m.thread_id is not None and m.run_id is not None
+            data = await self._request(wire.get_run(m.thread_id, m.run_id))
+            return self._apply_run(wire.parse_run(data), "poll")
+        if op is Op.CANCEL_RUN:
+            assert m.thread_id is not None and m.run_id is not None
+            data = await self._request(wire.cancel_run(m.thread_id, m.run_id))
+            return self._apply_run(wire.parse_run(data), "response")
+        if op is Op.LIST_MESSAGES:
+            await self._list_messages()
+            return m.messages_fetched(anyio.current_time())
+        if op is Op.FIND_RUN:
+            assert m.thread_id is not None
+            runs = await self._latest_runs(m.thread_id)
+            found = runs[0] if runs else None
+            if found is None or (found.created_at < self._inv.floor and not _active(found)):
+                raise APIConnectionError(
+                    "the event stream broke before the run was created; no run was started",
+                    thread_id=m.thread_id,
+                )
+            return self._apply_run(found, "poll")
+        raise AssertionError(f"unhandled op {op}")  # pragma: no cover
+
+    def _apply_run(
+        self, run: wire.Run, via: Literal["response", "poll", "stream"]
+    ) -> Send | Sleep | ReadStream | Finish:
+        m = self._machine
+        assert m is not None
+        self._col.run = run
+        seen = len(m.history)
+        action = m.run_update(
+            run.status, run_id=run.id, thread_id=run.thread_id, now=anyio.current_time(), via=via
+        )
+        self._note_moves(seen)
+        return action
+
+    def _note_moves(self, seen: int) -> None:
+        """Log the moves recorded since `seen` history entries, and queue their events."""
+        m = self._machine
+        assert m is not None
+        for i in range(max(seen, 1), len(m.history)):
+            prev, t = m.history[i - 1], m.history[i]
+            logger.debug(
+                "run %s on thread %s: %s -> %s (%s)",
+                m.run_id,
+                m.thread_id,
+                prev.state.value,
+                t.state.value,
+                t.cause,
+            )
+            if self._emit:
+                self._col.pending.append(
+                    StateChanged(t.state, prev.state, t.at, m.thread_id, m.run_id)
+                )
+
+    async def _stream(self, action: Send) -> AsyncGenerator[StreamEvent | _Next, None]:
+        m = self._machine
+        assert m is not None
+        req = _create_request(self._inv, m, action.op, stream=True)
+        transport = self._client._transport
+        self._col.requests += 1
+        decoder = SSEDecoder()
+        try:
+            async with AsyncExitStack() as stack:
+                # Until the service has told us the run id, the caller's cancel waits (bounded):
+                # without the id, the cleanup could not cancel the run it started.
+                with anyio.CancelScope(shield=True) as shield:
+                    shield.deadline = anyio.current_time() + CREATE_GRACE
+                    body = await stack.enter_async_context(
+                        transport.stream(
+                            req.method,
+                            req.path,
+                            params=req.params,
+                            json=req.json,
+                            thread_id=m.thread_id,
+                            run_id=m.run_id,
+                        )
+                    )
+                chunks = body.__aiter__()
+                eof = False
+                while not eof:
+                    try:
+                        if m.run_id is None:
+                            with anyio.CancelScope(shield=True) as shield:
+                                shield.deadline = anyio.current_time() + CREATE_GRACE
+                                chunk = await chunks.__anext__()
+                        else:
+                            chunk = await chunks.__anext__()
+                        frames = decoder.feed(chunk)
+                    except StopAsyncIteration:
+                        eof = True
+                        frames = decoder.close()
+                    for sse in frames:
+                        for ev in wire.parse_stream_event(sse):
+                            nxt = self._on_stream_event(ev)
+                            for pending in self._col.pending:
+                                yield pending
+                            self._col.pending.clear()
+                            if isinstance(nxt, ReadStream):
+                                if self._emit:
+                                    out = _public_delta(ev)
+                                    if out is not None:
+                                        yield out
+                                continue
+                            if isinstance(ev, wire.StreamDone):
+                                await _drain(chunks)
+                            yield _Next(nxt)
+                            return
+        except StreamInterruptedError:
+            logger.debug("stream of run %s broke; finishing it by polling", m.run_id)
+            yield _Next(m.stream_lost(anyio.current_time()))
+            return
+        yield _Next(m.stream_done(anyio.current_time()))
+
+    def _on_stream_event(self, ev: wire.StreamEvent) -> Send | Sleep | ReadStream | Finish:
+        m = self._machine
+        assert m is not None
+        if isinstance(ev, (wire.TextDelta, wire.ToolCallDelta, wire.StepEvent)):
+            return ReadStream()
+        if isinstance(ev, wire.RunEvent):
+            return self._apply_run(ev.run, "stream")
+        if isinstance(ev, wire.MessageEvent):
+            msg = ev.message
+            if msg.role == "assistant" and (m.run_id is None or msg.run_id in (None, m.run_id)):
+                self._col.messages[msg.id] = msg
+            return ReadStream()
+        if isinstance(ev, wire.ThreadCreated):
+            seen = len(m.history)
+            action = m.thread_created(ev.thread.id, anyio.current_time())
+            self._note_moves(seen)
+            return action
+        if isinstance(ev, wire.StreamDone):
+            return m.stream_done(anyio.current_time())
+        # An `error` event: the service reports a failure inside the stream; the run's own
+        # status (polled next) says what happened to it.
+        logger.debug("stream error event for run %s: %s", m.run_id, ev.code)
+        return m.stream_lost(anyio.current_time())
+
+    async def _latest_runs(self, thread_id: str) -> list[wire.Run]:
+        return list(
+            wire.parse_run_page(await self._request(wire.list_runs(thread_id, limit=1))).data
+        )
+
+    async def _waiting_run(self) -> str:
+        """The run of the invocation's thread that waits for tool outputs."""
+        thread_id = self._inv.thread_id
+        assert thread_id is not None
+        runs = await self._latest_runs(thread_id)
+        if not runs or runs[0].status != "requires_action":
+            state = f"its latest run is {runs[0].status}" if runs else "it has no run"
+            raise BadRequestError(
+                f"thread {thread_id} has no run waiting for tool outputs ({state})",
+                thread_id=thread_id,
+            )
+        return runs[0].id
+
+    async def _list_messages(self) -> None:
+        m = self._machine
+        assert m is not None and m.thread_id is not None
+        after: str | None = None
+        while True:
+            req = wire.list_messages(m.thread_id, run_id=m.run_id, order="asc", after=after)
+            page = wire.parse_message_page(await self._request(req))
+            for msg in page.data:
+                if msg.role == "assistant":
+                    self._col.messages[msg.id] = msg
+            if not page.has_more or not page.last_id or not page.data:
+                return
+            after = page.last_id
+
+    async def _cancel_remote(self, reason: str) -> None:
+        """Cancel the remote run (bounded in time); never raises."""
+        m = self._machine
+        if m is None or m.finished:
+            return
+        if m.run_id is None or m.thread_id is None:
+            m.cancel(anyio.current_time(), reason)
+            return
+        with anyio.move_on_after(CANCEL_GRACE):
+            try:
+                action = m.cancel(anyio.current_time(), reason)
+                if isinstance(action, Send):
+                    data = await self._request(wire.cancel_run(m.thread_id, m.run_id))
+                    self._apply_run(wire.parse_run(data), "response")
+            except BadRequestError:
+                # Already terminal on the service: nothing left to cancel.
+                pass
+            except Exception as exc:
+                logger.warning("could not cancel run %s: %s", m.run_id, exc)
+
+
+@attrs.frozen
+class _Next:
+    """Internal: the stream reader's next machine action."""
+
+    action: Send | Sleep | ReadStream | Finish
+
+
+def _public_delta(ev: wire.StreamEvent) -> StreamEvent | None:
+    if isinstance(ev, wire.TextDelta):
+        return TextDelta(ev.text, ev.message_id, ev.index, ev.annotations)
+    if isinstance(ev, wire.ToolCallDelta):
+        return ToolCallDelta(ev.index, ev.id, ev.name, ev.arguments, ev.type or "function")
+    return None
+
+
+# -- helpers ---------------------------------------------------------------------------------
+
+
+def _check_timeout(timeout: float | None) -> None:
+    if timeout is not None and not (timeout > 0 and math.isfinite(timeout)):
+        raise ConfigurationError(f"timeout must be a positive number of seconds, got {timeout!r}")
+
+
+def _messages(input: str | Sequence[Mapping[str, Any]]) -> tuple[wire.InputMessage, ...]:
+    if isinstance(input, str):
+        if not input.strip():
+            return ()
+        return (wire.InputMessage(role="user", content=input),)
+    if isinstance(input, Mapping):
+        raise ConfigurationError("input must be a string or a list of messages, not one mapping")
+    out: list[wire.InputMessage] = []
+    for i, msg in enumerate(input):
+        if not isinstance(msg, Mapping):
+            raise ConfigurationError(f"input[{i}] must be a mapping with role and content")
+        role = msg.get("role")
+        if role not in ("user", "assistant"):
+            raise ConfigurationError(
+                f"input[{i}] has role {role!r}; the thread takes 'user' and 'assistant' "
+                "messages (pass system text as instructions or additional_instructions)"
+            )
+        if "content" not in msg:
+            raise ConfigurationError(f"input[{i}] has no content")
+        out.append(wire.InputMessage(role=role, content=msg["content"]))
+    return tuple(out)
+
+
+def _tool_outputs(
+    outputs: Mapping[str, str] | Sequence[Mapping[str, str]] | None,
+) -> tuple[wire.ToolOutput, ...]:
+    if outputs is None:
+        return ()
+    items: list[wire.ToolOutput] = []
+    if isinstance(outputs, Mapping):
+        pairs = list(outputs.items())
+    else:
+        pairs = []
+        for i, o in enumerate(outputs):
+            if not isinstance(o, Mapping) or "tool_call_id" not in o or "output" not in o:
+                raise ConfigurationError(f"tool_outputs[{i}] needs tool_call_id and output")
+            pairs.append((o["tool_call_id"], o["output"]))
+    for call_id, out in pairs:
+        if not isinstance(call_id, str) or not call_id:
+            raise ConfigurationError("each tool output needs a non-empty tool_call_id")
+        if not isinstance(out, str):
+            raise ConfigurationError(f"the output for {call_id} must be a string")
+        items.append(wire.ToolOutput(tool_call_id=call_id, output=out))
+    if not items:
+        raise ConfigurationError("tool_outputs is empty")
+    return tuple(items)
+
+
+def _create_request(inv: _Invocation, m: RunMachine, op: Op, *, stream: bool) -> wire.ApiRequest:
+    if op is Op.CREATE_THREAD_AND_RUN:
+        return wire.create_thread_and_run(inv.agent, inv.messages, inv.options, stream=stream)
+    assert m.thread_id is not None
+    if op is Op.CREATE_RUN:
+        # Messages go with the run on a caller's thread; on a thread we just created they
+        # were posted with it.
+        extra = inv.messages if inv.thread_id is not None else ()
+        return wire.create_run(
+            m.thread_id, inv.agent, inv.options, additional_messages=extra, stream=stream
+        )
+    if m.run_id is None:
+        raise ConfigurationError("tool_outputs need run_id")  # resolved before driving
+    return wire.submit_tool_outputs(m.thread_id, m.run_id, inv.tool_outputs, stream=stream)
+
+
+def _active(run: wire.Run) -> bool:
+    return run.status in ("queued", "in_progress", "requires_action", "cancelling")
+
+
+def _run_created_at(m: RunMachine) -> float:
+    for t in m.history:
+        if t.state is State.RUN_QUEUED:
+            return t.at
+    return m.history[0].at
+
+
+def _run_error(result: RunResult) -> RunError:
+    code = result.last_error.code if result.last_error else None
+    message = result.last_error.message if result.last_error else None
+    if result.state is State.INCOMPLETE:
+        code = result.incomplete_reason or code
+    cls: type[RunError] = {
+        State.FAILED: RunFailedError,
+        State.CANCELLED: RunCancelledError,
+        State.EXPIRED: RunExpiredError,
+        State.INCOMPLETE: RunIncompleteError,
+    }[result.state]
+    detail = f": {code}" if code else ""
+    if message:
+        detail += f" ({message})"
+    return cls(
+        f"run {result.run_id} on thread {result.thread_id} ended {result.state.value}{detail}",
+        status=result.state.value,
+        thread_id=result.thread_id,
+        run_id=result.run_id,
+        code=code,
+        error_message=message,
+        history=result.history,
+        result=result,
+    )
+
+
+_RUN_KWARGS = frozenset(
+    {
+        "thread_id",
+        "run_id",
+        "tool_outputs",
+        "timeout",
+        "mode",
+    }
+)
+
+
+def _split_run_kwargs(kwargs: Mapping[str, Any]) -> dict[str, Any]:
+    """`run()` keyword arguments -> `_invocation()` ones (run options grouped)."""
+    out: dict[str, Any] = {k: v for k, v in kwargs.items() if k in _RUN_KWARGS}
+    options = {k: v for k, v in kwargs.items() if k not in _RUN_KWARGS}
+    unknown = set(options) - set(attrs.fields_dict(wire.RunOptions))
+    if unknown:
+        raise ConfigurationError(f"unknown argument(s): {', '.join(sorted(unknown))}")
+    out["options"] = options
+    return out
+
+
+def _as_request(raw: RunRequest | Mapping[str, Any]) -> RunRequest:
+    if isinstance(raw, RunRequest):
+        return raw
+    if not isinstance(raw, Mapping):
+        raise ConfigurationError(f"a request must be a RunRequest or a mapping, got {raw!r}")
+    data = dict(raw)
+    agent = data.pop("agent", None)
+    if not isinstance(agent, str):
+        raise ConfigurationError("a request needs an 'agent'")
+    inp = data.pop("input", ())
+    key = data.pop("key", None)
+    return RunRequest(agent=agent, input=inp, options=data, key=key)
+
+
+async def _aiter(items: Iterable[Any] | AsyncIterable[Any]) -> AsyncIterator[Any]:
+    if isinstance(items, AsyncIterable):
+        async for item in items:
+            yield item
+    else:
+        for item in items:
+            yield item
+
+
+async def _drain(chunks: AsyncIterator[bytes]) -> None:
+    """Read what is left of a finished stream (normally nothing) so the connection is reused."""
+    with anyio.move_on_after(1.0):
+        async for _ in chunks:
+            pass
+
+
+async def _iterate_events(
+    receive: anyio.abc.ObjectReceiveStream[StreamEvent | BaseException],
+) -> AsyncIterator[StreamEvent]:
+    async for item in receive:
+        if isinstance(item, BaseException):
+            raise item
+        yield item

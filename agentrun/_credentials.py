@@ -1,0 +1,144 @@
+"""Credential resolution: the one place that reads credential environment variables.
+
+`resolve_token_source` turns what the caller passed (and, failing that, the environment) into a
+`TokenSource`, most specific first:
+
+1. an explicit `credential` (any azure-identity async credential; the caller keeps owning it),
+2. an explicit `api_key` (a static Entra ID token),
+3. explicit `tenant_id` / `client_id` / `client_secret` (a service principal),
+4. env `AZURE_TENANT_ID` / `AZURE_CLIENT_ID` / `AZURE_CLIENT_SECRET`,
+5. env `AZURE_AD_TOKEN`.
+
+Secrets are never put in a repr or an error message.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any
+
+from agentrun._auth import (
+    DEFAULT_SCOPE,
+    CredentialTokenSource,
+    StaticTokenSource,
+    TokenSource,
+)
+from agentrun._errors import ConfigurationError
+
+__all__ = ["default_api_base", "resolve_token_source"]
+
+_SP_ARGS = ("tenant_id", "client_id", "client_secret")
+_SP_ENV = ("AZURE_TENANT_ID", "AZURE_CLIENT_ID", "AZURE_CLIENT_SECRET")
+
+
+def default_api_base(env: Mapping[str, str] | None = None) -> str | None:
+    """The default base URL, from `AZURE_AI_API_BASE` (None when unset or empty)."""
+    env = os.environ if env is None else env
+    value = env.get("AZURE_AI_API_BASE", "").strip()
+    return value or None
+
+
+def resolve_token_source(
+    *,
+    credential: Any = None,
+    api_key: str | None = None,
+    tenant_id: str | None = None,
+    client_id: str | None = None,
+    client_secret: str | None = None,
+    authority: str | None = None,
+    verify: bool | str = True,
+    env: Mapping[str, str] | None = None,
+    scope: str = DEFAULT_SCOPE,
+) -> TokenSource:
+    """The token source for these arguments, else for the environment (`os.environ` by default).
+
+    `authority` (else env `AZURE_AUTHORITY_HOST`) and `verify` (a CA bundle path, or False to
+    skip TLS verification) apply to a service-principal credential that agentrun builds.
+    Raises `ConfigurationError` for incomplete service-principal arguments or when nothing
+    usable is found.
+    """
+    env = os.environ if env is None else env
+
+    if credential is not None:
+        return CredentialTokenSource(credential, scope, owns_credential=False)
+
+    if api_key is not None:
+        if not api_key.strip():
+            raise ConfigurationError("api_key is empty: pass an Entra ID access token")
+        return StaticTokenSource(api_key.strip())
+
+    explicit = {"tenant_id": tenant_id, "client_id": client_id, "client_secret": client_secret}
+    given = [name for name, value in explicit.items() if value]
+    if given:
+        missing = [name for name in _SP_ARGS if not explicit[name]]
+        if missing:
+            raise ConfigurationError(
+                f"incomplete service principal: got {_join(given)} but not {_join(missing)}; "
+                "pass all of tenant_id, client_id and client_secret"
+            )
+        return _service_principal(
+            tenant_id or "",
+            client_id or "",
+            client_secret or "",
+            authority=authority or env.get("AZURE_AUTHORITY_HOST") or None,
+            verify=verify,
+            scope=scope,
+        )
+
+    from_env = {name: env.get(name, "").strip() for name in _SP_ENV}
+    if all(from_env.values()):
+        return _service_principal(
+            from_env["AZURE_TENANT_ID"],
+            from_env["AZURE_CLIENT_ID"],
+            from_env["AZURE_CLIENT_SECRET"],
+            authority=authority or env.get("AZURE_AUTHORITY_HOST") or None,
+            verify=verify,
+            scope=scope,
+        )
+
+    token = env.get("AZURE_AD_TOKEN", "").strip()
+    if token:
+        return StaticTokenSource(token)
+
+    partial_env = [name for name, value in from_env.items() if value]
+    hint = ""
+    if partial_env:
+        unset = [name for name, value in from_env.items() if not value]
+        hint = f" (the environment has {_join(partial_env)} but not {_join(unset)})"
+    raise ConfigurationError(
+        "no credentials found: pass credential= (an azure-identity async credential), "
+        "api_key= (an Entra ID access token), or tenant_id=, client_id= and client_secret=; "
+        "or set the environment variables AZURE_TENANT_ID, AZURE_CLIENT_ID and "
+        f"AZURE_CLIENT_SECRET, or AZURE_AD_TOKEN{hint}"
+    )
+
+
+def _join(names: list[str]) -> str:
+    return ", ".join(names)
+
+
+def _service_principal(
+    tenant_id: str,
+    client_id: str,
+    client_secret: str,
+    *,
+    authority: str | None,
+    verify: bool | str,
+    scope: str,
+) -> TokenSource:
+    from azure.identity import AzureAuthorityHosts
+    from azure.identity.aio import ClientSecretCredential
+
+    # Always pass the authority, so azure-identity does not read AZURE_AUTHORITY_HOST from
+    # os.environ behind the `env` mapping the caller gave us.
+    kwargs: dict[str, Any] = {"authority": authority or AzureAuthorityHosts.AZURE_PUBLIC_CLOUD}
+    if verify is False or isinstance(verify, str):
+        kwargs["connection_verify"] = verify
+    try:
+        credential = ClientSecretCredential(tenant_id, client_id, client_secret, **kwargs)
+    except ValueError as exc:
+        # e.g. an http:// authority, or a malformed tenant id; azure-identity's message names
+        # the offending value, which is not a secret.
+        raise ConfigurationError(f"invalid service principal settings: {exc}") from exc
+    return CredentialTokenSource(credential, scope, owns_credential=True)

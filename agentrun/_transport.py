@@ -1,0 +1,678 @@
+"""The HTTP transport: one aiohttp session and connection pool per client, with retries.
+
+This is the only module where aiohttp exceptions become agentrun exceptions (`_classify`), and
+where HTTP error statuses become `APIStatusError` subclasses (`_status_error`). Every request
+gets `api-version` and a bearer token from the shared `TokenCache`; failures are retried as
+`agentrun._retry.decide` says, inside the caller's deadline.
+
+The session is opened lazily, inside the running event loop, and the transport then belongs to
+that loop: using it from another loop, or after `aclose()`, raises `ClientStateError`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import importlib.metadata
+import json as jsonlib
+import logging
+import random
+import ssl
+import time
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
+from types import SimpleNamespace, TracebackType
+from typing import Any, NoReturn
+
+import aiohttp
+import anyio
+import attrs
+
+from agentrun._auth import TokenCache
+from agentrun._errors import (
+    AgentRunError,
+    APIConnectionError,
+    APIStatusError,
+    APITimeoutError,
+    ClientStateError,
+    ConfigurationError,
+    RemoteProtocolError,
+    status_error_class,
+)
+from agentrun._retry import Failure, RetryPolicy, decide, retry_after_seconds
+
+__all__ = ["StreamInterruptedError", "Transport", "TransportStatistics"]
+
+logger = logging.getLogger("agentrun.transport")
+
+try:
+    _VERSION = importlib.metadata.version("agentrun")
+except importlib.metadata.PackageNotFoundError:  # pragma: no cover - running from a checkout
+    _VERSION = "0+unknown"
+
+DEFAULT_USER_AGENT = f"agentrun/{_VERSION}"
+
+_REQUEST_ID_HEADERS = ("x-ms-request-id", "x-request-id", "apim-request-id")
+_NO_HEADERS: Mapping[str, str] = {}
+# What a request can raise that is not an HTTP status: aiohttp's own errors, plus timeouts and
+# OS errors that may surface unwrapped from the socket layer.
+_TRANSPORT_ERRORS = (aiohttp.ClientError, asyncio.TimeoutError, OSError)
+
+
+class StreamInterruptedError(APIConnectionError):
+    """The connection broke while a successful (2xx) response body was arriving.
+
+    Unlike other connection errors this one means the service DID receive and act on the
+    request (a run may exist and keep going); the caller should recover by polling, not resend.
+    """
+
+
+@attrs.frozen
+class TransportStatistics:
+    """Counters since the transport was made.
+
+    `requests_sent` counts every attempt (retries included); `retries` counts the attempts that
+    were repeats; `connections_opened` counts new TCP (and TLS) connections;
+    `responses_by_status` counts HTTP responses by status; `token_requests` is the token
+    cache's count of token fetches.
+    """
+
+    requests_sent: int
+    retries: int
+    connections_opened: int
+    responses_by_status: Mapping[int, int]
+    token_requests: int
+
+
+class _State(enum.Enum):
+    UNOPENED = "unopened"
+    OPENED = "opened"
+    CLOSED = "closed"
+
+
+def _ssl_setting(verify: bool | str | ssl.SSLContext) -> ssl.SSLContext | bool:
+    """Build the TLS setting once per transport (never per request)."""
+    if isinstance(verify, ssl.SSLContext):
+        return verify
+    if verify is True:
+        # Built here rather than using aiohttp's import-time default, so that SSL_CERT_FILE /
+        # SSL_CERT_DIR set after aiohttp was imported are honoured.
+        return ssl.create_default_context()
+    if verify is False:
+        return False  # no verification: only ever on explicit request
+    if isinstance(verify, str):
+        try:
+            return ssl.create_default_context(cafile=verify)
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigurationError(f"cannot load CA certificates from {verify!r}: {exc}") from exc
+    raise ConfigurationError(
+        f"verify must be True, False, a CA bundle path or an ssl.SSLContext, not {verify!r}"
+    )
+
+
+class Transport:
+    """One aiohttp session (one connection pool) shared by every request of a client.
+
+    `base_url` is the project endpoint (`https://<resource>.services.ai.azure.com/api/projects/
+    <project>`); paths given to `request_json` and `stream` are relative to it. The token cache
+    is not owned: closing the transport leaves it open.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        token_cache: TokenCache,
+        api_version: str = "v1",
+        limit: int = 100,
+        verify: bool | str | ssl.SSLContext = True,
+        retry_policy: RetryPolicy = RetryPolicy(),  # noqa: B008 - frozen, so sharing is safe
+        user_agent: str = DEFAULT_USER_AGENT,
+        connect_timeout: float = 10.0,
+        read_timeout: float = 300.0,
+    ) -> None:
+        if not base_url.startswith(("https://", "http://")):
+            raise ConfigurationError(
+                f"base_url must start with https:// (or http:// for a local emulator): {base_url!r}"
+            )
+        if limit < 0:
+            raise ConfigurationError(f"limit must be >= 0 (0 means no limit), got {limit}")
+        self._base_url = base_url.rstrip("/")
+        self._token_cache = token_cache
+        self._api_version = api_version
+        self._limit = limit
+        self._ssl = _ssl_setting(verify)
+        self._retry_policy = retry_policy
+        self._base_headers = {"User-Agent": user_agent, "Accept": "application/json"}
+        self._auth_headers: tuple[str, dict[str, str]] | None = None
+        # No total timeout: the caller's deadline bounds the whole request. A pool wait is not
+        # a connect timeout either (sock_connect counts only establishing the connection).
+        self._timeout = aiohttp.ClientTimeout(
+            total=None, sock_connect=connect_timeout, sock_read=read_timeout
+        )
+        self._state = _State.UNOPENED
+        self._session: aiohttp.ClientSession | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._requests_sent = 0
+        self._retries = 0
+        self._connections_opened = 0
+        self._by_status: dict[int, int] = {}
+
+    def __repr__(self) -> str:
+        return f"Transport({self._base_url!r}, state={self._state.value})"
+
+    @property
+    def base_url(self) -> str:
+        return self._base_url
+
+    @property
+    def token_cache(self) -> TokenCache:
+        return self._token_cache
+
+    def statistics(self) -> TransportStatistics:
+        return TransportStatistics(
+            requests_sent=self._requests_sent,
+            retries=self._retries,
+            connections_opened=self._connections_opened,
+            responses_by_status=dict(self._by_status),
+            token_requests=self._token_cache.statistics().token_requests,
+        )
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def __aenter__(self) -> Transport:
+        self._ensure_session()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the connection pool. Idempotent; the transport cannot be used afterwards."""
+        if self._state is _State.CLOSED:
+            return
+        session = self._session
+        if session is not None:
+            self._check_loop()
+        self._state = _State.CLOSED
+        self._session = None
+        if session is not None:
+            await session.close()
+
+    def _check_loop(self) -> asyncio.AbstractEventLoop:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            raise ClientStateError(
+                "agentrun's transport runs on asyncio (aiohttp); no asyncio event loop is "
+                "running here"
+            ) from None
+        if self._loop is not None and loop is not self._loop:
+            raise ClientStateError(
+                "this client was opened in a different event loop; a client (and its "
+                "connection pool) belongs to the loop that first used it: create one client "
+                "per event loop"
+            )
+        return loop
+
+    def _ensure_session(self) -> aiohttp.ClientSession:
+        if self._state is _State.CLOSED:
+            raise ClientStateError("this client is closed; create a new one")
+        loop = self._check_loop()
+        session = self._session
+        if session is not None:
+            return session
+        trace = aiohttp.TraceConfig()
+        trace.on_connection_create_end.append(self._on_connection_created)
+        session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=self._limit, ssl=self._ssl),
+            timeout=self._timeout,
+            auto_decompress=True,
+            cookie_jar=aiohttp.DummyCookieJar(),
+            trace_configs=[trace],
+            raise_for_status=False,
+        )
+        self._session = session
+        self._loop = loop
+        self._state = _State.OPENED
+        return session
+
+    async def _on_connection_created(
+        self,
+        session: aiohttp.ClientSession,
+        context: SimpleNamespace,
+        params: aiohttp.TraceConnectionCreateEndParams,
+    ) -> None:
+        self._connections_opened += 1
+
+    # -- requests ----------------------------------------------------------------------------
+
+    async def request_json(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Sequence[tuple[str, str]] = (),
+        json: Mapping[str, Any] | None = None,
+        deadline: float | None = None,
+        thread_id: str | None = None,
+        run_id: str | None = None,
+    ) -> Any:
+        """Send a request (retrying as the policy allows) and return the parsed JSON body.
+
+        `deadline` is an `anyio.current_time()` value bounding everything, retries included;
+        passing it raises `APITimeoutError`. Error statuses raise the matching
+        `APIStatusError` subclass; no response raises `APIConnectionError`.
+        """
+        method = method.upper()
+        body = b""
+        status = 0
+        with anyio.CancelScope(deadline=_scope_deadline(deadline)) as scope:
+            status, body = await self._send(method, path, params, json, deadline, thread_id, run_id)
+        if scope.cancelled_caught:
+            _raise_deadline(method, path, thread_id, run_id)
+        if not body.strip():
+            if status == 204:
+                return None
+            raise RemoteProtocolError(f"{method} {path}: status {status} with an empty body")
+        try:
+            return jsonlib.loads(body)
+        except ValueError as exc:
+            raise RemoteProtocolError(
+                f"{method} {path}: status {status} with a body that is not JSON"
+            ) from exc
+
+    def stream(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Sequence[tuple[str, str]] = (),
+        json: Mapping[str, Any] | None = None,
+        deadline: float | None = None,
+        thread_id: str | None = None,
+        run_id: str | None = None,
+    ) -> AbstractAsyncContextManager[AsyncIterator[bytes]]:
+        """Send a request and iterate over its body chunks as they arrive.
+
+        The request is retried like `request_json` until a 2xx arrives; from then on nothing is
+        resent: a broken connection raises `StreamInterruptedError`. Leaving the context
+        releases (or, if the body was not read to the end, closes) the connection.
+        """
+        return _StreamContext(self, method.upper(), path, params, json, deadline, thread_id, run_id)
+
+    async def _open_stream(
+        self,
+        method: str,
+        path: str,
+        params: Sequence[tuple[str, str]],
+        json: Mapping[str, Any] | None,
+        deadline: float | None,
+        thread_id: str | None,
+        run_id: str | None,
+    ) -> aiohttp.ClientResponse:
+        response: aiohttp.ClientResponse | None = None
+        with anyio.CancelScope(deadline=_scope_deadline(deadline)) as scope:
+            response = await self._send_streaming(
+                method, path, params, json, deadline, thread_id, run_id
+            )
+        if scope.cancelled_caught or response is None:
+            if response is not None:
+                response.close()
+            _raise_deadline(method, path, thread_id, run_id)
+        return response
+
+    async def _send_streaming(
+        self,
+        method: str,
+        path: str,
+        params: Sequence[tuple[str, str]],
+        json: Mapping[str, Any] | None,
+        deadline: float | None,
+        thread_id: str | None,
+        run_id: str | None,
+    ) -> aiohttp.ClientResponse:
+        result = await self._attempts(
+            method, path, params, json, deadline, thread_id, run_id, read_body=False
+        )
+        assert isinstance(result, aiohttp.ClientResponse)
+        return result
+
+    async def _send(
+        self,
+        method: str,
+        path: str,
+        params: Sequence[tuple[str, str]],
+        json: Mapping[str, Any] | None,
+        deadline: float | None,
+        thread_id: str | None,
+        run_id: str | None,
+    ) -> tuple[int, bytes]:
+        result = await self._attempts(
+            method, path, params, json, deadline, thread_id, run_id, read_body=True
+        )
+        assert isinstance(result, tuple)
+        return result
+
+    async def _attempts(
+        self,
+        method: str,
+        path: str,
+        params: Sequence[tuple[str, str]],
+        json: Mapping[str, Any] | None,
+        deadline: float | None,
+        thread_id: str | None,
+        run_id: str | None,
+        *,
+        read_body: bool,
+    ) -> tuple[int, bytes] | aiohttp.ClientResponse:
+        """The retry loop. With `read_body`, returns (status, body) of a 2xx response, already
+        released; without it, returns the open 2xx response (the caller must release it)."""
+        session = self._ensure_session()
+        url = f"{self._base_url}/{path.lstrip('/')}"
+        query = [*params, ("api-version", self._api_version)]
+        attempt = 0
+        auth_retried = False
+        while True:
+            attempt += 1
+            token = await self._token_cache.get_token()
+            status: int | None = None
+            failure: Failure | None = None
+            response_headers: Mapping[str, str] = _NO_HEADERS
+            error: AgentRunError
+            cause: BaseException | None = None
+            retryable = True
+            self._requests_sent += 1
+            try:
+                response = await session.request(
+                    method,
+                    url,
+                    params=query,
+                    json=json,
+                    headers=self._headers(token),
+                    allow_redirects=False,
+                )
+            except _TRANSPORT_ERRORS as exc:
+                failure, error, retryable, cause = self._classify(
+                    exc, method, path, thread_id, run_id
+                )
+            else:
+                status = response.status
+                self._by_status[status] = self._by_status.get(status, 0) + 1
+                if 200 <= status < 300 and not read_body:
+                    return response
+                try:
+                    body = await response.read()
+                except _TRANSPORT_ERRORS as exc:
+                    response.close()
+                    status = None
+                    failure, error, retryable, cause = self._classify(
+                        exc, method, path, thread_id, run_id
+                    )
+                else:
+                    if 200 <= status < 300:
+                        return status, body
+                    response_headers = response.headers
+                    error = self._status_error(
+                        method, path, status, response_headers, body, thread_id, run_id
+                    )
+                finally:
+                    response.release()
+
+                if status == 401 and not auth_retried:
+                    # The token may have been revoked or rotated: fetch a fresh one and try
+                    # once more, unless the source hands back the very same token.
+                    auth_retried = True
+                    self._token_cache.invalidate(token)
+                    if await self._token_cache.get_token() != token:
+                        self._retries += 1
+                        attempt -= 1  # a re-authentication does not use up an attempt
+                        logger.debug("%s %s: 401, retrying with a fresh token", method, path)
+                        continue
+
+            if not retryable:
+                raise error from cause
+            decision = decide(
+                self._retry_policy,
+                method=method,
+                status=status,
+                failure=failure,
+                headers=response_headers,
+                attempt=attempt,
+                now=anyio.current_time(),
+                deadline=deadline,
+                jitter=random.random(),
+                now_epoch=time.time(),
+            )
+            if not decision.retry:
+                logger.debug("%s %s: not retrying: %s", method, path, decision.reason)
+                raise error from cause
+            self._retries += 1
+            logger.debug("%s %s: %s", method, path, decision.reason)
+            await anyio.sleep(decision.delay)
+
+    def _headers(self, token: str) -> dict[str, str]:
+        # One dict per token, reused by every request (aiohttp copies it, never mutates it).
+        cached = self._auth_headers
+        if cached is not None and cached[0] == token:
+            return cached[1]
+        headers = {**self._base_headers, "Authorization": f"Bearer {token}"}
+        self._auth_headers = (token, headers)
+        return headers
+
+    # -- the one place foreign errors become ours ----------------------------------------------
+
+    @staticmethod
+    def _classify(
+        exc: BaseException,
+        method: str,
+        path: str,
+        thread_id: str | None,
+        run_id: str | None,
+    ) -> tuple[Failure | None, AgentRunError, bool, BaseException | None]:
+        """Map an aiohttp/socket exception to (failure kind, our error, retryable, cause)."""
+        where = f"{method} {path}"
+        ids: dict[str, Any] = {"thread_id": thread_id, "run_id": run_id}
+        detail = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        if isinstance(exc, aiohttp.ClientConnectorCertificateError):
+            # Retrying cannot fix an untrusted certificate.
+            return (
+                None,
+                APIConnectionError(
+                    f"{where}: TLS certificate verification failed ({detail})", **ids
+                ),
+                False,
+                exc,
+            )
+        if isinstance(exc, aiohttp.ConnectionTimeoutError):
+            error: AgentRunError = APITimeoutError(
+                f"{where}: timed out connecting ({detail})", **ids
+            )
+            return Failure.CONNECT, error, True, exc
+        if isinstance(exc, aiohttp.ClientConnectorError):  # refused, DNS, TLS handshake
+            error = APIConnectionError(f"{where}: could not connect ({detail})", **ids)
+            return Failure.CONNECT, error, True, exc
+        if isinstance(exc, aiohttp.ServerFingerprintMismatch):
+            return None, APIConnectionError(f"{where}: {detail}", **ids), False, exc
+        if isinstance(exc, aiohttp.InvalidURL):
+            return None, ConfigurationError(f"{where}: invalid URL ({exc})"), False, exc
+        if isinstance(exc, aiohttp.ClientResponseError):
+            # A response aiohttp could not parse. Not chained: its request_info holds our
+            # request headers, Authorization included.
+            error = RemoteProtocolError(f"{where}: malformed response ({detail})")
+            return None, error, False, None
+        if isinstance(exc, asyncio.TimeoutError):  # aiohttp's sock_read timeout, among others
+            error = APITimeoutError(f"{where}: timed out waiting for the response", **ids)
+            return Failure.READ, error, True, exc
+        # Disconnected, reset, broken pipe, truncated body: the request may have been acted on.
+        error = APIConnectionError(f"{where}: connection failed ({detail})", **ids)
+        return Failure.READ, error, True, exc
+
+    @staticmethod
+    def _status_error(
+        method: str,
+        path: str,
+        status: int,
+        headers: Mapping[str, str],
+        body: bytes,
+        thread_id: str | None,
+        run_id: str | None,
+    ) -> APIStatusError:
+        """The most specific `APIStatusError` for an error response."""
+        code: str | None = None
+        message: str | None = None
+        parsed_body: Mapping[str, Any] | None = None
+        try:
+            parsed = jsonlib.loads(body) if body.strip() else None
+        except ValueError:
+            parsed = None
+        if isinstance(parsed, dict):
+            parsed_body = parsed
+            err = parsed.get("error")
+            if isinstance(err, dict):
+                code = err.get("code") if isinstance(err.get("code"), str) else None
+                message = err.get("message") if isinstance(err.get("message"), str) else None
+            elif isinstance(err, str):  # OAuth style: {"error": code, "error_description": ...}
+                code = err
+                description = parsed.get("error_description")
+                message = description if isinstance(description, str) else None
+        if message is None and parsed is None and body.strip():
+            message = body[:200].decode("utf-8", "replace").strip()
+        text = f"{method} {path}: HTTP {status}"
+        if code:
+            text += f" {code}"
+        if message:
+            text += f": {message}"
+        request_id = None
+        for name in _REQUEST_ID_HEADERS:
+            request_id = headers.get(name)
+            if request_id:
+                break
+        return status_error_class(status)(
+            text,
+            status_code=status,
+            code=code,
+            body=parsed_body,
+            retry_after=retry_after_seconds(headers, time.time()),
+            request_id=request_id,
+            thread_id=thread_id,
+            run_id=run_id,
+        )
+
+
+def _scope_deadline(deadline: float | None) -> float:
+    return float("inf") if deadline is None else deadline
+
+
+def _raise_deadline(method: str, path: str, thread_id: str | None, run_id: str | None) -> NoReturn:
+    raise APITimeoutError(
+        f"{method} {path}: the deadline passed", thread_id=thread_id, run_id=run_id
+    )
+
+
+class _StreamContext(AbstractAsyncContextManager["_BodyChunks"]):
+    __slots__ = ("_args", "_chunks", "_transport")
+
+    def __init__(
+        self,
+        transport: Transport,
+        method: str,
+        path: str,
+        params: Sequence[tuple[str, str]],
+        json: Mapping[str, Any] | None,
+        deadline: float | None,
+        thread_id: str | None,
+        run_id: str | None,
+    ) -> None:
+        self._transport = transport
+        self._args = (method, path, params, json, deadline, thread_id, run_id)
+        self._chunks: _BodyChunks | None = None
+
+    async def __aenter__(self) -> _BodyChunks:
+        if self._chunks is not None:
+            raise ClientStateError("a stream context can be entered only once")
+        method, path, params, json, deadline, thread_id, run_id = self._args
+        response = await self._transport._open_stream(
+            method, path, params, json, deadline, thread_id, run_id
+        )
+        self._chunks = _BodyChunks(response, method, path, deadline, thread_id, run_id)
+        return self._chunks
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._chunks is not None:
+            self._chunks.finish()
+
+
+class _BodyChunks(AsyncIterator[bytes]):
+    """The body of a streamed 2xx response, chunk by chunk as the bytes arrive."""
+
+    __slots__ = ("_deadline", "_done", "_ids", "_method", "_path", "_response")
+
+    def __init__(
+        self,
+        response: aiohttp.ClientResponse,
+        method: str,
+        path: str,
+        deadline: float | None,
+        thread_id: str | None,
+        run_id: str | None,
+    ) -> None:
+        self._response = response
+        self._method = method
+        self._path = path
+        self._deadline = deadline
+        self._ids = (thread_id, run_id)
+        self._done = False
+
+    @property
+    def status(self) -> int:
+        return self._response.status
+
+    @property
+    def headers(self) -> Mapping[str, str]:
+        return self._response.headers
+
+    def finish(self) -> None:
+        """Give the connection back to the pool if the body was read to the end, else close it."""
+        self._done = True
+        if self._response.content.at_eof():
+            self._response.release()
+        else:
+            self._response.close()
+
+    async def __anext__(self) -> bytes:
+        if self._done:
+            raise StopAsyncIteration
+        thread_id, run_id = self._ids
+        chunk = b""
+        try:
+            if self._deadline is None:
+                chunk = await self._response.content.readany()
+            else:
+                with anyio.CancelScope(deadline=self._deadline) as scope:
+                    chunk = await self._response.content.readany()
+        except _TRANSPORT_ERRORS as exc:
+            self.finish()
+            raise StreamInterruptedError(
+                f"{self._method} {self._path}: the connection broke while the response was "
+                f"arriving ({type(exc).__name__}); the service did receive the request",
+                thread_id=thread_id,
+                run_id=run_id,
+            ) from exc
+        if self._deadline is not None and scope.cancelled_caught:
+            self.finish()
+            _raise_deadline(self._method, self._path, thread_id, run_id)
+        if not chunk:
+            self.finish()
+            raise StopAsyncIteration
+        return chunk

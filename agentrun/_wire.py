@@ -1,0 +1,1331 @@
+"""The Agents API wire format: request builders, and parsers from decoded JSON to attrs values.
+
+Pure code: no I/O, no clock, no event loop (stdlib, attrs and `agentrun._errors` only). The
+transport turns an `ApiRequest` into HTTP and hands the decoded body (or each `SSEEvent`)
+back to the parsers here. The shapes follow ``reference/agents-rest-api.md``.
+
+Two error rules hold throughout:
+
+* bad input from the caller (an invalid role, ``temperature=3``, an empty id) raises
+  `ConfigurationError` naming the parameter, before anything is sent;
+* anything malformed from the service (a missing key, a wrong type, an unknown run status,
+  broken JSON in a known stream event) raises `RemoteProtocolError` naming the object and the
+  field, never a bare ``KeyError``/``TypeError``/``AttributeError``.
+
+Forward compatibility: unknown stream events, unknown content part types and unknown keys are
+ignored or kept in ``raw``, so a new service feature does not break an old client.
+"""
+
+from __future__ import annotations
+
+import json as _json
+import math
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Literal, NoReturn, TypeAlias, TypeVar
+from urllib.parse import quote
+
+import attrs
+
+from agentrun._errors import ConfigurationError, RemoteProtocolError
+from agentrun._sse import SSEEvent
+
+__all__ = [
+    "ACTIVE_STATUSES",
+    "RUN_EVENTS",
+    "RUN_STATUSES",
+    "TERMINAL_STATUSES",
+    "TEXT_PART_SEPARATOR",
+    "ApiRequest",
+    "Deleted",
+    "ErrorInfo",
+    "ImageFilePart",
+    "ImageUrlPart",
+    "InputMessage",
+    "LastError",
+    "Message",
+    "MessageEvent",
+    "MessagePage",
+    "Part",
+    "Run",
+    "RunEvent",
+    "RunOptions",
+    "RunPage",
+    "StepEvent",
+    "StreamDone",
+    "StreamError",
+    "StreamEvent",
+    "TextDelta",
+    "TextPart",
+    "Thread",
+    "ThreadCreated",
+    "ToolCall",
+    "ToolCallDelta",
+    "ToolOutput",
+    "UnknownPart",
+    "Usage",
+    "cancel_run",
+    "create_message",
+    "create_run",
+    "create_thread",
+    "create_thread_and_run",
+    "decode_json",
+    "delete_thread",
+    "get_run",
+    "get_thread",
+    "list_messages",
+    "list_runs",
+    "parse_deleted",
+    "parse_error_body",
+    "parse_message",
+    "parse_message_page",
+    "parse_run",
+    "parse_run_page",
+    "parse_stream_event",
+    "parse_thread",
+    "submit_tool_outputs",
+]
+
+# --------------------------------------------------------------------------------------------
+# Run statuses
+
+#: Statuses after which a run never changes again.
+TERMINAL_STATUSES: frozenset[str] = frozenset(
+    {"completed", "failed", "cancelled", "expired", "incomplete"}
+)
+#: Statuses of a run that is still alive (the thread refuses a second run meanwhile).
+ACTIVE_STATUSES: frozenset[str] = frozenset(
+    {"queued", "in_progress", "requires_action", "cancelling"}
+)
+#: Every status the service may report; anything else is a `RemoteProtocolError`.
+RUN_STATUSES: frozenset[str] = TERMINAL_STATUSES | ACTIVE_STATUSES
+
+#: Stream events whose data is a run object (``thread.run.<status>``, plus ``created``).
+RUN_EVENTS: frozenset[str] = frozenset(
+    {"thread.run.created"} | {f"thread.run.{s}" for s in RUN_STATUSES}
+)
+_STEP_EVENTS = frozenset(
+    f"thread.run.step.{s}"
+    for s in ("created", "in_progress", "completed", "failed", "cancelled", "expired")
+)
+_MESSAGE_EVENTS = frozenset(
+    f"thread.message.{s}" for s in ("created", "in_progress", "completed", "incomplete")
+)
+
+#: How `Message.text` joins the text of several text parts. Separate parts are separate
+#: blocks of the reply (a paragraph break in Markdown); joining with "" would glue the last
+#: word of one part to the first of the next. Stream consumers that assemble `TextDelta`s
+#: should insert the same separator when the part index changes.
+TEXT_PART_SEPARATOR = "\n\n"
+
+_ERROR_TEXT_LIMIT = 500
+
+_T = TypeVar("_T")
+
+# --------------------------------------------------------------------------------------------
+# Helpers that read decoded JSON and raise RemoteProtocolError naming object and field
+
+
+def _bad(where: str, key: str, problem: str) -> NoReturn:
+    raise RemoteProtocolError(f"malformed {where} from the service: {key!r} {problem}")
+
+
+def _type_name(value: Any) -> str:
+    return "null" if value is None else type(value).__name__
+
+
+def _obj(value: Any, where: str) -> dict[str, Any]:
+    if type(value) is not dict:
+        raise RemoteProtocolError(
+            f"malformed {where} from the service: expected a JSON object, got {_type_name(value)}"
+        )
+    return value
+
+
+def _str(d: dict[str, Any], key: str, where: str) -> str:
+    value = d.get(key)
+    if type(value) is not str:
+        _bad(
+            where,
+            key,
+            "is missing" if key not in d else f"must be a string, got {_type_name(value)}",
+        )
+    return value
+
+
+def _opt_str(d: dict[str, Any], key: str, where: str) -> str | None:
+    value = d.get(key)
+    if value is None or type(value) is str:
+        return value
+    _bad(where, key, f"must be a string or null, got {_type_name(value)}")
+
+
+def _int_value(value: Any) -> int | None:
+    if type(value) is int:
+        return value
+    # JSON writers sometimes emit integral numbers as floats (1.7e9): accept those exactly.
+    if type(value) is float and value.is_integer():
+        return int(value)
+    return None
+
+
+def _int(d: dict[str, Any], key: str, where: str) -> int:
+    value = _int_value(d.get(key))
+    if value is None:
+        found = d.get(key)
+        _bad(
+            where,
+            key,
+            "is missing" if key not in d else f"must be an integer, got {_type_name(found)}",
+        )
+    return value
+
+
+def _opt_int(d: dict[str, Any], key: str, where: str) -> int | None:
+    found = d.get(key)
+    if found is None:
+        return None
+    value = _int_value(found)
+    if value is None:
+        _bad(where, key, f"must be an integer or null, got {_type_name(found)}")
+    return value
+
+
+def _opt_obj(d: dict[str, Any], key: str, where: str) -> dict[str, Any] | None:
+    value = d.get(key)
+    if value is None or type(value) is dict:
+        return value
+    _bad(where, key, f"must be an object or null, got {_type_name(value)}")
+
+
+def _opt_list(d: dict[str, Any], key: str, where: str) -> list[Any]:
+    value = d.get(key)
+    if value is None:
+        return []
+    if type(value) is not list:
+        _bad(where, key, f"must be an array or null, got {_type_name(value)}")
+    return value
+
+
+def _list(d: dict[str, Any], key: str, where: str) -> list[Any]:
+    value = d.get(key)
+    if type(value) is not list:
+        _bad(
+            where,
+            key,
+            "is missing" if key not in d else f"must be an array, got {_type_name(value)}",
+        )
+    return value
+
+
+def _metadata(d: dict[str, Any], where: str) -> dict[str, str]:
+    value = _opt_obj(d, "metadata", where)
+    if not value:
+        return {}
+    for k, v in value.items():
+        if type(v) is not str:
+            _bad(where, "metadata", f"value of {k!r} must be a string, got {_type_name(v)}")
+    return dict(value)
+
+
+def _annotations(d: dict[str, Any], where: str) -> tuple[Mapping[str, Any], ...]:
+    items = _opt_list(d, "annotations", where)
+    for i, item in enumerate(items):
+        if type(item) is not dict:
+            _bad(where, f"annotations[{i}]", f"must be an object, got {_type_name(item)}")
+    return tuple(items)
+
+
+def decode_json(body: bytes | str, what: str) -> Any:
+    """Decode a JSON response body; `what` names it in the `RemoteProtocolError` if it is not."""
+    try:
+        return _json.loads(body)
+    except (ValueError, RecursionError) as exc:
+        # ValueError covers JSONDecodeError and UnicodeDecodeError; RecursionError absurd nesting.
+        raise RemoteProtocolError(f"malformed {what} from the service: not JSON ({exc})") from None
+
+
+# --------------------------------------------------------------------------------------------
+# Response values
+
+
+@attrs.frozen
+class Usage:
+    """Token counts of a run (``null`` on the wire until the run is terminal)."""
+
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+
+
+@attrs.frozen
+class LastError:
+    """Why a run failed, e.g. ``code="rate_limit_exceeded"`` or ``"server_error"``."""
+
+    code: str | None
+    message: str | None
+
+
+@attrs.frozen
+class ToolCall:
+    """One tool call the run waits for. For non-function tools `name` is None, `arguments` ""."""
+
+    id: str
+    type: str
+    name: str | None
+    arguments: str
+
+
+@attrs.frozen
+class Run:
+    """A ThreadRun. `raw` is the decoded JSON object as received (read it, do not mutate it).
+
+    `required_tool_calls` holds the calls of ``required_action`` (whatever its ``type``:
+    ``submit_tool_outputs``, or ``submit_tool_approval`` in preview versions; the type itself is
+    in ``raw["required_action"]["type"]``), empty when no action is required.
+    """
+
+    id: str
+    thread_id: str
+    assistant_id: str
+    status: str
+    created_at: int
+    started_at: int | None
+    completed_at: int | None
+    failed_at: int | None
+    cancelled_at: int | None
+    expires_at: int | None
+    last_error: LastError | None
+    usage: Usage | None
+    required_tool_calls: tuple[ToolCall, ...]
+    incomplete_reason: str | None
+    metadata: Mapping[str, str]
+    model: str | None
+    raw: Mapping[str, Any] = attrs.field(repr=False, eq=False)
+
+    @property
+    def is_terminal(self) -> bool:
+        """Whether the run reached a status it never leaves."""
+        return self.status in TERMINAL_STATUSES
+
+
+@attrs.frozen
+class TextPart:
+    """A text content item; annotation indices are relative to this part's `text`."""
+
+    text: str
+    annotations: tuple[Mapping[str, Any], ...] = ()
+
+
+@attrs.frozen
+class ImageFilePart:
+    file_id: str
+
+
+@attrs.frozen
+class ImageUrlPart:
+    url: str
+
+
+@attrs.frozen
+class UnknownPart:
+    """A content item of a type this version does not know; `raw` is the item as received."""
+
+    type: str
+    raw: Mapping[str, Any] = attrs.field(eq=False)
+
+
+Part: TypeAlias = TextPart | ImageFilePart | ImageUrlPart | UnknownPart
+
+
+@attrs.frozen
+class Message:
+    """A ThreadMessage. `raw` is the decoded JSON object as received."""
+
+    id: str
+    thread_id: str
+    run_id: str | None
+    assistant_id: str | None
+    role: str
+    status: str
+    created_at: int
+    content: tuple[Part, ...]
+    incomplete_reason: str | None
+    raw: Mapping[str, Any] = attrs.field(repr=False, eq=False)
+
+    @property
+    def text(self) -> str:
+        """The text parts joined with `TEXT_PART_SEPARATOR` ("" when there is none)."""
+        return TEXT_PART_SEPARATOR.join(p.text for p in self.content if type(p) is TextPart)
+
+    @property
+    def annotations(self) -> tuple[Mapping[str, Any], ...]:
+        """All text parts' annotations, with ``start_index``/``end_index`` shifted to `text`."""
+        result: list[Mapping[str, Any]] = []
+        offset = 0
+        first = True
+        for part in self.content:
+            if type(part) is not TextPart:
+                continue
+            if not first:
+                offset += len(TEXT_PART_SEPARATOR)
+            first = False
+            for ann in part.annotations:
+                if offset:
+                    ann = dict(ann)
+                    for key in ("start_index", "end_index"):
+                        if type(ann.get(key)) is int:
+                            ann[key] += offset
+                result.append(ann)
+            offset += len(part.text)
+        return tuple(result)
+
+
+@attrs.frozen
+class MessagePage:
+    """One page of a message list. `last_id` is None when the service sent null or ""."""
+
+    data: tuple[Message, ...]
+    first_id: str | None
+    last_id: str | None
+    has_more: bool
+
+
+@attrs.frozen
+class RunPage:
+    """One page of a run list."""
+
+    data: tuple[Run, ...]
+    first_id: str | None
+    last_id: str | None
+    has_more: bool
+
+
+@attrs.frozen
+class Thread:
+    id: str
+    created_at: int
+    metadata: Mapping[str, str]
+
+
+@attrs.frozen
+class Deleted:
+    """The answer to a delete: the object's id and whether it was deleted."""
+
+    id: str
+    deleted: bool
+
+
+@attrs.frozen
+class ErrorInfo:
+    """What an HTTP error body said. `message` is never empty when the body was not."""
+
+    code: str | None
+    message: str
+    param: str | None
+    type: str | None
+
+
+# --------------------------------------------------------------------------------------------
+# Response parsers
+
+
+def _parse_usage(d: dict[str, Any], where: str) -> Usage | None:
+    u = _opt_obj(d, "usage", where)
+    if u is None:
+        return None
+    w = f"{where}.usage"
+    return Usage(
+        _int(u, "prompt_tokens", w), _int(u, "completion_tokens", w), _int(u, "total_tokens", w)
+    )
+
+
+def _parse_tool_call(value: Any, where: str) -> ToolCall:
+    d = _obj(value, where)
+    call_id = _str(d, "id", where)
+    call_type = _str(d, "type", where)
+    if call_type != "function":
+        return ToolCall(call_id, call_type, None, "")
+    fn = _obj(d.get("function"), f"{where}.function")
+    w = f"{where}.function"
+    return ToolCall(call_id, call_type, _str(fn, "name", w), _str(fn, "arguments", w))
+
+
+def _parse_required_calls(d: dict[str, Any], where: str) -> tuple[ToolCall, ...]:
+    action = _opt_obj(d, "required_action", where)
+    if action is None:
+        return ()
+    w = f"{where}.required_action"
+    action_type = _str(action, "type", w)
+    body = _opt_obj(action, action_type, w)
+    if body is None:
+        _bad(w, action_type, "is missing")
+    w = f"{w}.{action_type}"
+    calls = _list(body, "tool_calls", w)
+    return tuple(_parse_tool_call(c, f"{w}.tool_calls[{i}]") for i, c in enumerate(calls))
+
+
+def parse_run(data: Any) -> Run:
+    """A ThreadRun object -> `Run`. Unknown statuses are a `RemoteProtocolError`."""
+    where = "run"
+    d = _obj(data, where)
+    status = _str(d, "status", where)
+    if status not in RUN_STATUSES:
+        _bad(where, "status", f"has unknown value {status!r}")
+    last = _opt_obj(d, "last_error", where)
+    last_error = (
+        None
+        if last is None
+        else LastError(
+            _opt_str(last, "code", f"{where}.last_error"),
+            _opt_str(last, "message", f"{where}.last_error"),
+        )
+    )
+    incomplete = _opt_obj(d, "incomplete_details", where)
+    return Run(
+        id=_str(d, "id", where),
+        thread_id=_str(d, "thread_id", where),
+        assistant_id=_str(d, "assistant_id", where),
+        status=status,
+        created_at=_int(d, "created_at", where),
+        started_at=_opt_int(d, "started_at", where),
+        completed_at=_opt_int(d, "completed_at", where),
+        failed_at=_opt_int(d, "failed_at", where),
+        cancelled_at=_opt_int(d, "cancelled_at", where),
+        expires_at=_opt_int(d, "expires_at", where),
+        last_error=last_error,
+        usage=_parse_usage(d, where),
+        required_tool_calls=_parse_required_calls(d, where),
+        incomplete_reason=(
+            None
+            if incomplete is None
+            else _opt_str(incomplete, "reason", f"{where}.incomplete_details")
+        ),
+        metadata=_metadata(d, where),
+        model=_opt_str(d, "model", where),
+        raw=d,
+    )
+
+
+def _parse_part(value: Any, where: str) -> Part:
+    d = _obj(value, where)
+    part_type = _str(d, "type", where)
+    if part_type == "text":
+        t = _obj(d.get("text"), f"{where}.text")
+        w = f"{where}.text"
+        return TextPart(_str(t, "value", w), _annotations(t, w))
+    if part_type == "image_file":
+        return ImageFilePart(
+            _str(_obj(d.get("image_file"), f"{where}.image_file"), "file_id", f"{where}.image_file")
+        )
+    if part_type == "image_url":
+        return ImageUrlPart(
+            _str(_obj(d.get("image_url"), f"{where}.image_url"), "url", f"{where}.image_url")
+        )
+    return UnknownPart(part_type, d)
+
+
+def parse_message(data: Any) -> Message:
+    """A ThreadMessage object -> `Message`."""
+    where = "message"
+    d = _obj(data, where)
+    content = _list(d, "content", where)
+    incomplete = _opt_obj(d, "incomplete_details", where)
+    return Message(
+        id=_str(d, "id", where),
+        thread_id=_str(d, "thread_id", where),
+        run_id=_opt_str(d, "run_id", where),
+        assistant_id=_opt_str(d, "assistant_id", where),
+        role=_str(d, "role", where),
+        status=_str(d, "status", where),
+        created_at=_int(d, "created_at", where),
+        content=tuple(_parse_part(p, f"{where}.content[{i}]") for i, p in enumerate(content)),
+        incomplete_reason=(
+            None
+            if incomplete is None
+            else _opt_str(incomplete, "reason", f"{where}.incomplete_details")
+        ),
+        raw=d,
+    )
+
+
+def _page_ids(d: dict[str, Any], where: str) -> tuple[str | None, str | None, bool]:
+    has_more = d.get("has_more")
+    if type(has_more) is not bool:
+        _bad(
+            where,
+            "has_more",
+            "is missing"
+            if "has_more" not in d
+            else f"must be a boolean, got {_type_name(has_more)}",
+        )
+    # Empty pages carry last_id null or "" (the SDK pages on a truthy last_id): both mean none.
+    return (_opt_str(d, "first_id", where) or None, _opt_str(d, "last_id", where) or None, has_more)
+
+
+def parse_message_page(data: Any) -> MessagePage:
+    """A list-messages envelope ``{"data": [...], "last_id", "has_more"}`` -> `MessagePage`."""
+    where = "message list"
+    d = _obj(data, where)
+    items = _list(d, "data", where)
+    messages = []
+    for i, item in enumerate(items):
+        try:
+            messages.append(parse_message(item))
+        except RemoteProtocolError as exc:
+            raise RemoteProtocolError(f"{where} data[{i}]: {exc}") from None
+    return MessagePage(tuple(messages), *_page_ids(d, where))
+
+
+def parse_run_page(data: Any) -> RunPage:
+    """A list-runs envelope -> `RunPage`."""
+    where = "run list"
+    d = _obj(data, where)
+    items = _list(d, "data", where)
+    runs = []
+    for i, item in enumerate(items):
+        try:
+            runs.append(parse_run(item))
+        except RemoteProtocolError as exc:
+            raise RemoteProtocolError(f"{where} data[{i}]: {exc}") from None
+    return RunPage(tuple(runs), *_page_ids(d, where))
+
+
+def parse_thread(data: Any) -> Thread:
+    """An AgentThread object -> `Thread` (``metadata: null`` becomes ``{}``)."""
+    where = "thread"
+    d = _obj(data, where)
+    return Thread(_str(d, "id", where), _int(d, "created_at", where), _metadata(d, where))
+
+
+def parse_deleted(data: Any) -> Deleted:
+    """A ``{"id", "object": "….deleted", "deleted": bool}`` answer -> `Deleted`."""
+    where = "delete response"
+    d = _obj(data, where)
+    deleted = d.get("deleted")
+    if type(deleted) is not bool:
+        _bad(
+            where,
+            "deleted",
+            "is missing" if "deleted" not in d else f"must be a boolean, got {_type_name(deleted)}",
+        )
+    return Deleted(_str(d, "id", where), deleted)
+
+
+def _loose_str(value: Any) -> str | None:
+    if value is None:
+        return None
+    if type(value) is str:
+        return value
+    if type(value) in (int, float, bool):
+        return _json.dumps(value)
+    return None
+
+
+def _truncate(text: str) -> str:
+    text = text.strip()
+    if len(text) > _ERROR_TEXT_LIMIT:
+        return text[:_ERROR_TEXT_LIMIT] + "…"
+    return text
+
+
+def parse_error_body(body: bytes) -> ErrorInfo:
+    """What an HTTP error response says. Never raises: an error path must not fail twice.
+
+    Understands ``{"error": {"code", "message", "param", "type"}}`` (the Agents API),
+    ``{"error": "text"}``, a flat ``{"code", "message"}`` (gateways), and anything else as
+    plain text (truncated to 500 characters).
+    """
+    text = body.decode("utf-8", "replace")
+    try:
+        data = _json.loads(text)
+    except (ValueError, RecursionError):
+        return ErrorInfo(None, _truncate(text), None, None)
+    if type(data) is dict:
+        err = data.get("error")
+        if type(err) is str:
+            return ErrorInfo(_loose_str(data.get("code")), _truncate(err), None, None)
+        d = err if type(err) is dict else data
+        message = _loose_str(d.get("message"))
+        if message is None and d is not data:
+            message = _loose_str(data.get("message"))
+        return ErrorInfo(
+            _loose_str(d.get("code")),
+            _truncate(message) if message else _truncate(text),
+            _loose_str(d.get("param")),
+            _loose_str(d.get("type")),
+        )
+    if type(data) is str:
+        return ErrorInfo(None, _truncate(data), None, None)
+    return ErrorInfo(None, _truncate(text), None, None)
+
+
+# --------------------------------------------------------------------------------------------
+# Stream events
+
+
+@attrs.frozen
+class ThreadCreated:
+    """``thread.created``: the thread of a create-thread-and-run stream."""
+
+    thread: Thread
+
+
+@attrs.frozen
+class RunEvent:
+    """``thread.run.<status>`` (and ``thread.run.created``): the run as of this event."""
+
+    event: str
+    run: Run
+
+
+@attrs.frozen
+class StepEvent:
+    """``thread.run.step.<status>``: a run step changed state; `raw` is the RunStep object."""
+
+    event: str
+    step_id: str
+    type: str
+    status: str
+    raw: Mapping[str, Any] = attrs.field(repr=False, eq=False)
+
+
+@attrs.frozen
+class MessageEvent:
+    """``thread.message.<status>``: a message as of this event."""
+
+    event: str
+    message: Message
+
+
+@attrs.frozen
+class TextDelta:
+    """One text content item of a ``thread.message.delta``; `index` is the part index."""
+
+    message_id: str
+    index: int
+    text: str
+    annotations: tuple[Mapping[str, Any], ...] = ()
+
+
+@attrs.frozen
+class ToolCallDelta:
+    """One tool-call item of a ``thread.run.step.delta``.
+
+    The first delta of a call carries `id`, `type` and `name`; later ones only `index` and an
+    `arguments` fragment, so those fields are None there. Concatenate `arguments` per `index`.
+    """
+
+    step_id: str
+    index: int
+    id: str | None
+    type: str | None
+    name: str | None
+    arguments: str
+
+
+@attrs.frozen
+class StreamError:
+    """The ``error`` event; `message` falls back to the raw event data."""
+
+    code: str | None
+    message: str
+
+
+@attrs.frozen
+class StreamDone:
+    """The ``done`` event (data ``[DONE]``): the service ends the body after it."""
+
+
+StreamEvent: TypeAlias = (
+    ThreadCreated
+    | RunEvent
+    | StepEvent
+    | MessageEvent
+    | TextDelta
+    | ToolCallDelta
+    | StreamError
+    | StreamDone
+)
+
+
+def _event_json(ev: SSEEvent) -> dict[str, Any]:
+    return _obj(decode_json(ev.data, f"{ev.event} event"), f"{ev.event} event")
+
+
+def _message_delta(ev: SSEEvent) -> list[StreamEvent]:
+    where = "thread.message.delta event"
+    d = _event_json(ev)
+    message_id = _str(d, "id", where)
+    delta = _obj(d.get("delta"), f"{where} delta")
+    out: list[StreamEvent] = []
+    # A role-only delta has no content: nothing to emit.
+    for i, item in enumerate(_opt_list(delta, "content", f"{where} delta")):
+        w = f"{where} delta.content[{i}]"
+        item = _obj(item, w)
+        if item.get("type") != "text":
+            continue  # image parts arrive whole in thread.message.completed
+        text = _opt_obj(item, "text", w)
+        if text is None:
+            out.append(TextDelta(message_id, _int(item, "index", w), ""))
+            continue
+        out.append(
+            TextDelta(
+                message_id,
+                _int(item, "index", w),
+                _opt_str(text, "value", f"{w}.text") or "",
+                _annotations(text, f"{w}.text"),
+            )
+        )
+    return out
+
+
+def _step_delta(ev: SSEEvent) -> list[StreamEvent]:
+    where = "thread.run.step.delta event"
+    d = _event_json(ev)
+    step_id = _str(d, "id", where)
+    delta = _obj(d.get("delta"), f"{where} delta")
+    details = _opt_obj(delta, "step_details", f"{where} delta")
+    if details is None or details.get("type") != "tool_calls":
+        return []  # message_creation deltas carry nothing new
+    out: list[StreamEvent] = []
+    for i, item in enumerate(_opt_list(details, "tool_calls", f"{where} step_details")):
+        w = f"{where} step_details.tool_calls[{i}]"
+        item = _obj(item, w)
+        fn = _opt_obj(item, "function", w)
+        name: str | None = None
+        arguments = ""
+        if fn is not None:
+            name = _opt_str(fn, "name", f"{w}.function")
+            arguments = _opt_str(fn, "arguments", f"{w}.function") or ""
+        out.append(
+            ToolCallDelta(
+                step_id,
+                _int(item, "index", w),
+                _opt_str(item, "id", w),
+                _opt_str(item, "type", w),
+                name,
+                arguments,
+            )
+        )
+    return out
+
+
+def _stream_error(ev: SSEEvent) -> StreamError:
+    # The data may be JSON {"code","message"}, {"error": {...}}, a JSON string or plain text;
+    # an error report must never itself fail to parse.
+    info = parse_error_body(ev.data.encode("utf-8"))
+    return StreamError(info.code, info.message or ev.data)
+
+
+def _in_event(name: str, parse: Callable[[Any], _T], data: dict[str, Any]) -> _T:
+    # Prefix the event name so a parse error says which stream event carried the bad object.
+    try:
+        return parse(data)
+    except RemoteProtocolError as exc:
+        raise RemoteProtocolError(f"{name} event: {exc}") from None
+
+
+def parse_stream_event(ev: SSEEvent) -> list[StreamEvent]:
+    """One SSE frame -> the typed events it carries (several for a multi-part delta).
+
+    Unknown event names give ``[]`` so that new service events do not break old clients;
+    malformed data in a known event raises `RemoteProtocolError`.
+    """
+    name = ev.event
+    # Most frequent first: a stream is mostly message deltas.
+    if name == "thread.message.delta":
+        return _message_delta(ev)
+    if name in RUN_EVENTS:
+        return [RunEvent(name, _in_event(name, parse_run, _event_json(ev)))]
+    if name == "thread.run.step.delta":
+        return _step_delta(ev)
+    if name in _MESSAGE_EVENTS:
+        return [MessageEvent(name, _in_event(name, parse_message, _event_json(ev)))]
+    if name in _STEP_EVENTS:
+        where = f"{name} event"
+        d = _event_json(ev)
+        return [
+            StepEvent(
+                name, _str(d, "id", where), _str(d, "type", where), _str(d, "status", where), d
+            )
+        ]
+    if name == "done":
+        return [StreamDone()]
+    if name == "error":
+        return [_stream_error(ev)]
+    if name == "thread.created":
+        return [ThreadCreated(_in_event(name, parse_thread, _event_json(ev)))]
+    return []
+
+
+# --------------------------------------------------------------------------------------------
+# Requests
+
+
+@attrs.frozen
+class ApiRequest:
+    """One HTTP request to the Agents API, before the transport adds base URL and api-version.
+
+    `path` is relative to the project base URL, with every id quoted as one path segment.
+    `stream` tells the transport to expect ``text/event-stream`` instead of a JSON body.
+    """
+
+    method: str
+    path: str
+    params: tuple[tuple[str, str], ...] = ()
+    json: Mapping[str, Any] | None = None
+    stream: bool = False
+
+
+def _id(value: Any, name: str) -> str:
+    if type(value) is not str or not value:
+        raise ConfigurationError(f"{name} must be a non-empty string, got {value!r}")
+    if value in (".", ".."):
+        # Would be collapsed by URL normalisation and address another resource.
+        raise ConfigurationError(f"{name} {value!r} is not a valid id")
+    return value
+
+
+def _seg(value: Any, name: str) -> str:
+    """`value` checked as an id and quoted as exactly one path segment ("/" becomes %2F)."""
+    return quote(_id(value, name), safe="")
+
+
+_ROLES = ("user", "assistant")
+_DETAILS = ("auto", "low", "high")
+
+
+def _check_detail(holder: Mapping[str, Any], where: str) -> None:
+    if "detail" in holder and holder["detail"] not in _DETAILS:
+        raise ConfigurationError(
+            f"{where}.detail must be one of {_DETAILS}, got {holder['detail']!r}"
+        )
+
+
+def _check_keys(d: Mapping[str, Any], allowed: tuple[str, ...], where: str) -> None:
+    extra = sorted(str(k) for k in d if k not in allowed)
+    if extra:
+        raise ConfigurationError(f"{where} has unsupported keys {extra}; allowed: {list(allowed)}")
+
+
+def _content_part(part: Any, where: str) -> dict[str, Any]:
+    if not isinstance(part, Mapping):
+        raise ConfigurationError(f"{where} must be a mapping, got {type(part).__name__}")
+    kind = part.get("type")
+    if kind == "text":
+        _check_keys(part, ("type", "text"), where)
+        if type(part.get("text")) is not str:
+            raise ConfigurationError(f"{where}.text must be a string")
+        return {"type": "text", "text": part["text"]}
+    if kind == "image_url":
+        _check_keys(part, ("type", "image_url"), where)
+        image = part.get("image_url")
+        if type(image) is str:  # OpenAI's shorthand
+            image = {"url": image}
+        if not isinstance(image, Mapping) or type(image.get("url")) is not str or not image["url"]:
+            raise ConfigurationError(f"{where}.image_url must be {{'url': str, 'detail'?: str}}")
+        _check_keys(image, ("url", "detail"), f"{where}.image_url")
+        _check_detail(image, f"{where}.image_url")
+        return {"type": "image_url", "image_url": dict(image)}
+    if kind == "image_file":
+        _check_keys(part, ("type", "image_file"), where)
+        image = part.get("image_file")
+        if (
+            not isinstance(image, Mapping)
+            or type(image.get("file_id")) is not str
+            or not image["file_id"]
+        ):
+            raise ConfigurationError(
+                f"{where}.image_file must be {{'file_id': str, 'detail'?: str}}"
+            )
+        _check_keys(image, ("file_id", "detail"), f"{where}.image_file")
+        _check_detail(image, f"{where}.image_file")
+        return {"type": "image_file", "image_file": dict(image)}
+    raise ConfigurationError(
+        f"{where}.type must be 'text', 'image_url' or 'image_file', got {kind!r}"
+    )
+
+
+def _content(value: Any) -> str | tuple[Mapping[str, Any], ...]:
+    if type(value) is str:
+        return value
+    if isinstance(value, Sequence) and not isinstance(value, (bytes, bytearray)):
+        if not value:
+            raise ConfigurationError("message content must not be an empty list")
+        return tuple(_content_part(p, f"message content[{i}]") for i, p in enumerate(value))
+    raise ConfigurationError(
+        f"message content must be a string or a list of parts, got {type(value).__name__}"
+    )
+
+
+def _role(_inst: Any, _attr: Any, value: Any) -> None:
+    if value not in _ROLES:
+        raise ConfigurationError(f"message role must be 'user' or 'assistant', got {value!r}")
+
+
+@attrs.frozen
+class InputMessage:
+    """A message to add to a thread. `content` is a string or OpenAI-style parts.
+
+    Parts are ``{"type": "text", "text": str}``, ``{"type": "image_url", "image_url": {"url",
+    "detail"?}}`` (or ``"image_url": "<url>"``) and ``{"type": "image_file", "image_file":
+    {"file_id", "detail"?}}``; anything else is a `ConfigurationError`. Parts are copied, so
+    later changes to the caller's dicts do not leak into the value.
+    """
+
+    role: Literal["user", "assistant"] = attrs.field(validator=_role)
+    content: str | Sequence[Mapping[str, Any]] = attrs.field(converter=_content)
+
+    def to_json(self) -> dict[str, Any]:
+        content = self.content
+        return {
+            "role": self.role,
+            "content": content if isinstance(content, str) else [dict(p) for p in content],
+        }
+
+
+def _check_number(name: str, value: Any, low: float, high: float) -> None:
+    if value is None:
+        return
+    if type(value) not in (int, float) or not math.isfinite(value) or not low <= value <= high:
+        raise ConfigurationError(f"{name} must be a number from {low:g} to {high:g}, got {value!r}")
+
+
+def _check_min_tokens(name: str, value: Any) -> None:
+    if value is None:
+        return
+    if type(value) is not int or value < 256:
+        raise ConfigurationError(f"{name} must be an integer >= 256, got {value!r}")
+
+
+def _check_str(name: str, value: Any) -> None:
+    if value is not None and type(value) is not str:
+        raise ConfigurationError(f"{name} must be a string, got {type(value).__name__}")
+
+
+def _check_tools(value: Any) -> tuple[Mapping[str, Any], ...] | None:
+    if value is None:
+        return None
+    if not isinstance(value, Sequence) or isinstance(value, (str, bytes)):
+        raise ConfigurationError(
+            f"tools must be a list of tool definitions, got {type(value).__name__}"
+        )
+    for i, tool in enumerate(value):
+        if not isinstance(tool, Mapping) or type(tool.get("type")) is not str:
+            raise ConfigurationError(f"tools[{i}] must be a mapping with a string 'type'")
+        if tool["type"] == "function":
+            fn = tool.get("function")
+            if not isinstance(fn, Mapping) or type(fn.get("name")) is not str or not fn["name"]:
+                raise ConfigurationError(f"tools[{i}].function must be a mapping with a 'name'")
+    return tuple(value)
+
+
+def _check_tool_choice(value: Any) -> None:
+    if value is None or value in ("none", "auto"):
+        return
+    if isinstance(value, Mapping) and type(value.get("type")) is str:
+        return
+    raise ConfigurationError(
+        f"tool_choice must be 'none', 'auto' or a mapping with a 'type', got {value!r}"
+    )
+
+
+def _check_response_format(value: Any) -> None:
+    if value is None or value == "auto":
+        return
+    if isinstance(value, Mapping):
+        kind = value.get("type")
+        if kind in ("text", "json_object"):
+            return
+        if kind == "json_schema":
+            schema = value.get("json_schema")
+            if (
+                isinstance(schema, Mapping)
+                and type(schema.get("name")) is str
+                and isinstance(schema.get("schema"), Mapping)
+            ):
+                return
+            raise ConfigurationError(
+                "response_format json_schema needs {'name': str, 'schema': mapping}"
+            )
+    raise ConfigurationError(
+        "response_format must be 'auto' or {'type': 'text' | 'json_object' | 'json_schema'}, "
+        f"got {value!r}"
+    )
+
+
+def _check_truncation(value: Any) -> None:
+    if value is None:
+        return
+    if isinstance(value, Mapping):
+        kind = value.get("type")
+        last = value.get("last_messages")
+        if kind == "auto" and last is None:
+            return
+        if kind == "last_messages" and type(last) is int and last >= 1:
+            return
+    raise ConfigurationError(
+        "truncation_strategy must be {'type': 'auto'} or "
+        f"{{'type': 'last_messages', 'last_messages': int >= 1}}, got {value!r}"
+    )
+
+
+def _check_metadata(value: Any) -> dict[str, str] | None:
+    if value is None:
+        return None
+    if not isinstance(value, Mapping):
+        raise ConfigurationError(
+            f"metadata must be a mapping of str to str, got {type(value).__name__}"
+        )
+    if len(value) > 16:
+        raise ConfigurationError(f"metadata may hold at most 16 pairs, got {len(value)}")
+    for k, v in value.items():
+        if type(k) is not str or type(v) is not str:
+            raise ConfigurationError(f"metadata must map str to str, got {k!r}: {v!r}")
+    return dict(value)
+
+
+@attrs.frozen
+class RunOptions:
+    """Per-run settings; None means "not sent" (the agent's own setting applies).
+
+    Validated on construction against the ranges of the API: `temperature` 0–2, `top_p` 0–1,
+    `max_prompt_tokens` and `max_completion_tokens` >= 256, `metadata` at most 16 str->str
+    pairs. A bad value raises `ConfigurationError` naming the parameter.
+    """
+
+    instructions: str | None = None
+    additional_instructions: str | None = None
+    tools: Sequence[Mapping[str, Any]] | None = attrs.field(default=None, converter=_check_tools)
+    tool_choice: str | Mapping[str, Any] | None = None
+    response_format: str | Mapping[str, Any] | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    max_prompt_tokens: int | None = None
+    max_completion_tokens: int | None = None
+    truncation_strategy: Mapping[str, Any] | None = None
+    metadata: Mapping[str, str] | None = attrs.field(default=None, converter=_check_metadata)
+    parallel_tool_calls: bool | None = None
+    model: str | None = None
+
+    def __attrs_post_init__(self) -> None:
+        _check_str("instructions", self.instructions)
+        _check_str("additional_instructions", self.additional_instructions)
+        _check_str("model", self.model)
+        if self.model == "":
+            raise ConfigurationError("model must not be empty")
+        _check_tool_choice(self.tool_choice)
+        _check_response_format(self.response_format)
+        _check_number("temperature", self.temperature, 0.0, 2.0)
+        _check_number("top_p", self.top_p, 0.0, 1.0)
+        _check_min_tokens("max_prompt_tokens", self.max_prompt_tokens)
+        _check_min_tokens("max_completion_tokens", self.max_completion_tokens)
+        _check_truncation(self.truncation_strategy)
+        if self.parallel_tool_calls is not None and type(self.parallel_tool_calls) is not bool:
+            raise ConfigurationError("parallel_tool_calls must be a bool")
+
+    def to_json(self) -> dict[str, Any]:
+        """The run keys of a request body, leaving out every option that is None."""
+        out: dict[str, Any] = {}
+        for field in attrs.fields(RunOptions):
+            value = getattr(self, field.name)
+            if value is None:
+                continue
+            if field.name == "tools":
+                value = [dict(t) for t in value]
+            elif isinstance(value, Mapping):
+                value = dict(value)
+            out[field.name] = value
+        return out
+
+
+_NO_OPTIONS = RunOptions()
+
+
+@attrs.frozen
+class ToolOutput:
+    """The result of one tool call, sent with `submit_tool_outputs`."""
+
+    tool_call_id: str
+    output: str
+
+    def __attrs_post_init__(self) -> None:
+        if type(self.tool_call_id) is not str or not self.tool_call_id:
+            raise ConfigurationError(
+                f"tool_call_id must be a non-empty string, got {self.tool_call_id!r}"
+            )
+        if type(self.output) is not str:
+            raise ConfigurationError(
+                f"output of tool call {self.tool_call_id!r} must be a string, "
+                f"got {type(self.output).__name__}"
+            )
+
+    def to_json(self) -> dict[str, str]:
+        return {"tool_call_id": self.tool_call_id, "output": self.output}
+
+
+def _items(value: Any, name: str, kind: type[_T]) -> list[_T]:
+    # Type hints do not stop a caller passing one item (or a string) where a list belongs.
+    if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
+        raise ConfigurationError(
+            f"{name} must be a sequence of {kind.__name__}, got {type(value).__name__}"
+        )
+    for i, item in enumerate(value):
+        if not isinstance(item, kind):
+            raise ConfigurationError(
+                f"{name}[{i}] must be a {kind.__name__}, got {type(item).__name__}"
+            )
+    return list(value)
+
+
+def _messages(messages: Any, name: str) -> list[dict[str, Any]]:
+    return [m.to_json() for m in _items(messages, name, InputMessage)]
+
+
+def _options(options: RunOptions | None) -> RunOptions:
+    if options is None:
+        return _NO_OPTIONS
+    if not isinstance(options, RunOptions):
+        raise ConfigurationError(f"options must be RunOptions, got {type(options).__name__}")
+    return options
+
+
+def _check_stream(stream: Any) -> bool:
+    if type(stream) is not bool:
+        raise ConfigurationError(f"stream must be a bool, got {stream!r}")
+    return stream
+
+
+def create_thread_and_run(
+    agent_id: str,
+    messages: Sequence[InputMessage],
+    options: RunOptions | None = None,
+    *,
+    stream: bool,
+) -> ApiRequest:
+    """``POST /threads/runs``: a new thread holding `messages`, and a run on it, in one request.
+
+    The endpoint has no ``additional_instructions`` (nor ``additional_messages``), so setting
+    it is a `ConfigurationError`: use `instructions`, or create the thread first.
+    """
+    opts = _options(options)
+    if opts.additional_instructions is not None:
+        raise ConfigurationError(
+            "additional_instructions is not accepted when creating a thread and run together; "
+            "create the thread first, or use instructions"
+        )
+    body: dict[str, Any] = {
+        "assistant_id": _id(agent_id, "agent_id"),
+        "thread": {"messages": _messages(messages, "messages")},
+        "stream": _check_stream(stream),
+    }
+    body.update(opts.to_json())
+    return ApiRequest("POST", "/threads/runs", (), body, stream)
+
+
+def create_run(
+    thread_id: str,
+    agent_id: str,
+    options: RunOptions | None = None,
+    *,
+    additional_messages: Sequence[InputMessage] = (),
+    stream: bool,
+) -> ApiRequest:
+    """``POST /threads/{thread_id}/runs``, adding `additional_messages` in the same request."""
+    path = f"/threads/{_seg(thread_id, 'thread_id')}/runs"
+    body: dict[str, Any] = {"assistant_id": _id(agent_id, "agent_id")}
+    extra = _messages(additional_messages, "additional_messages")
+    if extra:
+        body["additional_messages"] = extra
+    body["stream"] = _check_stream(stream)
+    body.update(_options(options).to_json())
+    return ApiRequest("POST", path, (), body, stream)
+
+
+def get_run(thread_id: str, run_id: str) -> ApiRequest:
+    """``GET /threads/{thread_id}/runs/{run_id}``."""
+    return ApiRequest(
+        "GET", f"/threads/{_seg(thread_id, 'thread_id')}/runs/{_seg(run_id, 'run_id')}"
+    )
+
+
+def cancel_run(thread_id: str, run_id: str) -> ApiRequest:
+    """``POST /threads/{thread_id}/runs/{run_id}/cancel`` (no body)."""
+    return ApiRequest(
+        "POST", f"/threads/{_seg(thread_id, 'thread_id')}/runs/{_seg(run_id, 'run_id')}/cancel"
+    )
+
+
+def submit_tool_outputs(
+    thread_id: str, run_id: str, outputs: Sequence[ToolOutput], *, stream: bool
+) -> ApiRequest:
+    """``POST …/runs/{run_id}/submit_tool_outputs`` with ``{"tool_outputs", "stream"}``."""
+    path = (
+        f"/threads/{_seg(thread_id, 'thread_id')}/runs/{_seg(run_id, 'run_id')}/submit_tool_outputs"
+    )
+    items = [o.to_json() for o in _items(outputs, "outputs", ToolOutput)]
+    if not items:
+        raise ConfigurationError("outputs must not be empty: the run waits for every tool call")
+    body = {"tool_outputs": items, "stream": _check_stream(stream)}
+    return ApiRequest("POST", path, (), body, stream)
+
+
+def _list_params(limit: Any, order: Any, after: Any) -> list[tuple[str, str]]:
+    if type(limit) is not int or not 1 <= limit <= 100:
+        raise ConfigurationError(f"limit must be an integer from 1 to 100, got {limit!r}")
+    if order not in ("asc", "desc"):
+        raise ConfigurationError(f"order must be 'asc' or 'desc', got {order!r}")
+    params = [("limit", str(limit)), ("order", order)]
+    if after is not None:
+        if type(after) is not str or not after:
+            raise ConfigurationError(f"after must be a non-empty string, got {after!r}")
+        params.append(("after", after))
+    return params
+
+
+def list_messages(
+    thread_id: str,
+    *,
+    run_id: str | None = None,
+    order: Literal["asc", "desc"] = "asc",
+    limit: int = 100,
+    after: str | None = None,
+) -> ApiRequest:
+    """``GET /threads/{thread_id}/messages``, optionally only the messages of `run_id`."""
+    path = f"/threads/{_seg(thread_id, 'thread_id')}/messages"
+    params = _list_params(limit, order, after)
+    if run_id is not None:
+        params.append(("run_id", _id(run_id, "run_id")))
+    return ApiRequest("GET", path, tuple(params))
+
+
+def list_runs(
+    thread_id: str, *, limit: int = 1, order: Literal["asc", "desc"] = "desc"
+) -> ApiRequest:
+    """``GET /threads/{thread_id}/runs`` (default: just the newest run)."""
+    path = f"/threads/{_seg(thread_id, 'thread_id')}/runs"
+    return ApiRequest("GET", path, tuple(_list_params(limit, order, None)))
+
+
+def create_thread(messages: Sequence[InputMessage] = ()) -> ApiRequest:
+    """``POST /threads``; with no messages the body is ``{}``, as the SDK sends."""
+    items = _messages(messages, "messages")
+    return ApiRequest("POST", "/threads", (), {"messages": items} if items else {})
+
+
+def create_message(thread_id: str, message: InputMessage) -> ApiRequest:
+    """``POST /threads/{thread_id}/messages``."""
+    if not isinstance(message, InputMessage):
+        raise ConfigurationError(f"message must be an InputMessage, got {type(message).__name__}")
+    path = f"/threads/{_seg(thread_id, 'thread_id')}/messages"
+    return ApiRequest("POST", path, (), message.to_json())
+
+
+def get_thread(thread_id: str) -> ApiRequest:
+    """``GET /threads/{thread_id}``."""
+    return ApiRequest("GET", f"/threads/{_seg(thread_id, 'thread_id')}")
+
+
+def delete_thread(thread_id: str) -> ApiRequest:
+    """``DELETE /threads/{thread_id}``."""
+    return ApiRequest("DELETE", f"/threads/{_seg(thread_id, 'thread_id')}")
