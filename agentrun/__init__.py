@@ -48,6 +48,12 @@ from agentrun._results import (
 
 if TYPE_CHECKING:
     from agentrun._client import AsyncClient, RunStream
+    from agentrun._openai import (
+        ChatCompletion,
+        ChatCompletionChunk,
+        CompletionStream,
+        acompletion,
+    )
 
 __version__ = "0.1.0"
 
@@ -56,6 +62,10 @@ __version__ = "0.1.0"
 _LAZY = {
     "AsyncClient": "agentrun._client",
     "RunStream": "agentrun._client",
+    "ChatCompletion": "agentrun._openai",
+    "ChatCompletionChunk": "agentrun._openai",
+    "CompletionStream": "agentrun._openai",
+    "acompletion": "agentrun._openai",
 }
 
 
@@ -71,6 +81,7 @@ def __getattr__(name: str) -> Any:
 def __dir__() -> list[str]:
     return sorted(set(globals()) | set(_LAZY))
 
+
 __all__ = [
     "APIConnectionError",
     "APIError",
@@ -80,8 +91,11 @@ __all__ = [
     "AsyncClient",
     "AuthenticationError",
     "BadRequestError",
+    "ChatCompletion",
+    "ChatCompletionChunk",
     "ClientStateError",
     "ClientStatistics",
+    "CompletionStream",
     "ConfigurationError",
     "ConflictError",
     "InternalServerError",
@@ -109,4 +123,5 @@ __all__ = [
     "Transition",
     "UnprocessableEntityError",
     "__version__",
+    "acompletion",
 ]
