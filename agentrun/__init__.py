@@ -33,39 +33,53 @@ from agentrun._errors import (
     RunIncompleteError,
     UnprocessableEntityError,
 )
-from agentrun._machine import State, Transition
-from agentrun._results import (
-    ClientStatistics,
-    MapResult,
-    RunFinished,
-    RunRequest,
-    RunResult,
-    StateChanged,
-    StreamEvent,
-    TextDelta,
-    ToolCallDelta,
-)
 
 if TYPE_CHECKING:
     from agentrun._client import AsyncClient, RunStream
+    from agentrun._machine import State, Transition
     from agentrun._openai import (
         ChatCompletion,
         ChatCompletionChunk,
         CompletionStream,
         acompletion,
     )
+    from agentrun._results import (
+        ClientStatistics,
+        MapResult,
+        RunFinished,
+        RunRequest,
+        RunResult,
+        StateChanged,
+        StreamEvent,
+        TextDelta,
+        ToolCallDelta,
+    )
+    from agentrun._sync import Client, completion
 
 __version__ = "0.1.0"
 
 # Names whose modules import aiohttp/anyio are loaded on first use, so that importing
 # agentrun (the CLI's --help, the pytest plugin in every test run) stays cheap.
 _LAZY = {
+    "State": "agentrun._machine",
+    "Transition": "agentrun._machine",
+    "ClientStatistics": "agentrun._results",
+    "MapResult": "agentrun._results",
+    "RunFinished": "agentrun._results",
+    "RunRequest": "agentrun._results",
+    "RunResult": "agentrun._results",
+    "StateChanged": "agentrun._results",
+    "StreamEvent": "agentrun._results",
+    "TextDelta": "agentrun._results",
+    "ToolCallDelta": "agentrun._results",
     "AsyncClient": "agentrun._client",
     "RunStream": "agentrun._client",
     "ChatCompletion": "agentrun._openai",
     "ChatCompletionChunk": "agentrun._openai",
     "CompletionStream": "agentrun._openai",
     "acompletion": "agentrun._openai",
+    "Client": "agentrun._sync",
+    "completion": "agentrun._sync",
 }
 
 
@@ -93,6 +107,7 @@ __all__ = [
     "BadRequestError",
     "ChatCompletion",
     "ChatCompletionChunk",
+    "Client",
     "ClientStateError",
     "ClientStatistics",
     "CompletionStream",
@@ -124,4 +139,5 @@ __all__ = [
     "UnprocessableEntityError",
     "__version__",
     "acompletion",
+    "completion",
 ]

@@ -15,6 +15,7 @@ request per concurrent caller), which is why this layer exists.
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from collections.abc import Awaitable, Callable
@@ -36,6 +37,8 @@ __all__ = [
 ]
 
 DEFAULT_SCOPE = "https://ai.azure.com/.default"
+
+logger = logging.getLogger("agentrun.auth")
 
 # After a failed refresh ahead of expiry, wait this long (doubling per consecutive failure, up
 # to the cap) before trying again, so a broken token endpoint is not hit on every request.
@@ -230,7 +233,7 @@ class TokenCache:
         if current is not None and now < current.expires_on:
             if now < self._refresh_at:
                 return current.token
-            if False:
+            if self._flight is not None:
                 return current.token  # someone is refreshing; keep using the valid token
             if now < self._refresh_not_before:
                 if self._refresh_failures:
@@ -248,6 +251,14 @@ class TokenCache:
             self._refresh_not_before = self._clock() + backoff
             if self._clock() < current.expires_on:
                 self._served_stale += 1
+                assert flight.error is not None
+                logger.warning(
+                    "token refresh failed (%s); using the current token, valid for %.0f s more, "
+                    "and retrying in %.0f s",
+                    _describe(flight.error),
+                    current.expires_on - self._clock(),
+                    backoff,
+                )
                 return current.token
             assert flight.error is not None
             raise self._auth_error(flight.error) from flight.error

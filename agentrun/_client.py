@@ -544,8 +544,9 @@ class RunStream:
             raise
         if scope.cancelled_caught:
             self._done = True
-            await self._cancel_remote("deadline")
-            await self._finish_gen()
+            with anyio.CancelScope(shield=True):
+                await self._cancel_remote("deadline")
+                await self._finish_gen()
             m = self._machine
             raise APITimeoutError(
                 f"the invocation of {self._inv.agent} did not finish within "

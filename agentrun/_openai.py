@@ -10,14 +10,15 @@ credentials, so their connection pool and token cache are shared across calls.
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import hashlib
 import json
+import os
 import re
 import threading
 import time
-import weakref
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from typing import Any
 
 from agentrun._client import AsyncClient, RunStream
@@ -25,6 +26,7 @@ from agentrun._credentials import default_api_base
 from agentrun._errors import BadRequestError, ConfigurationError, RunIncompleteError
 from agentrun._machine import State
 from agentrun._results import RunFinished, RunResult, StateChanged, TextDelta, ToolCallDelta
+from agentrun._wire import TEXT_PART_SEPARATOR
 
 __all__ = [
     "ChatCompletion",
@@ -54,6 +56,18 @@ SUPPORTED_PARAMS = {
 }
 #: Accepted and ignored: they change nothing the service does.
 _HARMLESS = frozenset({"user"})
+#: OpenAI parameters that are harmless at these values (their OpenAI defaults): OpenAI clients
+#: and frameworks often send them explicitly.
+_NEUTRAL_VALUES: dict[str, tuple[Any, ...]] = {
+    "n": (1,),
+    "presence_penalty": (0, 0.0),
+    "frequency_penalty": (0, 0.0),
+    "logprobs": (False,),
+    "stop": ([], ()),
+    "logit_bias": ({},),
+}
+#: Keys of `extra_body` (how OpenAI clients send non-OpenAI fields) that agentrun reads.
+_EXTRA_BODY_KEYS = frozenset({"thread_id", "instructions"})
 #: OpenAI parameters the service cannot honour: an error unless drop_params=True.
 UNSUPPORTED_PARAMS = frozenset(
     {
@@ -215,20 +229,95 @@ class _Request:
         self.include_usage = False
 
 
-def _content_text(content: Any) -> str:
+def _content_text(content: Any, where: str) -> str:
+    """The text of a system, developer or tool message (a string or text parts)."""
     if isinstance(content, str):
         return content
-    if isinstance(content, list):
-        parts = []
-        for part in content:
-            if isinstance(part, Mapping) and part.get("type") == "text":
-                parts.append(str(part.get("text", "")))
-        return "\n".join(parts)
     if content is None:
         return ""
-    raise BadRequestError(
-        f"message content must be a string or a list of parts, got {type(content).__name__}"
+    if isinstance(content, Sequence) and not isinstance(content, (bytes, bytearray)):
+        parts = []
+        for j, part in enumerate(content):
+            if not isinstance(part, Mapping) or part.get("type") != "text":
+                kind = part.get("type") if isinstance(part, Mapping) else type(part).__name__
+                raise ConfigurationError(
+                    f"{where}.content[{j}] is a {kind!r} part; this message takes text only"
+                )
+            parts.append(str(part.get("text", "")))
+        return "\n".join(parts)
+    raise ConfigurationError(
+        f"{where}.content must be a string or a list of parts, got {type(content).__name__}"
     )
+
+
+def _check_params(params: Mapping[str, Any], drop_params: bool) -> dict[str, Any]:
+    """The run options for the OpenAI parameters; an error names any the service can't honour."""
+    options: dict[str, Any] = {}
+    for name, value in params.items():
+        if value is None:
+            continue
+        if name in SUPPORTED_PARAMS:
+            options[SUPPORTED_PARAMS[name]] = value
+        elif name in _HARMLESS or drop_params:
+            continue
+        elif name in _NEUTRAL_VALUES and any(
+            type(value) is type(v) and value == v for v in _NEUTRAL_VALUES[name]
+        ):
+            continue
+        else:
+            hint = (
+                "the Azure AI Agent Service does not support it"
+                if name in UNSUPPORTED_PARAMS
+                else "it is not a parameter agentrun knows"
+            )
+            raise BadRequestError(
+                f"unsupported parameter {name!r}: {hint}; remove it or pass drop_params=True"
+            )
+    if options.get("tool_choice") == "required":
+        if not drop_params:
+            raise BadRequestError(
+                "unsupported parameter 'tool_choice': 'required' is not supported by the Azure "
+                "AI Agent Service; use 'auto', 'none' or a specific function, or pass "
+                "drop_params=True"
+            )
+        options.pop("tool_choice")
+    tokens = options.get("max_completion_tokens")
+    if isinstance(tokens, int) and tokens < 256:
+        if not drop_params:
+            raise BadRequestError(
+                f"unsupported parameter 'max_tokens': {tokens} is below the Azure AI Agent "
+                "Service's minimum of 256; raise it or pass drop_params=True to leave it out"
+            )
+        options.pop("max_completion_tokens")
+    return options
+
+
+def _split_extra_body(params: dict[str, Any]) -> dict[str, Any]:
+    """Move `extra_body`'s known keys out of `params`; the rest count as parameters."""
+    extra = params.pop("extra_body", None)
+    if extra is None:
+        return {}
+    if not isinstance(extra, Mapping):
+        raise ConfigurationError("extra_body must be an object")
+    known = {k: v for k, v in extra.items() if k in _EXTRA_BODY_KEYS}
+    for k, v in extra.items():
+        if k not in _EXTRA_BODY_KEYS:
+            params.setdefault(k, v)
+    return known
+
+
+def _with_extra_body(
+    thread_id: str | None, instructions: str | None, params: Mapping[str, Any]
+) -> tuple[str | None, str | None, dict[str, Any]]:
+    """`thread_id` and `instructions` may also come in `extra_body` (as OpenAI clients send
+    non-OpenAI fields); its other keys count as parameters."""
+    rest = dict(params)
+    extra = _split_extra_body(rest)
+    if thread_id is None:
+        thread_id = extra.get("thread_id")
+    if instructions is None:
+        instructions = extra.get("instructions")
+    return thread_id, instructions, rest
 
 
 def _map_request(
@@ -240,60 +329,37 @@ def _map_request(
     stream_options: Any,
     params: Mapping[str, Any],
 ) -> _Request:
-    if not isinstance(messages, Sequence) or isinstance(messages, (str, bytes)) or not messages:
-        raise ConfigurationError("messages must be a non-empty list of chat messages")
+    if not isinstance(messages, Sequence) or isinstance(messages, (str, bytes)):
+        raise ConfigurationError(
+            'messages must be a list of chat messages like [{"role": "user", "content": "Hello"}]'
+        )
+    if not messages:
+        raise ConfigurationError("messages is empty: give at least one user message")
+    if thread_id is not None and (not isinstance(thread_id, str) or not thread_id.strip()):
+        raise ConfigurationError(f"thread_id must be a non-empty string, got {thread_id!r}")
+    if instructions is not None and not isinstance(instructions, str):
+        raise ConfigurationError("instructions must be a string")
     req = _Request()
-    req.thread_id = thread_id
-    for name, value in params.items():
-        if value is None:
-            continue
-        if name in SUPPORTED_PARAMS:
-            req.options[SUPPORTED_PARAMS[name]] = value
-        elif name in _HARMLESS or drop_params:
-            continue
-        else:
-            hint = (
-                "the Azure AI Agent Service does not support it"
-                if name in UNSUPPORTED_PARAMS
-                else "it is not a parameter agentrun knows"
-            )
-            raise BadRequestError(
-                f"unsupported parameter {name!r}: {hint}; remove it or pass drop_params=True"
-            )
-    if req.options.get("tool_choice") == "required":
-        if not drop_params:
-            raise BadRequestError(
-                "tool_choice='required' is not supported by the Azure AI Agent Service; use "
-                "'auto', 'none' or a specific function, or pass drop_params=True"
-            )
-        req.options.pop("tool_choice")
-    tokens = req.options.get("max_completion_tokens")
-    if isinstance(tokens, int) and tokens < 256:
-        if not drop_params:
-            raise BadRequestError(
-                f"max_tokens={tokens}: the Azure AI Agent Service needs at least 256; raise it "
-                "or pass drop_params=True to leave it out"
-            )
-        req.options.pop("max_completion_tokens")
+    req.options = _check_params(params, drop_params)
     if stream_options is not None:
         if not isinstance(stream_options, Mapping):
-            raise BadRequestError("stream_options must be an object")
+            raise ConfigurationError("stream_options must be an object")
         req.include_usage = bool(stream_options.get("include_usage"))
     if instructions is not None:
         req.options["instructions"] = instructions
 
     system: list[str] = []
-    convo: list[Mapping[str, Any]] = []
+    convo: list[tuple[int, Mapping[str, Any]]] = []
     for i, msg in enumerate(messages):
         if not isinstance(msg, Mapping):
             raise ConfigurationError(f"messages[{i}] must be an object with a role")
         role = msg.get("role")
         if role in ("system", "developer"):
-            text = _content_text(msg.get("content"))
+            text = _content_text(msg.get("content"), f"messages[{i}]")
             if text:
                 system.append(text)
         elif role in ("user", "assistant", "tool"):
-            convo.append(msg)
+            convo.append((i, msg))
         else:
             raise ConfigurationError(
                 f"messages[{i}] has role {role!r}; expected system, developer, user, assistant "
@@ -302,25 +368,42 @@ def _map_request(
     if system:
         req.options["additional_instructions"] = "\n\n".join(system)
 
-    # With a thread, only what came after the last assistant message is new.
-    if thread_id is not None:
-        last_assistant = max(
-            (i for i, m in enumerate(convo) if m.get("role") == "assistant"), default=-1
-        )
-        convo = convo[last_assistant + 1 :]
-    for i, msg in enumerate(convo):
+    last_assistant = max(
+        (k for k, (_, m) in enumerate(convo) if m.get("role") == "assistant"), default=-1
+    )
+    tail = convo[last_assistant + 1 :]
+    tool_ids = [_tool_call_id(i, m) for i, m in convo if m.get("role") == "tool"]
+    if thread_id is None and tool_ids:
+        # A plain OpenAI client sends the whole history and no thread_id: the tool call ids
+        # this process handed out name the thread the history lives on.
+        thread_id = _TOOL_CALLS.thread_for(tool_ids)
+        if thread_id is None:
+            raise BadRequestError(
+                "tool messages need the thread_id of the run that asked for them: pass "
+                "thread_id= (the thread_id of the response with the tool calls)"
+            )
+    req.thread_id = thread_id
+    # On an existing thread, everything up to the last assistant message is already there.
+    new = tail if thread_id is not None else convo
+    for i, msg in new:
         role = msg["role"]
         if role == "tool":
-            call_id = msg.get("tool_call_id")
-            if not isinstance(call_id, str) or not call_id:
-                raise ConfigurationError(f"tool message {i} has no tool_call_id")
-            req.tool_outputs[call_id] = _content_text(msg.get("content"))
+            req.tool_outputs[_tool_call_id(i, msg)] = _content_text(
+                msg.get("content"), f"messages[{i}]"
+            )
             continue
         content = msg.get("content")
-        if role == "assistant" and (content is None or content == ""):
+        if role == "assistant" and (content is None or content == "" or content == []):
             continue  # an assistant turn that only called tools: nothing to put on a thread
         if content is None:
-            raise ConfigurationError(f"a {role} message has no content")
+            raise ConfigurationError(f"messages[{i}] ({role}) has no content")
+        if not isinstance(content, str) and not (
+            isinstance(content, Sequence) and not isinstance(content, (bytes, bytearray))
+        ):
+            raise ConfigurationError(
+                f"messages[{i}].content must be a string or a list of parts, "
+                f"got {type(content).__name__}"
+            )
         req.input.append({"role": role, "content": content})
     if req.tool_outputs and req.input:
         raise BadRequestError(
@@ -328,8 +411,20 @@ def _map_request(
             "tool outputs takes no messages; send the tool messages first"
         )
     if not req.input and not req.tool_outputs:
-        raise ConfigurationError("messages hold no user message to send")
+        raise ConfigurationError(
+            "messages hold nothing new to send: with a thread_id, give the user message(s) "
+            "after the last assistant message"
+            if thread_id is not None
+            else "messages hold no user or assistant message to start a thread with"
+        )
     return req
+
+
+def _tool_call_id(i: int, msg: Mapping[str, Any]) -> str:
+    call_id = msg.get("tool_call_id")
+    if not isinstance(call_id, str) or not call_id:
+        raise ConfigurationError(f"messages[{i}] (tool) has no tool_call_id")
+    return call_id
 
 
 # -- tool-call memory: tool messages without a thread_id still find their run ---------------
@@ -353,7 +448,7 @@ class _ToolCallMemory:
 
     def thread_for(self, call_ids: Sequence[str]) -> str | None:
         with self._lock:
-            threads = {self._items.get(c) for c in call_ids}
+            threads = {t for t in (self._items.get(c) for c in call_ids) if t is not None}
         if len(threads) == 1:
             return threads.pop()
         return None
@@ -365,13 +460,45 @@ _TOOL_CALLS = _ToolCallMemory()
 # -- response mapping -------------------------------------------------------------------------
 
 
-def _annotation(ann: Mapping[str, Any]) -> dict[str, Any]:
-    if ann.get("type") == "url_citation" and isinstance(ann.get("url_citation"), Mapping):
-        inner = dict(ann["url_citation"])
-        inner.setdefault("start_index", ann.get("start_index"))
-        inner.setdefault("end_index", ann.get("end_index"))
-        return {"type": "url_citation", "url_citation": inner}
-    return dict(ann)
+def _annotations(result: RunResult) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The reply's annotations: OpenAI `url_citation`s, and every annotation as the service
+    sent it. Indices are shifted to `result.text` (the messages' texts joined)."""
+    openai_shape: list[dict[str, Any]] = []
+    raw: list[dict[str, Any]] = []
+    offset = 0
+    text = result.text
+    for msg in result.messages:
+        if not msg.text:
+            continue
+        for ann in msg.annotations:
+            item = json.loads(json.dumps(dict(ann)))
+            for key in ("start_index", "end_index"):
+                if type(item.get(key)) is int:
+                    item[key] += offset
+            raw.append(item)
+            if item.get("type") == "url_citation" and isinstance(item.get("url_citation"), dict):
+                openai_shape.append(_url_citation(item, text))
+        offset += len(msg.text) + len(TEXT_PART_SEPARATOR)
+    return openai_shape, raw
+
+
+def _url_citation(item: Mapping[str, Any], text: str) -> dict[str, Any]:
+    inner = item["url_citation"]
+    start, end = item.get("start_index"), item.get("end_index")
+    if type(start) is not int or type(end) is not int:
+        # No indices from the service: point at the citation marker in the text, if any.
+        marker = item.get("text")
+        found = text.find(marker) if isinstance(marker, str) and marker else -1
+        start, end = (found, found + len(marker)) if found >= 0 else (0, 0)  # type: ignore[arg-type]
+    return {
+        "type": "url_citation",
+        "url_citation": {
+            "url": str(inner.get("url") or ""),
+            "title": str(inner.get("title") or ""),
+            "start_index": start,
+            "end_index": end,
+        },
+    }
 
 
 def _finish_reason(result: RunResult) -> str:
@@ -412,13 +539,18 @@ def _created(result: RunResult) -> int:
 
 def completion_from_result(result: RunResult, model: str) -> ChatCompletion:
     """The `chat.completion` for a finished (or incomplete) run."""
-    message: dict[str, Any] = {"role": "assistant", "content": result.text or None}
+    annotations, raw_annotations = _annotations(result)
+    message: dict[str, Any] = {
+        "role": "assistant",
+        "content": result.text or None,
+        "refusal": None,
+        "annotations": annotations,
+    }
     tool_calls = _tool_calls_json(result)
     if tool_calls:
         message["tool_calls"] = tool_calls
-    annotations = [_annotation(a) for m in result.messages for a in m.annotations]
-    if annotations:
-        message["annotations"] = annotations
+    if raw_annotations:
+        message["agent_annotations"] = raw_annotations
     data = {
         "id": f"chatcmpl-{result.run_id}",
         "object": "chat.completion",
@@ -460,6 +592,7 @@ class CompletionStream:
         self._done = False
         self._created = int(time.time())
         self._tool_index: dict[int, int] = {}
+        self._text_part: tuple[str, int] | None = None
         self.result: RunResult | None = None
 
     @property
@@ -533,7 +666,13 @@ class CompletionStream:
     def _on_event(self, event: object) -> None:
         if isinstance(event, TextDelta):
             if event.text:
-                self._queue.append(self._chunk(self._role_first({"content": event.text})))
+                text = event.text
+                part = (event.message_id, event.index)
+                if self._text_part is not None and part != self._text_part:
+                    # A new text part or message: the same separator as the non-streamed text.
+                    text = TEXT_PART_SEPARATOR + text
+                self._text_part = part
+                self._queue.append(self._chunk(self._role_first({"content": text})))
         elif isinstance(event, ToolCallDelta):
             index = self._tool_index.setdefault(event.index, len(self._tool_index))
             call: dict[str, Any] = {"index": index}
@@ -557,9 +696,11 @@ class CompletionStream:
         if not self._sent_role:
             self._queue.append(self._chunk(self._role_first({"content": ""})))
         delta: dict[str, Any] = {}
-        annotations = [_annotation(a) for m in result.messages for a in m.annotations]
+        annotations, raw_annotations = _annotations(result)
         if annotations:
             delta["annotations"] = annotations
+        if raw_annotations:
+            delta["agent_annotations"] = raw_annotations
         self._queue.append(self._chunk(delta, finish_reason=_finish_reason(result)))
         if result.tool_calls:
             _TOOL_CALLS.remember(result.thread_id, [c.id for c in result.tool_calls])
@@ -585,6 +726,7 @@ async def chat(
     """One chat completion through `client` (the building block of `acompletion`, the proxy
     and the batch runner). `response_model` is the model name to report (default `model`)."""
     agent = parse_model(model)
+    thread_id, instructions, params = _with_extra_body(thread_id, instructions, params)
     req = _map_request(
         messages,
         thread_id=thread_id,
@@ -594,13 +736,6 @@ async def chat(
         params=params,
     )
     thread = req.thread_id
-    if req.tool_outputs and thread is None:
-        thread = _TOOL_CALLS.thread_for(list(req.tool_outputs))
-        if thread is None:
-            raise BadRequestError(
-                "tool messages need the thread_id of the run that asked for them (pass "
-                "thread_id=, as returned with the tool calls)"
-            )
     kwargs: dict[str, Any] = dict(req.options)
     if req.tool_outputs:
         kwargs["tool_outputs"] = req.tool_outputs
@@ -625,43 +760,90 @@ async def chat(
 # -- the client registry ---------------------------------------------------------------------
 
 
+class _LoopClients:
+    """The shared clients of one event loop, and the parked async generator that closes them
+    when the loop shuts its async generators down (`asyncio.run` does, at its end)."""
+
+    def __init__(self) -> None:
+        self.clients: dict[tuple[Any, ...], AsyncClient] = {}
+        self.closer: AsyncGenerator[None, None] | None = None
+
+
 class _Registry:
     """One `AsyncClient` per (event loop, endpoint, credentials), shared by module-level calls."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._by_loop: weakref.WeakKeyDictionary[Any, dict[tuple[Any, ...], AsyncClient]] = (
-            weakref.WeakKeyDictionary()
-        )
+        self._by_loop: dict[asyncio.AbstractEventLoop, _LoopClients] = {}
 
-    def get(self, key: tuple[Any, ...], make: Any) -> AsyncClient:
-        loop = _current_loop()
+    def get(self, key: tuple[Any, ...], make: Callable[[], AsyncClient]) -> AsyncClient:
+        loop = asyncio.get_running_loop()
         with self._lock:
-            clients = self._by_loop.setdefault(loop, {})
-            client = clients.get(key)
+            entry = self._by_loop.get(loop)
+            if entry is None:
+                entry = self._by_loop[loop] = _LoopClients()
+            client = entry.clients.get(key)
             if client is None:
-                client = clients[key] = make()
+                client = entry.clients[key] = make()
+            if entry.closer is None:
+                entry.closer = self._park_closer(loop)
             return client
+
+    def _park_closer(self, loop: asyncio.AbstractEventLoop) -> AsyncGenerator[None, None]:
+        async def closer() -> AsyncGenerator[None, None]:
+            try:
+                yield
+            finally:
+                await self._close(loop)
+
+        gen = closer()
+        # Step it to its `yield` now: that registers it with the running loop, whose
+        # shutdown_asyncgens() (asyncio.run, anyio.run) then closes the clients cleanly.
+        step = gen.__anext__()
+        try:
+            step.send(None)
+        except StopIteration:
+            pass
+        return gen
 
     def clients_for_current_loop(self) -> list[AsyncClient]:
         with self._lock:
-            return list(self._by_loop.get(_current_loop(), {}).values())
+            entry = self._by_loop.get(asyncio.get_running_loop())
+            return list(entry.clients.values()) if entry else []
+
+    async def _close(self, loop: asyncio.AbstractEventLoop) -> None:
+        with self._lock:
+            entry = self._by_loop.pop(loop, None)
+        if entry is None:
+            return
+        errors: list[BaseException] = []
+        for client in entry.clients.values():
+            try:
+                await client.aclose()
+            except Exception as exc:  # close every client, then report
+                errors.append(exc)
+        if errors:
+            raise errors[0]
 
     async def aclose_current_loop(self) -> None:
-        loop = _current_loop()
+        loop = asyncio.get_running_loop()
         with self._lock:
-            clients = list(self._by_loop.pop(loop, {}).values())
-        for client in clients:
-            await client.aclose()
-
-
-def _current_loop() -> Any:
-    import asyncio
-
-    return asyncio.get_running_loop()
+            entry = self._by_loop.get(loop)
+            closer = entry.closer if entry else None
+            if entry is not None:
+                entry.closer = None
+        await self._close(loop)
+        if closer is not None:
+            await closer.aclose()  # its finally finds nothing left to close
 
 
 _REGISTRY = _Registry()
+
+#: Environment variables whose values select the credentials (and trust) a client gets.
+_ENV_KEYS = ("AZURE_TENANT_ID", "AZURE_CLIENT_ID", "AZURE_AUTHORITY_HOST")
+_ENV_SECRET_KEYS = ("AZURE_CLIENT_SECRET", "AZURE_AD_TOKEN")
+#: CA bundle variables honoured for module-level calls, in this order.
+_CA_BUNDLE_ENV = ("SSL_CERT_FILE", "REQUESTS_CA_BUNDLE")
 
 
 def _secret_key(value: str | None) -> str | None:
@@ -669,6 +851,15 @@ def _secret_key(value: str | None) -> str | None:
     if value is None:
         return None
     return hashlib.sha256(value.encode()).hexdigest()
+
+
+def _env_verify() -> bool | str:
+    """A CA bundle named by SSL_CERT_FILE or REQUESTS_CA_BUNDLE, else True (system trust)."""
+    for name in _CA_BUNDLE_ENV:
+        value = os.environ.get(name, "").strip()
+        if value:
+            return value
+    return True
 
 
 def get_client(
@@ -680,11 +871,19 @@ def get_client(
     client_secret: str | None = None,
     api_version: str | None = None,
     credential: Any = None,
-    verify: Any = True,
+    verify: Any = None,
     authority: str | None = None,
 ) -> AsyncClient:
-    """The shared client of the running event loop for these endpoint and credentials."""
+    """The shared client of the running event loop for these endpoint and credentials.
+
+    Arguments left out come from the environment, as for `AsyncClient`; `verify=None` means a
+    CA bundle named by `SSL_CERT_FILE` or `REQUESTS_CA_BUNDLE`, else the system's trust store
+    (it applies to the service and to the token endpoint of a service principal). Clients
+    are closed by `aclose_clients()`, or when the event loop's `asyncio.run` ends.
+    """
     base = (api_base or default_api_base() or "").rstrip("/")
+    if verify is None:
+        verify = _env_verify()
     key = (
         base,
         _secret_key(api_key),
@@ -695,6 +894,9 @@ def get_client(
         id(credential) if credential is not None else None,
         verify if isinstance(verify, (bool, str)) else id(verify),
         authority,
+        # Credentials from the environment: a changed environment gets its own client.
+        tuple(os.environ.get(name) for name in _ENV_KEYS),
+        tuple(_secret_key(os.environ.get(name)) for name in _ENV_SECRET_KEYS),
     )
 
     def make() -> AsyncClient:
@@ -743,17 +945,21 @@ async def acompletion(
     `thread_id` / `_hidden_params["thread_id"]`); `instructions` overrides the agent's.
     """
     credential = params.pop("credential", None)
-    verify = params.pop("verify", True)
+    verify = params.pop("verify", None)
+    ssl_verify = params.pop("ssl_verify", None)  # LiteLLM's name for it
+    if verify is None:
+        verify = ssl_verify
     authority = params.pop("authority", None)
     # Validate before anything is opened: a bad call must not cost a connection.
     parse_model(model)
+    checked = _with_extra_body(thread_id, instructions, params)
     _map_request(
         messages,
-        thread_id=thread_id,
-        instructions=instructions,
+        thread_id=checked[0],
+        instructions=checked[1],
         drop_params=drop_params,
         stream_options=stream_options,
-        params=params,
+        params=checked[2],
     )
     client = get_client(
         api_base=api_base,

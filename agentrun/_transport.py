@@ -266,7 +266,7 @@ class Transport:
         """Send a request (retrying as the policy allows) and return the parsed JSON body.
 
         `deadline` is an `anyio.current_time()` value bounding everything, retries included;
-        passing it raises `APITimeoutError`. Error statuses raise the matching
+        when it passes, `APITimeoutError` is raised. Error statuses raise the matching
         `APIStatusError` subclass; no response raises `APIConnectionError`.
         """
         method = method.upper()

@@ -14,7 +14,8 @@ from collections.abc import Sequence
 
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "emulator": ("agentrun.emulator._cli", "run the local Agent Service emulator")
+    "emulator": ("agentrun.emulator._cli", "run the local Agent Service emulator"),
+    "serve": ("agentrun._cli_serve", "serve agents to OpenAI clients (LiteLLM's config.yaml)"),
 }
 
 EXIT_OK = 0

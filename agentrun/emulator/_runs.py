@@ -188,7 +188,9 @@ class RunEngine:
             "total_tokens": run.prompt_tokens + run.completion_tokens,
         }
 
-    def _model_input(self, run: RunRec, thread: ThreadRec, agent_name: str | None) -> Any:
+    def _model_input(
+        self, run: RunRec, thread: ThreadRec, agent_name: str | None
+    ) -> _model.ModelInput:
         messages = tuple(
             (m.role, m.text())
             for m in thread.messages

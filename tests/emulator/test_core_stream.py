@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from collections.abc import AsyncIterator
@@ -282,3 +283,21 @@ async def test_cancel_while_streaming(session: aiohttp.ClientSession, emu: Emula
     frames = parse_frames(b"event: thread.run.in_progress" + rest)
     assert [e for e, _ in frames][1:] == ["thread.run.cancelling", "thread.run.cancelled", "done"]
     assert frames[2][1]["cancelled_at"] is not None
+
+
+async def test_shutdown_ends_open_streams_cleanly() -> None:
+    """Leaving the Emulator context with a stream open and a run in flight ends the stream,
+    cancels the run task and leaves no warnings (the suite runs with -W error)."""
+    emu = Emulator(SETTINGS)
+    await emu.start()
+    headers = {"Authorization": f"Bearer {emu.api_key}"}
+    async with aiohttp.ClientSession(headers=headers) as session:
+        url = f"{emu.endpoint}/threads/runs?api-version=v1"
+        async with session.post(url, json={"assistant_id": "asst_slow", "stream": True}) as resp:
+            await resp.content.readuntil(b"event: thread.run.in_progress")
+            state = emu.state
+            await emu.stop()
+            with contextlib.suppress(aiohttp.ClientPayloadError):
+                await resp.read()
+    assert not state.engine.tasks
+    assert all(run.task is not None and run.task.done() for run in state.store.runs.values())

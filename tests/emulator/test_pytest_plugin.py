@@ -17,8 +17,6 @@ import textwrap
 import urllib.request
 from typing import Any
 
-import pytest
-
 Emu = Any
 
 USER_CONFTEST = """
@@ -137,10 +135,6 @@ def test_fixtures_in_a_user_project(tmp_path: pathlib.Path) -> None:
     assert "7 passed" in result.stdout
 
 
-@pytest.mark.xfail(
-    reason="agentrun/emulator/__init__.py imports the server eagerly (notes/emulator-bugs.md)",
-    strict=False,
-)
 def test_plugin_import_is_cheap() -> None:
     """Importing the plugin (which pytest does in every run of every project with agentrun
     installed) does not import aiohttp, yaml or the emulator's server."""

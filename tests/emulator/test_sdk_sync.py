@@ -431,3 +431,53 @@ def test_short_token_lifetime_refetches(
     client.threads.create()
     assert emu.stats()["tokens_issued"] == 2
     assert emu.stats()["requests"]["POST /threads"] == {"200": 2}
+
+
+def test_crud_round_trip(emulator_tls: Emu, make_sync_client: MakeClient) -> None:
+    """Agents, threads, messages and runs: create, get, update, list and delete through the
+    SDK's own methods, with the fields the SDK exposes filled as the service fills them."""
+    client = make_sync_client(emulator_tls)
+    agent = client.create_agent(
+        model="gpt-4o", name="crud", instructions="Be brief.", metadata={"k": "v"}
+    )
+    assert agent.id.startswith("asst_")
+    assert client.get_agent(agent.id).instructions == "Be brief."
+    assert client.update_agent(agent.id, name="renamed").name == "renamed"
+    assert agent.id in {a.id for a in client.list_agents()}
+
+    thread = client.threads.create(metadata={"topic": "crud"})
+    assert client.threads.update(thread.id, metadata={"topic": "new"}).metadata == {"topic": "new"}
+    message = client.messages.create(thread_id=thread.id, role="user", content="My name is Ada")
+    assert message.run_id is None
+    assert client.messages.get(thread_id=thread.id, message_id=message.id).id == message.id
+    updated = client.messages.update(
+        thread_id=thread.id, message_id=message.id, metadata={"seen": "yes"}
+    )
+    assert updated.metadata == {"seen": "yes"}
+
+    run = client.runs.create_and_process(
+        thread_id=thread.id, agent_id=agent.id, polling_interval=POLL
+    )
+    assert run.status == RunStatus.COMPLETED
+    assert run.instructions == "Be brief."
+    assert run.model == "gpt-4o"
+    assert run.started_at is not None
+    assert run.completed_at is not None
+    assert client.runs.update(thread_id=thread.id, run_id=run.id, metadata={"a": "b"}).metadata == {
+        "a": "b"
+    }
+    assert [r.id for r in client.runs.list(thread_id=thread.id)] == [run.id]
+    [step] = list(client.run_steps.list(thread_id=thread.id, run_id=run.id))
+    assert client.run_steps.get(thread_id=thread.id, run_id=run.id, step_id=step.id).id == step.id
+
+    client.messages.create(thread_id=thread.id, role="user", content="What's my name?")
+    client.runs.create_and_process(thread_id=thread.id, agent_id=agent.id, polling_interval=POLL)
+    reply = client.messages.get_last_message_text_by_role(thread.id, MessageRole.AGENT)
+    assert "Ada" in reply.text.value
+
+    assert client.threads.delete(thread.id) is None
+    with pytest.raises(ResourceNotFoundError):
+        client.threads.get(thread.id)
+    client.delete_agent(agent.id)
+    with pytest.raises(ResourceNotFoundError):
+        client.get_agent(agent.id)

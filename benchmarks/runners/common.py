@@ -1,0 +1,187 @@
+"""What every runner shares: the handshake with the harness, timing, CPU and memory figures.
+
+Standard library only: it is imported by runners in the project's .venv (agentrun) and in
+.bench-venv (the peers). A runner is started as `python RUNNER CONFIG.json`; it
+
+1. imports its library and builds its client (import time and CPU are recorded apart),
+2. makes one warm-up invocation unless the config says `"warmup": false`,
+3. prints `READY {json}` and waits for `GO` on stdin (the harness snapshots the emulator's
+   statistics in between),
+4. starts all `n` invocations at once, each recording when it started, when its first text
+   delta arrived (streaming) and when the caller held the reply, with the run and thread ids,
+5. writes its figures as JSON to the config's `out` path and prints `DONE`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import resource
+import sys
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+PAGE = os.sysconf("SC_PAGE_SIZE")
+
+# Recorded when this module is first imported: runners import it before their library.
+PROCESS_T0 = time.perf_counter()
+
+
+def now_ms() -> float:
+    """Wall clock in ms since the epoch: the emulator stamps runs with the same clock."""
+    return time.time() * 1000.0
+
+
+def cpu_seconds() -> float:
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    return ru.ru_utime + ru.ru_stime
+
+
+def rss_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * PAGE
+
+
+def max_rss_bytes() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
+
+
+class RSSSampler:
+    """Samples the resident set size from a thread every `interval` seconds; keeps the peak."""
+
+    def __init__(self, interval: float = 0.02) -> None:
+        self.interval = interval
+        self.peak = rss_bytes()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.peak = max(self.peak, rss_bytes())
+
+    def __enter__(self) -> RSSSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=2)
+        self.peak = max(self.peak, rss_bytes())
+
+
+def load_config() -> dict[str, Any]:
+    if len(sys.argv) != 2:
+        sys.exit(f"usage: {sys.argv[0]} CONFIG.json")
+    with open(sys.argv[1]) as f:
+        cfg: dict[str, Any] = json.load(f)
+    thread_file = cfg.get("threads_file")
+    cfg["thread_ids"] = []
+    if thread_file:
+        with open(thread_file) as f:
+            cfg["thread_ids"] = [line.strip() for line in f if line.strip()]
+    return cfg
+
+
+def prompt(i: int, continued: bool) -> str:
+    if continued:
+        return f"And now tell me about item {i} of the benchmark."
+    return f"Tell me about item {i} of the benchmark."
+
+
+def new_record(i: int) -> dict[str, Any]:
+    return {
+        "i": i,
+        "start_ms": now_ms(),
+        "first_delta_ms": None,
+        "done_ms": None,
+        "run_id": None,
+        "thread_id": None,
+        "ok": False,
+        "error": None,
+        "chars": 0,
+    }
+
+
+def error_text(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"[:300]
+
+
+Invoke = Callable[[int, dict[str, Any], "str | None"], Awaitable[None]]
+
+
+async def run_all(n: int, invoke: Invoke, thread_ids: list[str], timeout: float) -> list[Any]:
+    """Start `n` invocations at once; each fills its record. Bounded by `timeout` seconds."""
+
+    async def one(i: int) -> dict[str, Any]:
+        rec = new_record(i)
+        try:
+            await invoke(i, rec, thread_ids[i] if thread_ids else None)
+            rec["ok"] = rec["done_ms"] is not None
+        except Exception as exc:
+            rec["error"] = error_text(exc)
+        return rec
+
+    tasks = [asyncio.ensure_future(one(i)) for i in range(n)]
+    done, pending = await asyncio.wait(tasks, timeout=timeout)
+    for t in pending:
+        t.cancel()
+    out = []
+    for i, t in enumerate(tasks):
+        if t in done:
+            out.append(t.result())
+        else:
+            rec = new_record(i)
+            rec["error"] = f"TimeoutError: not finished within {timeout:g} s"
+            out.append(rec)
+    if pending:
+        await asyncio.wait(pending, timeout=5)
+    return out
+
+
+class Phase:
+    """The measured phase: CPU, wall time and memory from GO to the last result."""
+
+    def __init__(self) -> None:
+        self.info: dict[str, Any] = {}
+
+    def ready(self, extra: dict[str, Any]) -> None:
+        """Tell the harness we are warm, and wait for it to say GO."""
+        self.info["ready_rss"] = rss_bytes()
+        self.info["setup_cpu_s"] = cpu_seconds()
+        self.info["setup_wall_s"] = time.perf_counter() - PROCESS_T0
+        print("READY " + json.dumps(extra), flush=True)
+        line = sys.stdin.readline().strip()
+        if line != "GO":
+            sys.exit(f"expected GO from the harness, got {line!r}")
+        self._sampler = RSSSampler()
+        self._sampler.__enter__()
+        self._cpu0 = cpu_seconds()
+        self._wall0 = time.perf_counter()
+        self.info["go_ms"] = now_ms()
+
+    def end(self) -> None:
+        self.info["wall_s"] = time.perf_counter() - self._wall0
+        self.info["cpu_s"] = cpu_seconds() - self._cpu0
+        self._sampler.__exit__()
+        self.info["phase_peak_rss"] = self._sampler.peak
+        self.info["end_ms"] = now_ms()
+
+
+def finish(cfg: dict[str, Any], phase: Phase, records: list[Any], extra: dict[str, Any]) -> None:
+    out = dict(phase.info)
+    out.update(extra)
+    out["total_cpu_s"] = cpu_seconds()
+    out["max_rss"] = max_rss_bytes()
+    out["records"] = records
+    tmp = cfg["out"] + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(out, f)
+    os.replace(tmp, cfg["out"])
+    print("DONE", flush=True)
+
+
+def import_figures(t0: float, cpu0: float) -> dict[str, float]:
+    return {"import_wall_s": time.perf_counter() - t0, "import_cpu_s": cpu_seconds() - cpu0}
