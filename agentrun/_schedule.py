@@ -2,7 +2,8 @@
 
 Pure and clock-free. `PollSchedule.delay(elapsed)` answers "the run was created `elapsed`
 seconds ago; how long until the next poll?". With no history it starts quickly and backs off
-geometrically; once it has seen a few runs it sleeps until the earliest completion it has
+geometrically (a first poll after `cold_first` seconds, then at half the time spent so
+far); once it has seen a few runs it sleeps until the earliest completion it has
 seen, then polls at a fraction of the typical duration (so the lag between the run finishing
 and the client noticing stays a small share of the run), and backs off again for overdue runs.
 """
@@ -26,6 +27,7 @@ class PollSchedule:
         max_interval: float = 2.0,
         lag_fraction: float = 0.08,
         min_samples: int = 3,
+        cold_first: float = 0.3,
     ) -> None:
         if not 0 < lag_fraction <= 1:
             raise ValueError("lag_fraction must be in (0, 1]")
@@ -36,6 +38,7 @@ class PollSchedule:
         self._max = max_interval
         self._fraction = lag_fraction
         self._min_samples = min_samples
+        self._cold_first = cold_first
         self._cache: tuple[float, float, float] | None = None
 
     def record(self, duration: float) -> None:
@@ -61,7 +64,9 @@ class PollSchedule:
         """Seconds to wait before the next poll of a run created `elapsed` seconds ago."""
         elapsed = max(0.0, elapsed)
         if len(self._samples) < self._min_samples:
-            return self._clamp(0.05 + 0.25 * elapsed)
+            # Nothing learned yet: a first look soon, then back off by half the time spent so
+            # far (at most ~50% lag, a handful of polls for a run of any length).
+            return self._clamp(max(self._cold_first - elapsed, 0.5 * elapsed))
         low, median, high = self._quantiles()
         interval = self._clamp(self._fraction * median)
         if elapsed + interval < low:

@@ -15,6 +15,9 @@ from collections.abc import Sequence
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "emulator": ("agentrun.emulator._cli", "run the local Agent Service emulator"),
+    "run": ("agentrun._cli_run", "run an agent once, streaming its reply"),
+    "batch": ("agentrun._cli_batch", "run many invocations from a JSONL file, resumably"),
+    "demo": ("agentrun._demo", "a tour on the embedded emulator: the examples, then a batch"),
     "serve": ("agentrun._cli_serve", "serve agents to OpenAI clients (LiteLLM's config.yaml)"),
 }
 
@@ -25,23 +28,39 @@ EXIT_AUTH_CONFIG = 3
 EXIT_INTERRUPTED = 130
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser; only `command`'s module is imported (all of them when None)."""
     parser = argparse.ArgumentParser(
         prog="agentrun",
         description="Call Azure AI Foundry Agents in the OpenAI chat-completions format.",
     )
+    parser.add_argument("--version", action="version", version=f"agentrun {_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, (module_name, help_text) in COMMANDS.items():
-        module = importlib.import_module(module_name)
         p = sub.add_parser(name, help=help_text, description=help_text)
-        module.configure(p)
         p.set_defaults(_module=module_name)
+        if command is None or command == name:
+            importlib.import_module(module_name).configure(p)
     return parser
 
 
+def _version() -> str:
+    from agentrun import __version__
+
+    return __version__
+
+
+def _command(argv: Sequence[str]) -> str | None:
+    for arg in argv:
+        if not arg.startswith("-"):
+            return arg if arg in COMMANDS else None
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(_command(args_list) or "")
+    args = parser.parse_args(args_list)
     module = importlib.import_module(args._module)
     try:
         code: int = module.main(args)

@@ -9,12 +9,12 @@ from hypothesis import strategies as st
 from agentrun._schedule import PollSchedule
 
 
-def test_cold_schedule_starts_fast_and_backs_off() -> None:
-    """Without history the first poll comes quickly and later ones spread out, capped."""
-    s = PollSchedule(max_interval=2.0)
-    first = s.delay(0.0)
-    assert first <= 0.1
-    assert s.delay(4.0) > s.delay(1.0) > first
+def test_cold_schedule_starts_soon_and_backs_off() -> None:
+    """Without history: a first poll after `cold_first`, then half the elapsed time, capped."""
+    s = PollSchedule(max_interval=2.0, cold_first=0.3)
+    assert s.delay(0.0) == pytest.approx(0.3)
+    assert s.delay(0.3) == pytest.approx(0.15)
+    assert s.delay(2.0) == pytest.approx(1.0)
     assert s.delay(1000.0) == 2.0
 
 
