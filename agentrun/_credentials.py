@@ -84,6 +84,7 @@ def resolve_token_source(
             authority=authority or env.get("AZURE_AUTHORITY_HOST") or None,
             verify=verify,
             scope=scope,
+            env=env,
         )
 
     from_env = {name: env.get(name, "").strip() for name in _SP_ENV}
@@ -95,6 +96,7 @@ def resolve_token_source(
             authority=authority or env.get("AZURE_AUTHORITY_HOST") or None,
             verify=verify,
             scope=scope,
+            env=env,
         )
 
     token = env.get("AZURE_AD_TOKEN", "").strip()
@@ -126,6 +128,7 @@ def _service_principal(
     authority: str | None,
     verify: bool | str,
     scope: str,
+    env: Mapping[str, str],
 ) -> TokenSource:
     from azure.identity import AzureAuthorityHosts
     from azure.identity.aio import ClientSecretCredential
@@ -135,6 +138,12 @@ def _service_principal(
     kwargs: dict[str, Any] = {"authority": authority or AzureAuthorityHosts.AZURE_PUBLIC_CLOUD}
     if verify is False or isinstance(verify, str):
         kwargs["connection_verify"] = verify
+    else:
+        # azure-identity's aiohttp transport trusts what aiohttp loaded at import time, so a CA
+        # bundle named in the environment later would be ignored: name it explicitly.
+        bundle = env.get("SSL_CERT_FILE") or env.get("REQUESTS_CA_BUNDLE")
+        if bundle:
+            kwargs["connection_verify"] = bundle
     try:
         credential = ClientSecretCredential(tenant_id, client_id, client_secret, **kwargs)
     except ValueError as exc:

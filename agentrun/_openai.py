@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import hashlib
 import json
 import os
@@ -110,6 +111,31 @@ def parse_model(model: str) -> str:
     return agent
 
 
+#: Optional fields of OpenAI's chat objects: read as None when absent from the JSON.
+_OPTIONAL_FIELDS = frozenset(
+    {
+        "role",
+        "content",
+        "refusal",
+        "tool_calls",
+        "function_call",
+        "annotations",
+        "audio",
+        "name",
+        "id",
+        "type",
+        "function",
+        "arguments",
+        "index",
+        "usage",
+        "logprobs",
+        "finish_reason",
+        "system_fingerprint",
+        "service_tier",
+    }
+)
+
+
 # -- response objects -------------------------------------------------------------------------
 
 
@@ -126,6 +152,10 @@ class OpenAIObject:
         try:
             return _wrap(self._data[name])
         except KeyError:
+            # Like the openai package's models: an optional field left out reads as None
+            # (`chunk.choices[0].delta.content` on the final chunk, whose delta is {}).
+            if name in _OPTIONAL_FIELDS:
+                return None
             raise AttributeError(name) from None
 
     def __getitem__(self, key: str) -> Any:
@@ -258,11 +288,7 @@ def _check_params(params: Mapping[str, Any], drop_params: bool) -> dict[str, Any
             continue
         if name in SUPPORTED_PARAMS:
             options[SUPPORTED_PARAMS[name]] = value
-        elif name in _HARMLESS or drop_params:
-            continue
-        elif name in _NEUTRAL_VALUES and any(
-            type(value) is type(v) and value == v for v in _NEUTRAL_VALUES[name]
-        ):
+        elif name in _HARMLESS or drop_params or _is_neutral(name, value):
             continue
         else:
             hint = (
@@ -290,6 +316,10 @@ def _check_params(params: Mapping[str, Any], drop_params: bool) -> dict[str, Any
             )
         options.pop("max_completion_tokens")
     return options
+
+
+def _is_neutral(name: str, value: Any) -> bool:
+    return any(type(value) is type(v) and value == v for v in _NEUTRAL_VALUES.get(name, ()))
 
 
 def _split_extra_body(params: dict[str, Any]) -> dict[str, Any]:
@@ -800,10 +830,8 @@ class _Registry:
         # Step it to its `yield` now: that registers it with the running loop, whose
         # shutdown_asyncgens() (asyncio.run, anyio.run) then closes the clients cleanly.
         step = gen.__anext__()
-        try:
+        with contextlib.suppress(StopIteration):
             step.send(None)
-        except StopIteration:
-            pass
         return gen
 
     def clients_for_current_loop(self) -> list[AsyncClient]:

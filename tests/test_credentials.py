@@ -155,6 +155,19 @@ async def test_default_authority_when_env_has_none(monkeypatch: pytest.MonkeyPat
     await source.aclose()
 
 
+@pytest.mark.anyio
+@pytest.mark.parametrize("var", ["SSL_CERT_FILE", "REQUESTS_CA_BUNDLE"])
+async def test_ca_bundle_from_env_reaches_the_credential(var: str) -> None:
+    """With verify=True, a CA bundle named by SSL_CERT_FILE or REQUESTS_CA_BUNDLE is passed to
+    the credential explicitly (its aiohttp transport would otherwise ignore a late setting)."""
+    source = resolve_token_source(
+        tenant_id="t1", client_id="c1", client_secret="s", env={var: "/etc/ca/bundle.pem"}
+    )
+    _, kwargs = _built_with()
+    assert kwargs["connection_verify"] == "/etc/ca/bundle.pem"
+    await source.aclose()
+
+
 @pytest.mark.parametrize(
     ("kwargs", "missing"),
     [
