@@ -54,7 +54,13 @@ if TYPE_CHECKING:
         TextDelta,
         ToolCallDelta,
     )
-    from agentrun._sync import Client, completion
+    from agentrun._sync import (
+        Client,
+        MapIterator,
+        SyncCompletionStream,
+        SyncRunStream,
+        completion,
+    )
 
 __version__ = "0.1.0"
 
@@ -80,6 +86,9 @@ _LAZY = {
     "acompletion": "agentrun._openai",
     "Client": "agentrun._sync",
     "completion": "agentrun._sync",
+    "MapIterator": "agentrun._sync",
+    "SyncCompletionStream": "agentrun._sync",
+    "SyncRunStream": "agentrun._sync",
 }
 
 
@@ -115,6 +124,7 @@ __all__ = [
     "ConflictError",
     "InternalServerError",
     "LocalProtocolError",
+    "MapIterator",
     "MapResult",
     "NotFoundError",
     "PermissionDeniedError",
@@ -133,6 +143,8 @@ __all__ = [
     "State",
     "StateChanged",
     "StreamEvent",
+    "SyncCompletionStream",
+    "SyncRunStream",
     "TextDelta",
     "ToolCallDelta",
     "Transition",
