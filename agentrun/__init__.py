@@ -41,6 +41,7 @@ if TYPE_CHECKING:
         ChatCompletion,
         ChatCompletionChunk,
         CompletionStream,
+        aclose_clients,
         acompletion,
     )
     from agentrun._results import (
@@ -84,6 +85,7 @@ _LAZY = {
     "ChatCompletionChunk": "agentrun._openai",
     "CompletionStream": "agentrun._openai",
     "acompletion": "agentrun._openai",
+    "aclose_clients": "agentrun._openai",
     "Client": "agentrun._sync",
     "completion": "agentrun._sync",
     "MapIterator": "agentrun._sync",
@@ -150,6 +152,7 @@ __all__ = [
     "Transition",
     "UnprocessableEntityError",
     "__version__",
+    "aclose_clients",
     "acompletion",
     "completion",
 ]
