@@ -93,6 +93,19 @@ CANCEL_GRACE = 10.0
 #: the run can be cancelled instead of left running unseen.
 CREATE_GRACE = 15.0
 _STATE_SAMPLES = 10_000
+#: Events a caller without an event stream never needs: the reply arrives whole in
+#: `thread.message.completed`, so its deltas and the step bookkeeping are not even decoded.
+_QUIET_SKIP = frozenset(
+    {
+        "thread.message.delta",
+        "thread.message.created",
+        "thread.message.in_progress",
+        "thread.run.step.created",
+        "thread.run.step.in_progress",
+        "thread.run.step.delta",
+        "thread.run.step.completed",
+    }
+)
 
 
 @attrs.define
@@ -764,6 +777,8 @@ class RunStream:
                         eof = True
                         frames = decoder.close()
                     for sse in frames:
+                        if not self._emit and sse.event in _QUIET_SKIP:
+                            continue
                         for ev in wire.parse_stream_event(sse):
                             nxt = self._on_stream_event(ev)
                             for pending in self._col.pending:

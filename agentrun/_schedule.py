@@ -26,7 +26,7 @@ class PollSchedule:
         min_interval: float = 0.02,
         max_interval: float = 2.0,
         lag_fraction: float = 0.08,
-        min_samples: int = 3,
+        min_samples: int = 1,
         cold_first: float = 0.3,
     ) -> None:
         if not 0 < lag_fraction <= 1:
@@ -73,7 +73,8 @@ class PollSchedule:
             return low - elapsed
         if elapsed <= high * 1.25 + interval:
             return interval
-        return self._clamp(max(interval, 0.25 * elapsed))
+        # Overdue: keep the lag under ~10% of the time the run has taken so far.
+        return self._clamp(max(interval, 0.1 * elapsed))
 
     def _clamp(self, value: float) -> float:
         return min(self._max, max(self._min, value))

@@ -25,8 +25,17 @@ def test_learned_schedule_sleeps_to_earliest_then_polls_finely() -> None:
         s.record(d)
     assert s.delay(0.0) == pytest.approx(0.95)
     assert s.delay(0.96) == pytest.approx(0.08)
-    # Far past anything seen: back off rather than hammer the service.
-    assert s.delay(10.0) == pytest.approx(2.0)
+    # Far past anything seen: back off, keeping the lag near 10% of the time taken so far.
+    assert s.delay(10.0) == pytest.approx(1.0)
+    assert s.delay(100.0) == pytest.approx(2.0)
+
+
+def test_one_finished_run_is_enough_to_learn() -> None:
+    """After a single run, the next one is polled around that run's duration."""
+    s = PollSchedule()
+    s.record(2.0)
+    assert s.delay(0.0) == pytest.approx(2.0)
+    assert s.delay(2.0) == pytest.approx(0.16)
 
 
 def test_invalid_settings_are_refused() -> None:
