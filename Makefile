@@ -22,10 +22,18 @@ typecheck: $(STAMP)
 pytest: $(STAMP)
 	$(BIN)/pytest -W error
 
-test: lint typecheck pytest
+test: lint typecheck pytest bench-smoke
 
 demo: $(STAMP)
 	$(BIN)/agentrun demo
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache
+
+# Benchmarks against the peers (benchmarks/, docs/benchmarks.md). `bench` creates
+# .bench-venv for LiteLLM and azure-ai-agents; `bench-smoke` needs only the project venv.
+bench: $(STAMP)
+	$(BIN)/python benchmarks/bench.py
+
+bench-smoke: $(STAMP)
+	$(BIN)/python benchmarks/bench.py --smoke
