@@ -202,6 +202,8 @@ class AsyncClient:
         )
         self._schedules: dict[str, PollSchedule] = {}
         self._in_flight = 0
+        self._streams_in_flight = 0
+        self._learn_events: dict[str, anyio.Event] = {}
         self._started = 0
         self._by_state: Counter[str] = Counter()
         self._state_time: dict[State, deque[float]] = {}
@@ -456,9 +458,22 @@ class AsyncClient:
     def _pick_mode(self, mode: Mode) -> Literal["stream", "poll"]:
         if mode != "auto":
             return mode
-        # A streamed run holds a pooled connection for its whole life; past the pool size,
-        # streams would queue behind each other while polls share the connections.
-        return "stream" if self._in_flight < self.pool_limit else "poll"
+        # A streamed run holds a pooled connection for its whole life. Streams may take half
+        # the pool; beyond that runs are polled, so that creates and polls always find a
+        # connection (docs/benchmarks.md has the measurements behind this rule).
+        return "stream" if self._streams_in_flight < max(1, self.pool_limit // 2) else "poll"
+
+    def _learned(self, agent: str) -> anyio.Event:
+        """An event set when `agent`'s poll schedule changes materially."""
+        event = self._learn_events.get(agent)
+        if event is None:
+            event = self._learn_events[agent] = anyio.Event()
+        return event
+
+    def _relearned(self, agent: str) -> None:
+        event = self._learn_events.pop(agent, None)
+        if event is not None:
+            event.set()
 
     # -- the driver ------------------------------------------------------------------------
 
@@ -466,10 +481,14 @@ class AsyncClient:
         mode = self._pick_mode(inv.mode)
         self._in_flight += 1
         self._started += 1
+        if mode == "stream":
+            self._streams_in_flight += 1
         return mode
 
-    def _end(self, m: RunMachine | None) -> None:
+    def _end(self, m: RunMachine | None, mode: str) -> None:
         self._in_flight -= 1
+        if mode == "stream":
+            self._streams_in_flight -= 1
         if m is None:
             return
         self._by_state[m.state.value] += 1
@@ -578,7 +597,7 @@ class RunStream:
     async def _finish_gen(self) -> None:
         gen, self._gen = self._gen, None
         if gen is not None:
-            self._client._end(self._machine)
+            self._client._end(self._machine, self._mode)
             await gen.aclose()
 
     # -- the steps ----------------------------------------------------------------------
@@ -601,8 +620,13 @@ class RunStream:
         action: Send | Sleep | ReadStream | Finish = m.start(start)
         while not isinstance(action, Finish):
             if isinstance(action, Sleep):
-                await anyio.sleep_until(action.until)
-                action = m.timer(anyio.current_time())
+                # Sleep until the planned poll, unless the agent's schedule learns something
+                # first (say, the first run of a batch finished): then re-plan from it.
+                learned = client._learned(inv.agent)
+                with anyio.move_on_after(action.until - anyio.current_time()):
+                    await learned.wait()
+                now = anyio.current_time()
+                action = m.replan(now) if learned.is_set() and now < action.until else m.timer(now)
             elif isinstance(action, Send) and action.stream:
                 async for item in self._stream(action):
                     if isinstance(item, _Next):
@@ -617,8 +641,8 @@ class RunStream:
                 yield ev
             col.pending.clear()
         state = action.state
-        if state in TERMINAL_STATES:
-            schedule.record(m.history[-1].at - _run_created_at(m))
+        if state in TERMINAL_STATES and schedule.record(m.history[-1].at - _run_created_at(m)):
+            client._relearned(inv.agent)
         result = self._build_result()
         if state not in TERMINAL_STATES and state is not State.REQUIRES_ACTION:
             raise APIConnectionError(

@@ -327,6 +327,14 @@ class RunMachine:
             raise LocalProtocolError("cannot poll before the run exists")
         return Send(Op.GET_RUN)
 
+    def replan(self, now: float) -> Sleep:
+        """The poll schedule changed while sleeping: when should the next poll be now?"""
+        self._check_live()
+        if self.run_id is None or self.streaming:
+            raise LocalProtocolError("nothing to re-plan: the run is not being polled")
+        created = self._run_created_at if self._run_created_at is not None else now
+        return Sleep(now + max(0.0, self._poll_delay(now - created)))
+
     def messages_fetched(self, now: float) -> Finish:
         """The run's messages were listed after it ended."""
         self._check_live()

@@ -41,11 +41,24 @@ class PollSchedule:
         self._cold_first = cold_first
         self._cache: tuple[float, float, float] | None = None
 
-    def record(self, duration: float) -> None:
-        """Remember how long a run took from creation to its end (seconds)."""
-        if duration >= 0:
-            self._samples.append(duration)
-            self._cache = None
+    def record(self, duration: float) -> bool:
+        """Remember how long a run took from creation to its end (seconds).
+
+        Returns True when this changed the plan materially (the first thing learned, or the
+        typical duration moved by more than a quarter), so that runs sleeping on the old plan
+        are worth re-planning.
+        """
+        if duration < 0:
+            return False
+        before = self._quantiles()[1] if len(self._samples) >= self._min_samples else None
+        self._samples.append(duration)
+        self._cache = None
+        if len(self._samples) < self._min_samples:
+            return False
+        if before is None:
+            return True
+        after = self._quantiles()[1]
+        return abs(after - before) > 0.25 * max(before, 1e-9)
 
     @property
     def samples(self) -> int:

@@ -320,3 +320,19 @@ def test_separate_thread_creation_then_run() -> None:
     assert _poll("queued", m, 0.2, "stream") == ReadStream()
     with pytest.raises(LocalProtocolError):
         m.thread_ready("thread_2", 0.3)
+
+
+def test_replan_recomputes_the_sleep_from_the_schedule() -> None:
+    """While polling, replan() asks the (changed) schedule again; not allowed while streaming."""
+    delays = {"value": 1.0}
+    m = RunMachine(mode="poll", now=0.0, poll_delay=lambda elapsed: delays["value"])
+    m.start(0.0)
+    assert _poll("queued", m, 0.1, "response") == Sleep(1.1)
+    delays["value"] = 0.05
+    action = m.replan(0.3)
+    assert action.until == pytest.approx(0.35)
+    s = RunMachine(mode="stream", now=0.0)
+    s.start(0.0)
+    _poll("queued", s, 0.1, "stream")
+    with pytest.raises(LocalProtocolError):
+        s.replan(0.2)

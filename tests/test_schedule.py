@@ -62,3 +62,13 @@ def test_delay_is_always_bounded(durations: list[float], elapsed: float) -> None
     median = (sorted_d[(len(sorted_d) - 1) // 2] + sorted_d[len(sorted_d) // 2]) / 2
     if sorted_d[0] <= elapsed <= sorted_d[-1]:
         assert delay <= max(0.1 * median, 0.02) + 1e-9
+
+
+def test_record_reports_material_changes() -> None:
+    """record() says when sleeping runs should re-plan: first learning, or a big shift."""
+    s = PollSchedule()
+    assert s.record(1.0) is True  # first thing learned
+    assert s.record(1.05) is False  # the typical duration barely moved
+    assert s.record(5.0) is False  # median of 1.0, 1.05, 5.0 is 1.05
+    assert s.record(6.0) is True  # median jumps from 1.05 to 3.025
+    assert s.record(-1.0) is False
