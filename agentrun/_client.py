@@ -130,6 +130,7 @@ class _Collector:
         self.messages: dict[str, wire.Message] = {}
         self.requests = 0
         self.pending: list[StateChanged] = []
+        self.last_active_at: float | None = None
 
 
 class AsyncClient:
@@ -641,8 +642,18 @@ class RunStream:
                 yield ev
             col.pending.clear()
         state = action.state
-        if state in TERMINAL_STATES and schedule.record(m.history[-1].at - _run_created_at(m)):
-            client._relearned(inv.agent)
+        if state in TERMINAL_STATES:
+            # The run ended between the last sight of it active and the first sight of it
+            # ended. Take the middle when the two are close, but never more than a tenth of
+            # the run earlier (after a long sleep the middle says nothing), so that the lag of
+            # this poll does not teach the schedule to poll later next time.
+            seen_end = m.history[-1].at
+            created = _run_created_at(m)
+            ended = seen_end
+            if col.last_active_at is not None and col.last_active_at < seen_end:
+                ended -= min((seen_end - col.last_active_at) / 2, 0.1 * (seen_end - created))
+            if schedule.record(ended - created):
+                client._relearned(inv.agent)
         result = self._build_result()
         if state not in TERMINAL_STATES and state is not State.REQUIRES_ACTION:
             raise APIConnectionError(
@@ -737,6 +748,8 @@ class RunStream:
         m = self._machine
         assert m is not None
         self._col.run = run
+        if run.status in _ACTIVE_STATUSES:
+            self._col.last_active_at = anyio.current_time()
         seen = len(m.history)
         action = m.run_update(
             run.status, run_id=run.id, thread_id=run.thread_id, now=anyio.current_time(), via=via
@@ -988,8 +1001,11 @@ def _create_request(inv: _Invocation, m: RunMachine, op: Op, *, stream: bool) ->
     return wire.submit_tool_outputs(m.thread_id, m.run_id, inv.tool_outputs, stream=stream)
 
 
+_ACTIVE_STATUSES = frozenset({"queued", "in_progress", "requires_action", "cancelling"})
+
+
 def _active(run: wire.Run) -> bool:
-    return run.status in ("queued", "in_progress", "requires_action", "cancelling")
+    return run.status in _ACTIVE_STATUSES
 
 
 def _run_created_at(m: RunMachine) -> float:
