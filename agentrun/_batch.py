@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import math
 import os
 import pathlib
 import random
@@ -48,6 +47,7 @@ from agentrun._errors import (
 )
 from agentrun._machine import State
 from agentrun._openai import MODEL_PREFIX, ChatCompletion, chat, parse_model
+from agentrun._results import percentile
 
 __all__ = [
     "BatchConfig",
@@ -543,14 +543,6 @@ class _Reservoir:
             j = self._rng.randrange(self.seen)
             if j < self.size:
                 self.values[j] = value
-
-
-def percentile(values: list[float], q: float) -> float:
-    """Nearest-rank percentile of `values` (q in 0..1); NaN for no values."""
-    if not values:
-        return math.nan
-    data = sorted(values)
-    return data[min(len(data) - 1, max(0, math.ceil(q * len(data)) - 1))]
 
 
 @attrs.frozen

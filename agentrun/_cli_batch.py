@@ -73,7 +73,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--mode",
         choices=MODES,
         default="auto",
-        help="stream, poll, or auto: stream while connections are free, then poll (auto)",
+        help="stream, poll, or auto: stream up to half the pool, then poll (auto)",
     )
     parser.add_argument(
         "--connections", type=int, default=100, metavar="N", help="connection pool size (100)"

@@ -86,6 +86,9 @@ FORBIDDEN_FIELDS = frozenset(
         "client",
         "mode",
         "response_model",
+        # OpenAI clients merge extra_body into the top level; a literal one would slip past
+        # the checks on thread_id and instructions above.
+        "extra_body",
     }
 )
 _HANDLED_FIELDS = frozenset(

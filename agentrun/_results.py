@@ -5,6 +5,7 @@ Frozen attrs values, so they can cross threads (the sync wrapper) and be kept sa
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -156,14 +157,22 @@ class ClientStatistics:
     state_time: Mapping[str, Mapping[str, float]]
 
 
+def percentile(values: Sequence[float], q: float) -> float:
+    """Nearest-rank percentile of `values` (q in 0..1); NaN when there are none."""
+    if not values:
+        return math.nan
+    data = sorted(values)
+    return data[min(len(data) - 1, max(0, math.ceil(q * len(data)) - 1))]
+
+
 def percentiles(values: Sequence[float]) -> dict[str, float]:
     """p50/p90/p99/max of `values` (nearest rank), or an empty dict."""
     if not values:
         return {}
     data = sorted(values)
-    n = len(data)
-
-    def rank(q: float) -> float:
-        return data[min(n - 1, max(0, round(q * n + 0.5) - 1))]
-
-    return {"p50": rank(0.5), "p90": rank(0.9), "p99": rank(0.99), "max": data[-1]}
+    return {
+        "p50": percentile(data, 0.5),
+        "p90": percentile(data, 0.9),
+        "p99": percentile(data, 0.99),
+        "max": data[-1],
+    }

@@ -104,7 +104,7 @@ def ratio_table(rows: list[dict[str, Any]]) -> list[str]:
     return out
 
 
-def targets(results: list[dict[str, Any]]) -> list[str]:
+def targets(results: list[dict[str, Any]], pool_limit: int = 100) -> list[str]:
     """The issue's targets, measured (reported, not asserted)."""
 
     def get(client: str, kind: str, n: int) -> dict[str, Any] | None:
@@ -173,10 +173,14 @@ def targets(results: list[dict[str, Any]]) -> list[str]:
             f"{r['tokens_issued']} token request(s), {r['ok']:,} ok",
             r["tokens_issued"] <= 1 if client == "agentrun-sp" else None,
         )
+        # The service-principal run also opens azure-identity's own connection to the token
+        # endpoint, which is not part of agentrun's pool: allow exactly that one.
+        token_conn = 1 if client == "agentrun-sp" else 0
         row(
-            f"10,000 concurrent ({r['label']}): ≤ pool limit ({100}) connections",
-            f"{r['connections_opened']} opened, peak {r['peak_connections']} open",
-            r["peak_connections"] <= 101,
+            f"10,000 concurrent ({r['label']}): ≤ pool limit ({pool_limit}) connections",
+            f"{r['connections_opened']} opened, peak {r['peak_connections']} open"
+            + (" (one is the credential's, to the token endpoint)" if token_conn else ""),
+            r["peak_connections"] <= pool_limit + token_conn,
         )
         row(
             f"10,000 concurrent ({r['label']}): < 25 KB client memory per in-flight run",
@@ -347,7 +351,7 @@ def render(data: dict[str, Any]) -> str:
     for note in meta.get("notes", []):
         out.append(f"> {note}")
         out.append("")
-    out += ["## Targets", "", *targets(results), ""]
+    out += ["## Targets", "", *targets(results, s["pool_limit"]), ""]
     out += [
         "## Chart",
         "",

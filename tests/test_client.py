@@ -238,7 +238,7 @@ async def test_cancelling_100_in_flight_runs_leaves_none_active(
         while emu.stats()["active_runs"]:
             await anyio.sleep(0.02)
     statuses = {r["status"] for r in _runs(emu)}
-    assert statuses <= {"cancelled", "cancelling"}
+    assert statuses == {"cancelled"}
 
 
 async def test_stream_yields_states_deltas_and_result(client: AsyncClient) -> None:
@@ -385,7 +385,7 @@ async def test_statistics_and_debug_logging(
     assert stats.runs_by_state == {"completed": 1}
     assert stats.requests_sent >= 3
     assert stats.token_requests == 1
-    assert stats.state_time["run_queued"]["p50"] >= 0
+    assert 0 < stats.state_time["run_queued"]["p50"] <= result.elapsed
     lines = [r.getMessage() for r in caplog.records if r.name == "agentrun"]
     assert any(result.run_id in line and "-> completed" in line for line in lines)
 
@@ -416,3 +416,20 @@ async def test_additional_instructions_on_new_thread(client: AsyncClient, emu: E
     plain = await client.run("asst_abc123", "Tell me about the history of the river Thames")
     assert len(result.text) < len(plain.text)
     assert emu.stats()["requests"]["POST /threads"]["200"] == 1
+
+
+async def test_auto_streams_up_to_half_the_pool_then_polls(emu: Emulator) -> None:
+    """`auto` streams while streams hold less than half the pool, and polls the rest."""
+    async with AsyncClient(emu.endpoint, api_key=emu.api_key, pool_limit=4) as client:
+        results: list[Any] = []
+
+        async def one(i: int) -> None:
+            results.append(await client.run("asst_abc123", f"Job {i} [emulator:sleep=0.5]"))
+
+        async with anyio.create_task_group() as tg:
+            for i in range(6):
+                tg.start_soon(one, i)
+    assert sorted(r.mode for r in results) == ["poll"] * 4 + ["stream"] * 2
+    assert all(r.state is State.COMPLETED for r in results)
+    streamed = [r for r in results if r.mode == "stream"]
+    assert all(r.requests == 1 for r in streamed)

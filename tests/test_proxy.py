@@ -379,6 +379,7 @@ async def test_request_errors(proxy: ProxyServer, emu: Emulator) -> None:
             {"tenant_id": "t"},
             {"mode": "poll"},
             {"timeout": 5},
+            {"extra_body": {"thread_id": "../../threads"}},
         ):
             with pytest.raises(openai.BadRequestError) as br:
                 await client.chat.completions.create(
