@@ -143,8 +143,11 @@ class AsyncClient:
     `AZURE_CLIENT_ID`, `AZURE_CLIENT_SECRET`, then `AZURE_AD_TOKEN`). `api_base` defaults to
     `AZURE_AI_API_BASE`.
 
-    `verify` is True (system trust), a path to a CA bundle, an `ssl.SSLContext`, or False to
-    turn certificate verification off (explicitly only).
+    `verify` is True (system trust, or the bundle named by `SSL_CERT_FILE`), a path to a CA
+    bundle, an `ssl.SSLContext`, or False to turn certificate verification off (explicitly
+    only). A CA path applies to the service and to the service-principal credential agentrun
+    builds; an `SSLContext` applies to the service only (azure-identity takes a path), so
+    pass a path when the token endpoint needs the same private CA.
     """
 
     def __init__(

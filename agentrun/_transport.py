@@ -270,12 +270,17 @@ class Transport:
         `APIStatusError` subclass; no response raises `APIConnectionError`.
         """
         method = method.upper()
-        body = b""
-        status = 0
-        with anyio.CancelScope(deadline=_scope_deadline(deadline)) as scope:
-            status, body = await self._send(method, path, params, json, deadline, thread_id, run_id)
-        if scope.cancelled_caught:
-            _raise_deadline(method, path, thread_id, run_id)
+        result: tuple[int, bytes] | aiohttp.ClientResponse = (0, b"")
+        args = (method, path, params, json, deadline, thread_id, run_id)
+        if deadline is None:
+            result = await self._attempts(*args, read_body=True)
+        else:
+            with anyio.CancelScope(deadline=deadline) as scope:
+                result = await self._attempts(*args, read_body=True)
+            if scope.cancelled_caught:
+                _raise_deadline(method, path, thread_id, run_id)
+        assert isinstance(result, tuple)
+        status, body = result
         if not body.strip():
             if status == 204:
                 return None
@@ -318,46 +323,16 @@ class Transport:
     ) -> aiohttp.ClientResponse:
         response: aiohttp.ClientResponse | None = None
         with anyio.CancelScope(deadline=_scope_deadline(deadline)) as scope:
-            response = await self._send_streaming(
-                method, path, params, json, deadline, thread_id, run_id
+            result = await self._attempts(
+                method, path, params, json, deadline, thread_id, run_id, read_body=False
             )
+            assert isinstance(result, aiohttp.ClientResponse)
+            response = result
         if scope.cancelled_caught or response is None:
             if response is not None:
                 response.close()
             _raise_deadline(method, path, thread_id, run_id)
         return response
-
-    async def _send_streaming(
-        self,
-        method: str,
-        path: str,
-        params: Sequence[tuple[str, str]],
-        json: Mapping[str, Any] | None,
-        deadline: float | None,
-        thread_id: str | None,
-        run_id: str | None,
-    ) -> aiohttp.ClientResponse:
-        result = await self._attempts(
-            method, path, params, json, deadline, thread_id, run_id, read_body=False
-        )
-        assert isinstance(result, aiohttp.ClientResponse)
-        return result
-
-    async def _send(
-        self,
-        method: str,
-        path: str,
-        params: Sequence[tuple[str, str]],
-        json: Mapping[str, Any] | None,
-        deadline: float | None,
-        thread_id: str | None,
-        run_id: str | None,
-    ) -> tuple[int, bytes]:
-        result = await self._attempts(
-            method, path, params, json, deadline, thread_id, run_id, read_body=True
-        )
-        assert isinstance(result, tuple)
-        return result
 
     async def _attempts(
         self,
