@@ -136,8 +136,15 @@ class _Runner:
 def _wait(future: concurrent.futures.Future[T], ended: threading.Event) -> T:
     """Wait for a portal task; on Ctrl-C cancel it, give its cleanup a bounded time, re-raise."""
     try:
-        while not future.done():
-            concurrent.futures.wait((future,), timeout=WAKE_INTERVAL)
+        if threading.current_thread() is threading.main_thread():
+            # Only the main thread gets Ctrl-C; it wakes up now and then so the signal is
+            # delivered on every platform.
+            while not future.done():
+                concurrent.futures.wait((future,), timeout=WAKE_INTERVAL)
+        else:
+            # Worker threads (a thread pool of callers) just block: a thousand of them waking
+            # ten times a second would burn the CPU the portal needs.
+            concurrent.futures.wait((future,))
     except BaseException:
         # KeyboardInterrupt (or another asynchronous exception) in this thread: cancelling the
         # future cancels the task, whose cleanup cancels the remote run.
