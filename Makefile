@@ -22,7 +22,7 @@ typecheck: $(STAMP)
 pytest: $(STAMP)
 	$(BIN)/pytest -W error
 
-test: lint typecheck pytest bench-smoke
+test: lint typecheck bench-smoke pytest
 
 demo: $(STAMP)
 	$(BIN)/agentrun demo

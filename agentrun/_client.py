@@ -9,11 +9,14 @@ the caller gives up. Everything about HTTP lives in `_transport`, everything abo
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import enum
 import logging
 import math
 import ssl
 import time
+import weakref
 from collections import Counter, deque
 from collections.abc import (
     AsyncGenerator,
@@ -29,6 +32,7 @@ from typing import Any, Literal
 import anyio
 import anyio.abc
 import attrs
+from anyio.streams.memory import MemoryObjectSendStream
 
 from agentrun import _wire as wire
 from agentrun._auth import TokenCache
@@ -71,7 +75,7 @@ from agentrun._schedule import PollSchedule
 from agentrun._sse import SSEDecoder
 from agentrun._transport import StreamInterruptedError, Transport
 
-__all__ = ["AsyncClient", "Mode"]
+__all__ = ["AsyncClient", "Mode", "RunMap", "RunStream"]
 
 logger = logging.getLogger("agentrun")
 
@@ -208,6 +212,7 @@ class AsyncClient:
         self._in_flight = 0
         self._streams_in_flight = 0
         self._learn_events: dict[str, anyio.Event] = {}
+        self._maps: weakref.WeakSet[RunMap] = weakref.WeakSet()
         self._started = 0
         self._by_state: Counter[str] = Counter()
         self._state_time: dict[State, deque[float]] = {}
@@ -222,7 +227,13 @@ class AsyncClient:
         await self.aclose()
 
     async def aclose(self) -> None:
-        """Close the connection pool and the token source (if agentrun created it)."""
+        """Close the connection pool and the token source (if agentrun created it).
+
+        Batches from `map()` still running are cancelled first (their runs on the service
+        too), so nothing is left behind on the service by closing.
+        """
+        for batch in list(self._maps):
+            await batch.aclose()
         try:
             await self._transport.aclose()
         finally:
@@ -331,71 +342,24 @@ class AsyncClient:
         async with stream:
             yield stream
 
-    async def map(
+    def map(
         self,
         requests: Iterable[RunRequest | Mapping[str, Any]]
         | AsyncIterable[RunRequest | Mapping[str, Any]],
         *,
         concurrency: int = 100,
-    ) -> AsyncIterator[MapResult]:
+    ) -> RunMap:
         """Run many invocations, at most `concurrency` at once; yield each as it finishes.
 
-        Items are `RunRequest`s or mappings of `run()` arguments (`agent`, `input`, ...).
-        A failed item is yielded with its `error`; it does not stop the others. Iterate to the
-        end, or close the iterator (`contextlib.aclosing`) to cancel what is still running.
+        Items are `RunRequest`s or mappings of `run()` arguments (`agent`, `input`, ...),
+        from any iterable or async iterable, consumed lazily. A failed item is yielded with
+        its `error`; it does not stop the others. Leaving the loop early (or `aclose()`, or
+        the end of an `async with client.map(...) as results:` block) cancels what is still
+        running, on the service too.
         """
         if concurrency < 1:
             raise ConfigurationError("concurrency must be at least 1")
-        limiter = anyio.CapacityLimiter(concurrency)
-        send, receive = anyio.create_memory_object_stream[MapResult](concurrency)
-
-        async def one(
-            index: int,
-            req: RunRequest,
-            token: object,
-            out: anyio.abc.ObjectSendStream[MapResult],
-        ) -> None:
-            async with out:
-                try:
-                    try:
-                        result = await self.run(req.agent, req.input, **req.options)
-                    except Exception as exc:
-                        item = MapResult(index=index, request=req, error=exc)
-                    else:
-                        item = MapResult(index=index, request=req, result=result)
-                    await out.send(item)
-                finally:
-                    limiter.release_on_behalf_of(token)
-
-        async def feed(tg: anyio.abc.TaskGroup) -> None:
-            async with send:
-                index = 0
-                async for raw in _aiter(requests):
-                    token = object()
-                    await limiter.acquire_on_behalf_of(token)
-                    try:
-                        req = _as_request(raw)
-                    except Exception as exc:
-                        limiter.release_on_behalf_of(token)
-                        bad = RunRequest(agent="", input="", options={}, key=raw)
-                        await send.send(MapResult(index=index, request=bad, error=exc))
-                    else:
-                        tg.start_soon(one, index, req, token, send.clone())
-                    index += 1
-
-        error: Exception | None = None
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(feed, tg)
-            try:
-                async with receive:
-                    async for item in receive:
-                        yield item
-            except Exception as exc:
-                error = exc
-            finally:
-                tg.cancel_scope.cancel()
-        if error is not None:
-            raise error
+        return RunMap(self, requests, concurrency)
 
     def statistics(self) -> ClientStatistics:
         """Requests, retries, tokens, connections, runs by final state, time per state."""
@@ -501,6 +465,120 @@ class AsyncClient:
             if bucket is None:
                 bucket = self._state_time[state] = deque(maxlen=_STATE_SAMPLES)
             bucket.append(seconds)
+
+
+class RunMap:
+    """The async iterator `AsyncClient.map` returns (also an async context manager).
+
+    The invocations run in a task of their own, started on the first `__anext__`, so the
+    caller's loop holds no task group between items: breaking out of `async for` is safe, and
+    the iterator cancels the remaining work when it is closed or garbage collected.
+    """
+
+    def __init__(
+        self,
+        client: AsyncClient,
+        requests: Iterable[RunRequest | Mapping[str, Any]]
+        | AsyncIterable[RunRequest | Mapping[str, Any]],
+        concurrency: int,
+    ) -> None:
+        self._client = client
+        self._requests = requests
+        self._concurrency = concurrency
+        self._send, self._receive = anyio.create_memory_object_stream[MapResult](concurrency)
+        self._task: asyncio.Task[None] | None = None
+        self._closed = False
+
+    def __aiter__(self) -> RunMap:
+        return self
+
+    async def __aenter__(self) -> RunMap:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    async def __anext__(self) -> MapResult:
+        if self._closed:
+            raise StopAsyncIteration
+        if self._task is None:
+            # The task must not reference this iterator, or a loop left by `break` would keep
+            # it (and its work) alive instead of letting `__del__` stop it.
+            self._task = asyncio.get_running_loop().create_task(
+                _drive_map(self._client, self._requests, self._concurrency, self._send)
+            )
+            self._client._maps.add(self)
+        try:
+            return await self._receive.receive()
+        except anyio.EndOfStream:
+            task, self._task = self._task, None
+            self._closed = True
+            self._receive.close()
+            await task  # re-raises what stopped the feeding, if anything did
+            raise StopAsyncIteration from None
+
+    async def aclose(self) -> None:
+        """Cancel what is still running (remote runs included) and wait for it."""
+        self._closed = True
+        self._receive.close()
+        task, self._task = self._task, None
+        if task is not None and not task.done():
+            task.cancel()
+            with anyio.CancelScope(shield=True), contextlib.suppress(asyncio.CancelledError):
+                await task
+        elif task is not None and not task.cancelled():
+            task.exception()  # retrieved, so asyncio does not report it as never retrieved
+        self._send.close()
+
+    def __del__(self) -> None:
+        # An iterator left behind by `break`: stop its work (the runs' cleanup still runs).
+        task = self._task
+        if task is not None and not task.done():
+            task.cancel()
+        self._receive.close()
+        self._send.close()
+
+
+async def _drive_map(
+    client: AsyncClient,
+    requests: Iterable[RunRequest | Mapping[str, Any]]
+    | AsyncIterable[RunRequest | Mapping[str, Any]],
+    concurrency: int,
+    send: MemoryObjectSendStream[MapResult],
+) -> None:
+    """The work behind a `RunMap`: feed the requests, at most `concurrency` at once."""
+    limiter = anyio.CapacityLimiter(concurrency)
+
+    async def one(
+        index: int, req: RunRequest, token: object, out: anyio.abc.ObjectSendStream[MapResult]
+    ) -> None:
+        async with out:
+            try:
+                try:
+                    result = await client.run(req.agent, req.input, **req.options)
+                except Exception as exc:
+                    item = MapResult(index=index, request=req, error=exc)
+                else:
+                    item = MapResult(index=index, request=req, result=result)
+                with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
+                    await out.send(item)
+            finally:
+                limiter.release_on_behalf_of(token)
+
+    async with send, anyio.create_task_group() as tg:
+        index = 0
+        async for raw in _aiter(requests):
+            token = object()
+            await limiter.acquire_on_behalf_of(token)
+            try:
+                req = _as_request(raw)
+            except Exception as exc:
+                limiter.release_on_behalf_of(token)
+                bad = RunRequest(agent="", input="", options={}, key=raw)
+                await send.send(MapResult(index=index, request=bad, error=exc))
+            else:
+                tg.start_soon(one, index, req, token, send.clone())
+            index += 1
 
 
 class RunStream:

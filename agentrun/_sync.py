@@ -498,7 +498,7 @@ class MapIterator:
                 # Shielded: closing the batch cancels its runs and waits for their (bounded)
                 # remote cancels, even when this task is being cancelled.
                 with anyio.CancelScope(shield=True):
-                    await results.aclose()  # type: ignore[attr-defined]
+                    await results.aclose()
 
     def _start(self) -> None:
         send, receive = anyio.create_memory_object_stream[MapResult]()

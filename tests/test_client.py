@@ -433,3 +433,36 @@ async def test_auto_streams_up_to_half_the_pool_then_polls(emu: Emulator) -> Non
     assert all(r.state is State.COMPLETED for r in results)
     streamed = [r for r in results if r.mode == "stream"]
     assert all(r.requests == 1 for r in streamed)
+
+
+async def test_breaking_out_of_map_cancels_the_rest(client: AsyncClient, emu: Emulator) -> None:
+    """Leaving `async for ... in client.map()` early is safe: the runs still going are
+    cancelled on the service, and nothing more is started."""
+    requests = [{"agent": "asst_abc123", "input": "Quick one"}] + [
+        {"agent": "asst_abc123", "input": f"Job {i} [emulator:sleep=30]"} for i in range(10)
+    ]
+    async for item in client.map(requests, concurrency=4):
+        assert item.ok
+        break
+    with anyio.fail_after(10):
+        while emu.stats()["active_runs"]:
+            await anyio.sleep(0.02)
+    runs = _runs(emu)
+    assert len(runs) <= 5  # the quick one, the three beside it, at most one refill
+    assert sorted(r["status"] for r in runs).count("cancelled") == len(runs) - 1
+
+
+async def test_map_as_context_manager_closes_on_exit(client: AsyncClient, emu: Emulator) -> None:
+    """`async with client.map(...) as results` cancels unfinished runs when the block ends."""
+    requests = [{"agent": "asst_abc123", "input": f"Job {i} [emulator:sleep=30]"} for i in range(3)]
+    got = []
+    async with client.map(requests, concurrency=3) as results:
+        with anyio.move_on_after(1.0):
+            async for item in results:  # waits: nothing finishes within the second
+                got.append(item)
+        assert emu.stats()["runs_created"] == 3
+    with anyio.fail_after(10):
+        while emu.stats()["active_runs"]:
+            await anyio.sleep(0.02)
+    assert {r["status"] for r in _runs(emu)} == {"cancelled"}
+    assert got == []
