@@ -10,6 +10,7 @@ the caller gives up. Everything about HTTP lives in `_transport`, everything abo
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import enum
 import logging
@@ -597,7 +598,8 @@ class RunStream:
         self._machine: RunMachine | None = None
         self._col = _Collector()
         self._mode: Literal["stream", "poll"] = "poll"
-        self._gen: AsyncGenerator[StreamEvent, None] | None = None
+        self._gen: AsyncGenerator[list[StreamEvent], None] | None = None
+        self._buffer: collections.deque[StreamEvent] = collections.deque()
         self._deadline = math.inf
         self._done = False
         self._result: RunResult | None = None
@@ -636,6 +638,8 @@ class RunStream:
             await self._finish_gen()
 
     async def __anext__(self) -> StreamEvent:
+        if self._buffer:
+            return self._buffer.popleft()
         if self._done:
             raise StopAsyncIteration
         if self._gen is None:
@@ -645,7 +649,7 @@ class RunStream:
                 self._deadline = anyio.current_time() + self._inv.timeout
         try:
             with anyio.CancelScope(deadline=self._deadline) as scope:
-                event = await self._gen.__anext__()
+                batch = await self._gen.__anext__()
         except anyio.get_cancelled_exc_class():
             self._done = True
             with anyio.CancelScope(shield=True):
@@ -670,11 +674,12 @@ class RunStream:
                 run_id=m.run_id if m else None,
                 history=m.history if m else (),
             )
-        if isinstance(event, RunFinished):
+        if isinstance(batch[-1], RunFinished):
             self._done = True
-            self._result = event.result
+            self._result = batch[-1].result
             await self._finish_gen()
-        return event
+        self._buffer.extend(batch)
+        return self._buffer.popleft()
 
     async def _finish_gen(self) -> None:
         gen, self._gen = self._gen, None
@@ -684,7 +689,7 @@ class RunStream:
 
     # -- the steps ----------------------------------------------------------------------
 
-    async def _steps(self) -> AsyncGenerator[StreamEvent, None]:
+    async def _steps(self) -> AsyncGenerator[list[StreamEvent], None]:
         inv, col, client = self._inv, self._col, self._client
         schedule = client._schedules.setdefault(inv.agent, PollSchedule())
         if inv.tool_outputs and inv.run_id is None:
@@ -719,9 +724,9 @@ class RunStream:
                 action = await self._send(action)
             else:  # pragma: no cover - the machine only asks for ReadStream while streaming
                 raise AssertionError("unexpected ReadStream outside a stream")
-            for ev in col.pending:
-                yield ev
-            col.pending.clear()
+            if col.pending:
+                yield list(col.pending)
+                col.pending.clear()
         state = action.state
         if state in TERMINAL_STATES:
             # The run ended between the last sight of it active and the first sight of it
@@ -743,7 +748,7 @@ class RunStream:
                 thread_id=m.thread_id,
             )
         if state in (State.COMPLETED, State.REQUIRES_ACTION):
-            yield RunFinished(result)
+            yield [RunFinished(result)]
             return
         raise _run_error(result)
 
@@ -857,7 +862,7 @@ class RunStream:
                     StateChanged(t.state, prev.state, t.at, m.thread_id, m.run_id)
                 )
 
-    async def _stream(self, action: Send) -> AsyncGenerator[StreamEvent | _Next, None]:
+    async def _stream(self, action: Send) -> AsyncGenerator[list[StreamEvent] | _Next, None]:
         m = self._machine
         assert m is not None
         req = _create_request(self._inv, m, action.op, stream=True)
@@ -894,24 +899,31 @@ class RunStream:
                     except StopAsyncIteration:
                         eof = True
                         frames = decoder.close()
+                    # The events of one chunk go out together: one resume of this generator
+                    # (and one deadline scope in `__anext__`) per chunk, not per event.
+                    batch: list[StreamEvent] = []
                     for sse in frames:
                         if not self._emit and sse.event in _QUIET_SKIP:
                             continue
                         for ev in wire.parse_stream_event(sse):
                             nxt = self._on_stream_event(ev)
-                            for pending in self._col.pending:
-                                yield pending
-                            self._col.pending.clear()
+                            if self._col.pending:
+                                batch.extend(self._col.pending)
+                                self._col.pending.clear()
                             if isinstance(nxt, ReadStream):
                                 if self._emit:
                                     out = _public_delta(ev)
                                     if out is not None:
-                                        yield out
+                                        batch.append(out)
                                 continue
+                            if batch:
+                                yield batch
                             if isinstance(ev, wire.StreamDone):
                                 await _drain(chunks)
                             yield _Next(nxt)
                             return
+                    if batch:
+                        yield batch
         except StreamInterruptedError:
             logger.debug("stream of run %s broke; finishing it by polling", m.run_id)
             yield _Next(m.stream_lost(anyio.current_time()))

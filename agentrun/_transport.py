@@ -19,6 +19,7 @@ import logging
 import random
 import ssl
 import time
+import urllib.parse
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from types import SimpleNamespace, TracebackType
@@ -27,6 +28,7 @@ from typing import Any, NoReturn
 import aiohttp
 import anyio
 import attrs
+import yarl
 
 from agentrun._auth import TokenCache
 from agentrun._errors import (
@@ -349,8 +351,10 @@ class Transport:
         """The retry loop. With `read_body`, returns (status, body) of a 2xx response, already
         released; without it, returns the open 2xx response (the caller must release it)."""
         session = self._ensure_session()
-        url = f"{self._base_url}/{path.lstrip('/')}"
-        query = [*params, ("api-version", self._api_version)]
+        # The URL is built and encoded once here (paths come quoted from the wire layer), so
+        # aiohttp does not parse and re-encode the query on every request.
+        query = urllib.parse.urlencode([*params, ("api-version", self._api_version)])
+        url = yarl.URL(f"{self._base_url}/{path.lstrip('/')}?{query}", encoded=True)
         attempt = 0
         auth_retried = False
         while True:
@@ -367,7 +371,6 @@ class Transport:
                 response = await session.request(
                     method,
                     url,
-                    params=query,
                     json=json,
                     headers=self._headers(token),
                     allow_redirects=False,
