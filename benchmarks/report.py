@@ -199,7 +199,8 @@ def targets(results: list[dict[str, Any]], pool_limit: int = 100) -> list[str]:
     ):
         for n in (1, 100, 1000):
             r = get(client, "new", n)
-            if client == "agentrun-auto" and (not r or n > 100):
+            # `auto` streams only while streams hold less than half the pool.
+            if client == "agentrun-auto" and (not r or n > pool_limit // 2):
                 continue
             lag = _p(r.get("lag_ms")) if r else None
             if lag is not None:
