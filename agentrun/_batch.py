@@ -393,7 +393,11 @@ def success_line(item: BatchItem, resp: ChatCompletion, elapsed: float) -> dict[
     return {
         "id": _request_id(),
         "custom_id": item.custom_id,
-        "response": {"status_code": 200, "request_id": None, "body": resp.to_dict()},
+        "response": {
+            "status_code": 200,
+            "request_id": resp.run_result.request_id if resp.run_result else None,
+            "body": resp.to_dict(),
+        },
         "error": None,
         "thread_id": resp.get("thread_id"),
         "run_id": resp.get("run_id"),

@@ -74,7 +74,7 @@ from agentrun._results import (
 from agentrun._retry import RetryPolicy
 from agentrun._schedule import PollSchedule
 from agentrun._sse import SSEDecoder
-from agentrun._transport import StreamInterruptedError, Transport
+from agentrun._transport import StreamInterruptedError, Transport, request_id_of
 
 __all__ = ["AsyncClient", "Mode", "RunMap", "RunStream"]
 
@@ -136,6 +136,7 @@ class _Collector:
         self.requests = 0
         self.pending: list[StateChanged] = []
         self.last_active_at: float | None = None
+        self.request_id: str | None = None
 
 
 class AsyncClient:
@@ -771,9 +772,10 @@ class RunStream:
             run=run,
             last_error=run.last_error if run else None,
             incomplete_reason=run.incomplete_reason if run else None,
+            request_id=self._col.request_id,
         )
 
-    async def _request(self, req: wire.ApiRequest) -> Any:
+    async def _request(self, req: wire.ApiRequest, meta: dict[str, str] | None = None) -> Any:
         self._col.requests += 1
         m = self._machine
         return await self._client._transport.request_json(
@@ -783,6 +785,7 @@ class RunStream:
             json=req.json,
             thread_id=m.thread_id if m else self._inv.thread_id,
             run_id=m.run_id if m else self._inv.run_id,
+            meta=meta,
         )
 
     async def _send(self, action: Send) -> Send | Sleep | ReadStream | Finish:
@@ -799,9 +802,11 @@ class RunStream:
             req = _create_request(self._inv, m, op, stream=False)
             # Finish the create even if the caller gives up meanwhile: its run id is what lets
             # the cleanup cancel the run instead of leaving it running unseen.
+            meta: dict[str, str] = {}
             with anyio.CancelScope(shield=True) as shield:
                 shield.deadline = anyio.current_time() + CREATE_GRACE
-                data = await self._request(req)
+                data = await self._request(req, meta)
+            self._col.request_id = meta.get("request_id")
             if shield.cancelled_caught:
                 raise APITimeoutError("the create request did not finish", history=m.history)
             return self._apply_run(wire.parse_run(data), "response")
@@ -885,6 +890,8 @@ class RunStream:
                             run_id=m.run_id,
                         )
                     )
+                if self._col.request_id is None:
+                    self._col.request_id = request_id_of(getattr(body, "headers", {}))
                 chunks = body.__aiter__()
                 eof = False
                 while not eof:

@@ -51,6 +51,8 @@ class RunResult:
     run: Run | None = None
     last_error: LastError | None = None
     incomplete_reason: str | None = None
+    #: The service's id for the request that started (or resumed) the run, when it sent one.
+    request_id: str | None = None
 
     @property
     def text(self) -> str:

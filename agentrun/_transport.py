@@ -55,6 +55,17 @@ except importlib.metadata.PackageNotFoundError:  # pragma: no cover - running fr
 DEFAULT_USER_AGENT = f"agentrun/{_VERSION}"
 
 _REQUEST_ID_HEADERS = ("x-ms-request-id", "x-request-id", "apim-request-id")
+
+
+def request_id_of(headers: Mapping[str, str]) -> str | None:
+    """The service's id for a request, from whichever request-id header it sent."""
+    for name in _REQUEST_ID_HEADERS:
+        value = headers.get(name)
+        if value:
+            return value
+    return None
+
+
 _NO_HEADERS: Mapping[str, str] = {}
 # What a request can raise that is not an HTTP status: aiohttp's own errors, plus timeouts and
 # OS errors that may surface unwrapped from the socket layer.
@@ -264,8 +275,11 @@ class Transport:
         deadline: float | None = None,
         thread_id: str | None = None,
         run_id: str | None = None,
+        meta: dict[str, str] | None = None,
     ) -> Any:
         """Send a request (retrying as the policy allows) and return the parsed JSON body.
+
+        With `meta`, the service's request id of the answer is stored under "request_id".
 
         `deadline` is an `anyio.current_time()` value bounding everything, retries included;
         when it passes, `APITimeoutError` is raised. Error statuses raise the matching
@@ -275,10 +289,10 @@ class Transport:
         result: tuple[int, bytes] | aiohttp.ClientResponse = (0, b"")
         args = (method, path, params, json, deadline, thread_id, run_id)
         if deadline is None:
-            result = await self._attempts(*args, read_body=True)
+            result = await self._attempts(*args, read_body=True, meta=meta)
         else:
             with anyio.CancelScope(deadline=deadline) as scope:
-                result = await self._attempts(*args, read_body=True)
+                result = await self._attempts(*args, read_body=True, meta=meta)
             if scope.cancelled_caught:
                 _raise_deadline(method, path, thread_id, run_id)
         assert isinstance(result, tuple)
@@ -347,6 +361,7 @@ class Transport:
         run_id: str | None,
         *,
         read_body: bool,
+        meta: dict[str, str] | None = None,
     ) -> tuple[int, bytes] | aiohttp.ClientResponse:
         """The retry loop. With `read_body`, returns (status, body) of a 2xx response, already
         released; without it, returns the open 2xx response (the caller must release it)."""
@@ -394,6 +409,10 @@ class Transport:
                     )
                 else:
                     if 200 <= status < 300:
+                        if meta is not None:
+                            rid = request_id_of(response.headers)
+                            if rid:
+                                meta["request_id"] = rid
                         return status, body
                     response_headers = response.headers
                     error = self._status_error(
@@ -526,11 +545,7 @@ class Transport:
             text += f" {code}"
         if message:
             text += f": {message}"
-        request_id = None
-        for name in _REQUEST_ID_HEADERS:
-            request_id = headers.get(name)
-            if request_id:
-                break
+        request_id = request_id_of(headers)
         return status_error_class(status)(
             text,
             status_code=status,

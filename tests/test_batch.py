@@ -180,6 +180,7 @@ async def test_run_writes_one_line_per_item_with_metadata_and_timings(
     by_id = {o["custom_id"]: o for o in out}
     c3 = by_id["c3"]
     assert c3["response"]["status_code"] == 200 and c3["error"] is None
+    assert c3["response"]["request_id"]  # the service's id for the request that ran it
     assert (
         c3["response"]["body"]["choices"][0]["message"]["content"] == "3 + 1 = 4. The answer is 4."
     )

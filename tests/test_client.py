@@ -466,3 +466,23 @@ async def test_map_as_context_manager_closes_on_exit(client: AsyncClient, emu: E
             await anyio.sleep(0.02)
     assert {r["status"] for r in _runs(emu)} == {"cancelled"}
     assert got == []
+
+
+@pytest.mark.parametrize("mode", ["stream", "poll"])
+async def test_result_carries_the_services_request_id(client: AsyncClient, mode: str) -> None:
+    """The id the service gave the request that started the run is kept on the result."""
+    result = await client.run("asst_abc123", "Hello", mode=mode)  # type: ignore[arg-type]
+    assert result.request_id
+    assert len(result.request_id) >= 16
+
+
+async def test_emulator_answers_carry_request_ids(emu: Emulator) -> None:
+    """Every emulator answer has `x-request-id` and `apim-request-id`, as the service's do."""
+    import aiohttp
+
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(f"{emu.endpoint}/threads/nope?api-version=v1") as resp,
+    ):
+        assert resp.status == 401
+        assert resp.headers["x-request-id"] == resp.headers["apim-request-id"]

@@ -12,6 +12,7 @@ import contextlib
 import json
 import random
 import time
+import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
@@ -505,9 +506,18 @@ def _drop(request: web.Request) -> web.Response:
 def build_app(state: EmulatorState) -> web.Application:
     app = web.Application(middlewares=[_make_middleware(state)], client_max_size=16 * 1024**2)
     app[_STATE_KEY] = state
+    app.on_response_prepare.append(_add_request_id)
     state.tokens.add_routes(app, state.base_url)
     _Routes(state).register(app)
     return app
+
+
+async def _add_request_id(request: web.Request, response: web.StreamResponse) -> None:
+    """Every answer carries a request id, as the service's do (`x-request-id`, and Azure API
+    Management's `apim-request-id`)."""
+    rid = str(uuid.uuid4())
+    response.headers.setdefault("x-request-id", rid)
+    response.headers.setdefault("apim-request-id", rid)
 
 
 def _make_middleware(state: EmulatorState) -> Any:
