@@ -19,7 +19,7 @@ from typing import Any
 import attrs
 from aiohttp import web
 
-from ._runs import RUN_LIFETIME, RunEngine
+from ._runs import RunEngine
 from ._settings import AgentSpec, EmulatorSettings, FaultRule, SettingsError
 from ._store import TERMINAL, AgentRec, RunRec, Store, ThreadRec, new_id, page
 from ._tokens import TokenIssuer
@@ -833,7 +833,7 @@ class _Routes:
             model=opts["model"] or agent.model,
             instructions=instructions,
             tools=opts["tools"] if opts["tools"] is not None else [dict(t) for t in agent.tools],
-            expires_at=created + RUN_LIFETIME,
+            expires_at=created + self.s.settings.run_lifetime,
             temperature=opts["temperature"] if opts["temperature"] is not None else 1.0,
             top_p=opts["top_p"] if opts["top_p"] is not None else 1.0,
             max_prompt_tokens=opts["max_prompt_tokens"],

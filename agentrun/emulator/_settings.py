@@ -175,6 +175,9 @@ class EmulatorSettings:
     token_lifetime: float = 3600
     thread_ttl: float = 3600.0
     fault_rules: tuple[FaultRule, ...] = attrs.field(default=(), converter=_rule_tuple)
+    #: Seconds from a run's creation to its `expires_at` (the service uses 600): a run still
+    #: waiting for tool outputs then ends `expired`.
+    run_lifetime: int = attrs.field(default=600, converter=int)
 
     def all_agents(self) -> tuple[AgentSpec, ...]:
         """The two preloaded agents followed by the configured ones (which may replace them)."""
@@ -187,7 +190,8 @@ class EmulatorSettings:
 
         Top-level keys: timing, faults, seed, agents (list of {id, name, instructions, model,
         description, tools, timing, metadata}), api_keys, tenant_id, client_id, client_secret,
-        token_lifetime, thread_ttl, fault_rules. Errors name the key and its line.
+        token_lifetime, thread_ttl, run_lifetime, fault_rules. Errors name the key and its
+        line.
         """
         path = pathlib.Path(path)
         try:
@@ -284,10 +288,10 @@ class _Reader:
                 if not isinstance(value, int) or isinstance(value, bool):
                     raise self.error([key], "must be an integer")
                 kwargs[key] = value
-            else:  # token_lifetime, thread_ttl
+            else:  # token_lifetime, thread_ttl, run_lifetime
                 if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
                     raise self.error([key], "must be a positive number")
-                kwargs[key] = float(value)
+                kwargs[key] = int(value) if key == "run_lifetime" else float(value)
         try:
             return EmulatorSettings(**kwargs)
         except (TypeError, ValueError) as exc:
