@@ -291,7 +291,10 @@ def render_progress(p: BatchProgress) -> RenderableType:
         head.append(f"  ({p.skipped_ok + p.skipped_failed} already in the output)", style="dim")
     if p.interrupted:
         head.append("  interrupted: cancelling runs in flight", style="bold red")
-    return Group(head, bar, counts)
+    # A bar narrower than the terminal ends without a line break; a one-cell grid gives it one.
+    bar_line = Table.grid()
+    bar_line.add_row(bar)
+    return Group(head, bar_line, counts)
 
 
 def _ms(seconds: float) -> str:

@@ -204,3 +204,21 @@ async def test_run_writes_one_line_per_item_with_metadata_and_timings(
         s3 = await retry.run(client)
     assert (s3.ran, s3.skipped_ok) == (2, 40)
     assert len(emu.runs()) == 42  # only "bad" ran again
+
+
+def test_live_view_puts_bar_and_counts_on_their_own_lines() -> None:
+    """The live view renders a header, a bar line, then the counts table (no run-together)."""
+    from rich.console import Console
+
+    from agentrun._batch import BatchProgress
+    from agentrun._cli_batch import render_progress
+
+    console = Console(width=110, force_terminal=False, color_system=None)
+    progress = BatchProgress(total=10, to_run=10, started=6, completed=4, failed=1)
+    with console.capture() as capture:
+        console.print(render_progress(progress))
+    lines = capture.get().splitlines()
+    assert lines[0].startswith("agentrun batch 5/10")
+    assert set(lines[1].strip()) <= {"━", "╺", "╸"}
+    assert lines[2].split() == ["queued", "in", "progress", "completed", "failed", "rate", "ETA"]
+    assert lines[3].split()[:4] == ["4", "1", "4", "1"]
