@@ -320,6 +320,12 @@ class _AsyncSource(Protocol[E_co]):
 
     async def aclose(self) -> None: ...
 
+    @property
+    def thread_id(self) -> str | None: ...
+
+    @property
+    def result(self) -> RunResult | None: ...
+
 
 class _SyncStream(Generic[E]):
     """A sync iterator over an async one that lives on the portal: one portal call per item,
@@ -336,6 +342,16 @@ class _SyncStream(Generic[E]):
 
     def __iter__(self) -> _SyncStream[E]:
         return self
+
+    @property
+    def thread_id(self) -> str | None:
+        """The run's thread, as soon as the service has said it."""
+        return self._source.thread_id
+
+    @property
+    def result(self) -> RunResult | None:
+        """The run's result, once the stream is finished."""
+        return self._source.result
 
     def __enter__(self) -> _SyncStream[E]:
         return self
@@ -409,16 +425,6 @@ class SyncCompletionStream(_SyncStream[ChatCompletionChunk]):
 
     def __init__(self, runner: _Runner, stream: CompletionStream) -> None:
         super().__init__(runner, stream)
-        self._stream = stream
-
-    @property
-    def thread_id(self) -> str | None:
-        return self._stream.thread_id
-
-    @property
-    def result(self) -> RunResult | None:
-        """The run's result, once the stream is finished."""
-        return self._stream.result
 
     def __enter__(self) -> SyncCompletionStream:
         return self
@@ -433,17 +439,8 @@ class SyncRunStream(_SyncStream[StreamEvent]):
         self._stream = stream
 
     @property
-    def thread_id(self) -> str | None:
-        return self._stream.thread_id
-
-    @property
     def run_id(self) -> str | None:
         return self._stream.run_id
-
-    @property
-    def result(self) -> RunResult | None:
-        """The result, once `RunFinished` was delivered."""
-        return self._stream.result
 
     def __enter__(self) -> SyncRunStream:
         return self

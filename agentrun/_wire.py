@@ -562,32 +562,29 @@ def _page_ids(d: dict[str, Any], where: str) -> tuple[str | None, str | None, bo
     return (_opt_str(d, "first_id", where) or None, _opt_str(d, "last_id", where) or None, has_more)
 
 
+def _page_items(d: dict[str, Any], where: str, parse: Callable[[Any], _T]) -> tuple[_T, ...]:
+    items = _list(d, "data", where)
+    out = []
+    for i, item in enumerate(items):
+        try:
+            out.append(parse(item))
+        except RemoteProtocolError as exc:
+            raise RemoteProtocolError(f"{where} data[{i}]: {exc}") from None
+    return tuple(out)
+
+
 def parse_message_page(data: Any) -> MessagePage:
     """A list-messages envelope ``{"data": [...], "last_id", "has_more"}`` -> `MessagePage`."""
     where = "message list"
     d = _obj(data, where)
-    items = _list(d, "data", where)
-    messages = []
-    for i, item in enumerate(items):
-        try:
-            messages.append(parse_message(item))
-        except RemoteProtocolError as exc:
-            raise RemoteProtocolError(f"{where} data[{i}]: {exc}") from None
-    return MessagePage(tuple(messages), *_page_ids(d, where))
+    return MessagePage(_page_items(d, where, parse_message), *_page_ids(d, where))
 
 
 def parse_run_page(data: Any) -> RunPage:
     """A list-runs envelope -> `RunPage`."""
     where = "run list"
     d = _obj(data, where)
-    items = _list(d, "data", where)
-    runs = []
-    for i, item in enumerate(items):
-        try:
-            runs.append(parse_run(item))
-        except RemoteProtocolError as exc:
-            raise RemoteProtocolError(f"{where} data[{i}]: {exc}") from None
-    return RunPage(tuple(runs), *_page_ids(d, where))
+    return RunPage(_page_items(d, where, parse_run), *_page_ids(d, where))
 
 
 def parse_thread(data: Any) -> Thread:
