@@ -50,7 +50,9 @@ __all__ = [
     "RunEvent",
     "RunOptions",
     "RunPage",
+    "RunStep",
     "StepEvent",
+    "StepToolCall",
     "StreamDone",
     "StreamError",
     "StreamEvent",
@@ -80,6 +82,7 @@ __all__ = [
     "parse_message_page",
     "parse_run",
     "parse_run_page",
+    "parse_run_step",
     "parse_stream_event",
     "parse_thread",
     "submit_tool_outputs",
@@ -218,21 +221,22 @@ def _list(d: dict[str, Any], key: str, where: str) -> list[Any]:
 
 
 def _metadata(d: dict[str, Any], where: str) -> dict[str, str]:
-    value = _opt_obj(d, "metadata", where)
-    if not value:
-        return {}
-    for k, v in value.items():
-        if type(v) is not str:
-            _bad(where, "metadata", f"value of {k!r} must be a string, got {_type_name(v)}")
-    return dict(value)
+    value = d.get("metadata")
+    if type(value) is not dict or not value:
+        return {}  # absent (run steps have none), null or not an object: nothing to keep
+    # Values are strings on the wire; anything else is kept as its JSON text, never an error.
+    return {
+        str(k): v if type(v) is str else _json.dumps(v, separators=(",", ":"))
+        for k, v in value.items()
+    }
 
 
 def _annotations(d: dict[str, Any], where: str) -> tuple[Mapping[str, Any], ...]:
-    items = _opt_list(d, "annotations", where)
-    for i, item in enumerate(items):
-        if type(item) is not dict:
-            _bad(where, f"annotations[{i}]", f"must be an object, got {_type_name(item)}")
-    return tuple(items)
+    items = d.get("annotations")
+    if type(items) is not list:
+        return ()
+    # Annotations are extras of the text: one of an unexpected shape is dropped, not an error.
+    return tuple(item for item in items if type(item) is dict)
 
 
 def decode_json(body: bytes | str, what: str) -> Any:
@@ -267,12 +271,14 @@ class LastError:
 
 @attrs.frozen
 class ToolCall:
-    """One tool call the run waits for. For non-function tools `name` is None, `arguments` ""."""
+    """One tool call the run waits for. For non-function tools `name` is None, `arguments` "";
+    `raw` is the call object as received (e.g. an ``mcp`` approval request)."""
 
     id: str
     type: str
     name: str | None
     arguments: str
+    raw: Mapping[str, Any] = attrs.field(factory=dict, repr=False, eq=False)
 
 
 @attrs.frozen
@@ -339,14 +345,23 @@ Part: TypeAlias = TextPart | ImageFilePart | ImageUrlPart | UnknownPart
 
 @attrs.frozen
 class Message:
-    """A ThreadMessage. `raw` is the decoded JSON object as received."""
+    """A ThreadMessage. `raw` is the decoded JSON object as received.
+
+    Only ``id``, ``thread_id``, ``role`` and ``content`` are required: the service sends message
+    objects outside a stream without ``status``, ``completed_at``, ``incomplete_at`` and
+    ``incomplete_details`` (azure-sdk-assets recordings, 2025-05-15-preview), and
+    ``thread.message.created`` with ``content: []``.
+    """
 
     id: str
     thread_id: str
     run_id: str | None
     assistant_id: str | None
     role: str
-    status: str
+    #: ``in_progress``/``completed``/``incomplete`` in stream events; None in message objects
+    #: outside a stream (create, get, list), where the service leaves the key out.
+    status: str | None
+    #: Unix seconds (whole seconds: two messages of one run often share it; never sort on it).
     created_at: int
     content: tuple[Part, ...]
     incomplete_reason: str | None
@@ -425,6 +440,42 @@ class ErrorInfo:
     type: str | None
 
 
+@attrs.frozen
+class StepToolCall:
+    """One call of a ``tool_calls`` run step: a `function` call, or a built-in tool the service
+    ran itself (``code_interpreter``, ``bing_grounding``, ``file_search``, ``azure_ai_search``,
+    ``connected_agent``, ``openapi``, ``mcp``, or any type this version does not know).
+
+    `name`, `arguments` and `output` are read from the type's own object where it has them:
+    ``function`` and ``connected_agent``/``openapi``/``mcp`` -> ``name``, ``arguments``,
+    ``output``; ``code_interpreter`` -> ``input`` as `arguments`, ``outputs`` (a list) as
+    `output`; ``bing_grounding`` -> ``requesturl`` as `arguments`; ``file_search`` and
+    ``azure_ai_search`` -> ``results``/``output`` as `output`. Everything else is in `raw`,
+    the call object as received.
+    """
+
+    id: str | None
+    type: str
+    name: str | None
+    arguments: str | None
+    output: Any
+    raw: Mapping[str, Any] = attrs.field(repr=False, eq=False)
+
+
+@attrs.frozen
+class RunStep:
+    """A RunStep (``thread.run.step`` object): ``message_creation`` (with `message_id`) or
+    ``tool_calls`` (with `tool_calls`). Only ``id`` is required; the service sends steps
+    without ``metadata``, and unknown step or call types are kept (``raw``)."""
+
+    id: str
+    type: str
+    status: str | None
+    message_id: str | None
+    tool_calls: tuple[StepToolCall, ...]
+    raw: Mapping[str, Any] = attrs.field(repr=False, eq=False)
+
+
 # --------------------------------------------------------------------------------------------
 # Response parsers
 
@@ -434,9 +485,12 @@ def _parse_usage(d: dict[str, Any], where: str) -> Usage | None:
     if u is None:
         return None
     w = f"{where}.usage"
-    return Usage(
-        _int(u, "prompt_tokens", w), _int(u, "completion_tokens", w), _int(u, "total_tokens", w)
-    )
+    # Only the three counts are read; extra keys (`prompt_token_details`, ...) are ignored and
+    # a count the service leaves out reads as 0.
+    prompt = _opt_int(u, "prompt_tokens", w) or 0
+    completion = _opt_int(u, "completion_tokens", w) or 0
+    total = _opt_int(u, "total_tokens", w)
+    return Usage(prompt, completion, prompt + completion if total is None else total)
 
 
 def _parse_tool_call(value: Any, where: str) -> ToolCall:
@@ -444,10 +498,12 @@ def _parse_tool_call(value: Any, where: str) -> ToolCall:
     call_id = _str(d, "id", where)
     call_type = _str(d, "type", where)
     if call_type != "function":
-        return ToolCall(call_id, call_type, None, "")
+        return ToolCall(call_id, call_type, None, "", d)
+    # A function call is what the caller must answer: its name is required, its arguments
+    # (a JSON text) default to "" when the service leaves them out.
     fn = _obj(d.get("function"), f"{where}.function")
     w = f"{where}.function"
-    return ToolCall(call_id, call_type, _str(fn, "name", w), _str(fn, "arguments", w))
+    return ToolCall(call_id, call_type, _str(fn, "name", w), _opt_str(fn, "arguments", w) or "", d)
 
 
 def _parse_required_calls(d: dict[str, Any], where: str) -> tuple[ToolCall, ...]:
@@ -484,9 +540,9 @@ def parse_run(data: Any) -> Run:
     return Run(
         id=_str(d, "id", where),
         thread_id=_str(d, "thread_id", where),
-        assistant_id=_str(d, "assistant_id", where),
+        assistant_id=_opt_str(d, "assistant_id", where) or "",
         status=status,
-        created_at=_int(d, "created_at", where),
+        created_at=_opt_int(d, "created_at", where) or 0,
         started_at=_opt_int(d, "started_at", where),
         completed_at=_opt_int(d, "completed_at", where),
         failed_at=_opt_int(d, "failed_at", where),
@@ -513,14 +569,15 @@ def _parse_part(value: Any, where: str) -> Part:
         t = _obj(d.get("text"), f"{where}.text")
         w = f"{where}.text"
         return TextPart(_str(t, "value", w), _annotations(t, w))
+    # Image parts of an unexpected shape are kept whole as UnknownPart, never an error.
     if part_type == "image_file":
-        return ImageFilePart(
-            _str(_obj(d.get("image_file"), f"{where}.image_file"), "file_id", f"{where}.image_file")
-        )
-    if part_type == "image_url":
-        return ImageUrlPart(
-            _str(_obj(d.get("image_url"), f"{where}.image_url"), "url", f"{where}.image_url")
-        )
+        image = d.get("image_file")
+        if type(image) is dict and type(image.get("file_id")) is str:
+            return ImageFilePart(image["file_id"])
+    elif part_type == "image_url":
+        image = d.get("image_url")
+        if type(image) is dict and type(image.get("url")) is str:
+            return ImageUrlPart(image["url"])
     return UnknownPart(part_type, d)
 
 
@@ -536,8 +593,8 @@ def parse_message(data: Any) -> Message:
         run_id=_opt_str(d, "run_id", where),
         assistant_id=_opt_str(d, "assistant_id", where),
         role=_str(d, "role", where),
-        status=_str(d, "status", where),
-        created_at=_int(d, "created_at", where),
+        status=_opt_str(d, "status", where),
+        created_at=_opt_int(d, "created_at", where) or 0,
         content=tuple(_parse_part(p, f"{where}.content[{i}]") for i, p in enumerate(content)),
         incomplete_reason=(
             None
@@ -549,6 +606,7 @@ def parse_message(data: Any) -> Message:
 
 
 def _page_ids(d: dict[str, Any], where: str) -> tuple[str | None, str | None, bool]:
+    # Required: paging on without knowing whether more exists would lose or repeat items.
     has_more = d.get("has_more")
     if type(has_more) is not bool:
         _bad(
@@ -587,11 +645,73 @@ def parse_run_page(data: Any) -> RunPage:
     return RunPage(_page_items(d, where, parse_run), *_page_ids(d, where))
 
 
+def _text_of(value: Any) -> str | None:
+    if value is None or type(value) is str:
+        return value
+    return _json.dumps(value, separators=(",", ":"))
+
+
+def _step_tool_call(value: Any) -> StepToolCall | None:
+    if type(value) is not dict:
+        return None
+    call_type = value.get("type")
+    call_type = call_type if type(call_type) is str else ""
+    body = value.get(call_type)
+    body = body if type(body) is dict else {}
+    name = body.get("name")
+    arguments: Any = body.get("arguments")
+    output: Any = body.get("output")
+    if call_type == "code_interpreter":
+        arguments, output = body.get("input"), body.get("outputs")
+    elif call_type.startswith("bing_"):
+        arguments = body.get("requesturl")
+    elif "results" in body:
+        output = body.get("results")
+    call_id = value.get("id")
+    return StepToolCall(
+        call_id if type(call_id) is str else None,
+        call_type,
+        name if type(name) is str else None,
+        _text_of(arguments),
+        output,
+        value,
+    )
+
+
+def parse_run_step(data: Any) -> RunStep:
+    """A RunStep object (or a ``thread.run.step.*`` event's data) -> `RunStep`. Needs ``id``."""
+    where = "run step"
+    d = _obj(data, where)
+    details = d.get("step_details")
+    details = details if type(details) is dict else {}
+    kind: str = ""
+    for holder in (d, details):
+        if type(holder.get("type")) is str:
+            kind = holder["type"]
+            break
+    creation = details.get("message_creation")
+    message_id = creation.get("message_id") if type(creation) is dict else None
+    calls = details.get("tool_calls")
+    status = d.get("status")
+    return RunStep(
+        id=_str(d, "id", where),
+        type=kind,
+        status=status if type(status) is str else None,
+        message_id=message_id if type(message_id) is str else None,
+        tool_calls=tuple(
+            c for c in map(_step_tool_call, calls if type(calls) is list else []) if c is not None
+        ),
+        raw=d,
+    )
+
+
 def parse_thread(data: Any) -> Thread:
     """An AgentThread object -> `Thread` (``metadata: null`` becomes ``{}``)."""
     where = "thread"
     d = _obj(data, where)
-    return Thread(_str(d, "id", where), _int(d, "created_at", where), _metadata(d, where))
+    return Thread(
+        _str(d, "id", where), _opt_int(d, "created_at", where) or 0, _metadata(d, where)
+    )
 
 
 def parse_deleted(data: Any) -> Deleted:
@@ -677,13 +797,17 @@ class RunEvent:
 
 @attrs.frozen
 class StepEvent:
-    """``thread.run.step.<status>``: a run step changed state; `raw` is the RunStep object."""
+    """``thread.run.step.<status>``: a run step changed state; `raw` is the RunStep object.
+
+    `type` and `status` are "" when the service left them out; `step` is the parsed step.
+    """
 
     event: str
     step_id: str
     type: str
     status: str
     raw: Mapping[str, Any] = attrs.field(repr=False, eq=False)
+    step: RunStep | None = attrs.field(default=None, repr=False, eq=False)
 
 
 @attrs.frozen
@@ -718,6 +842,8 @@ class ToolCallDelta:
     type: str | None
     name: str | None
     arguments: str
+    #: The item as received (a built-in tool's ``input``/``outputs`` fragments are there).
+    raw: Mapping[str, Any] = attrs.field(factory=dict, repr=False, eq=False)
 
 
 @attrs.frozen
@@ -758,18 +884,21 @@ def _message_delta(ev: SSEEvent) -> list[StreamEvent]:
     # A role-only delta has no content: nothing to emit.
     for i, item in enumerate(_opt_list(delta, "content", f"{where} delta")):
         w = f"{where} delta.content[{i}]"
-        item = _obj(item, w)
-        if item.get("type") != "text":
+        if type(item) is not dict or item.get("type") != "text":
             continue  # image parts arrive whole in thread.message.completed
-        text = _opt_obj(item, "text", w)
-        if text is None:
-            out.append(TextDelta(message_id, _int(item, "index", w), ""))
+        index = _opt_int(item, "index", w)
+        index = i if index is None else index
+        text = item.get("text")
+        if type(text) is not dict:
+            out.append(TextDelta(message_id, index, ""))
             continue
+        # Later annotation deltas carry their own `index` (the annotation's): kept in the item.
+        value = text.get("value")
         out.append(
             TextDelta(
                 message_id,
-                _int(item, "index", w),
-                _opt_str(text, "value", f"{w}.text") or "",
+                index,
+                value if type(value) is str else "",
                 _annotations(text, f"{w}.text"),
             )
         )
@@ -781,27 +910,37 @@ def _step_delta(ev: SSEEvent) -> list[StreamEvent]:
     d = _event_json(ev)
     step_id = _str(d, "id", where)
     delta = _obj(d.get("delta"), f"{where} delta")
-    details = _opt_obj(delta, "step_details", f"{where} delta")
-    if details is None or details.get("type") != "tool_calls":
+    details = delta.get("step_details")
+    if type(details) is not dict or details.get("type") != "tool_calls":
         return []  # message_creation deltas carry nothing new
+    calls = details.get("tool_calls")
     out: list[StreamEvent] = []
-    for i, item in enumerate(_opt_list(details, "tool_calls", f"{where} step_details")):
+    # `tool_calls: []` (as on the first deltas of a step) gives no event.
+    for i, item in enumerate(calls if type(calls) is list else []):
         w = f"{where} step_details.tool_calls[{i}]"
-        item = _obj(item, w)
-        fn = _opt_obj(item, "function", w)
+        if type(item) is not dict:
+            continue
+        index = _opt_int(item, "index", w)
+        call_type = item.get("type")
+        call_type = call_type if type(call_type) is str else None
+        fn = item.get("function") if call_type in (None, "function") else None
         name: str | None = None
-        arguments = ""
-        if fn is not None:
-            name = _opt_str(fn, "name", f"{w}.function")
-            arguments = _opt_str(fn, "arguments", f"{w}.function") or ""
+        arguments: str = ""
+        if type(fn) is dict:  # the first delta has `output: null`, ignored
+            if type(fn.get("name")) is str:
+                name = fn["name"]
+            if type(fn.get("arguments")) is str:
+                arguments = fn["arguments"]
+        call_id = item.get("id")
         out.append(
             ToolCallDelta(
                 step_id,
-                _int(item, "index", w),
-                _opt_str(item, "id", w),
-                _opt_str(item, "type", w),
+                i if index is None else index,
+                call_id if type(call_id) is str else None,
+                call_type,
                 name,
                 arguments,
+                item,
             )
         )
     return out
@@ -839,13 +978,8 @@ def parse_stream_event(ev: SSEEvent) -> list[StreamEvent]:
     if name in _MESSAGE_EVENTS:
         return [MessageEvent(name, _in_event(name, parse_message, _event_json(ev)))]
     if name in _STEP_EVENTS:
-        where = f"{name} event"
-        d = _event_json(ev)
-        return [
-            StepEvent(
-                name, _str(d, "id", where), _str(d, "type", where), _str(d, "status", where), d
-            )
-        ]
+        step = _in_event(name, parse_run_step, _event_json(ev))
+        return [StepEvent(name, step.id, step.type, step.status or "", step.raw, step)]
     if name == "done":
         return [StreamDone()]
     if name == "error":
