@@ -100,6 +100,7 @@ CREATE_GRACE = 15.0
 _STATE_SAMPLES = 10_000
 #: Events a caller without an event stream never needs: the reply arrives whole in
 #: `thread.message.completed`, so its deltas and the step bookkeeping are not even decoded.
+#: (`thread.run.step.completed` is decoded: it holds a step whole, for `RunResult.steps`.)
 _QUIET_SKIP = frozenset(
     {
         "thread.message.delta",
@@ -108,7 +109,6 @@ _QUIET_SKIP = frozenset(
         "thread.run.step.created",
         "thread.run.step.in_progress",
         "thread.run.step.delta",
-        "thread.run.step.completed",
     }
 )
 
@@ -132,7 +132,17 @@ class _Collector:
 
     def __init__(self) -> None:
         self.run: wire.Run | None = None
+        # In the service's order: first sight in the event stream, or a list's own order
+        # (a dict keeps the position of a key's first insertion when it is updated).
         self.messages: dict[str, wire.Message] = {}
+        # Messages the run wrote before this invocation (before the tool outputs it submits).
+        self.earlier: set[str] = set()
+        self.steps: dict[str, wire.RunStep] = {}
+        # The type of each tool call of a step, from its first delta (later ones may omit it).
+        self.call_types: dict[tuple[str, int], str] = {}
+        # Text handed to the caller as deltas, per (message id, content index).
+        self.delivered: dict[tuple[str, int], str] = {}
+        self.stream_broken = False
         self.requests = 0
         self.pending: list[StateChanged] = []
         self.last_active_at: float | None = None
@@ -695,6 +705,10 @@ class RunStream:
         schedule = client._schedules.setdefault(inv.agent, PollSchedule())
         if inv.tool_outputs and inv.run_id is None:
             inv.run_id = await self._waiting_run()
+        if inv.tool_outputs and inv.thread_id is not None and inv.run_id is not None:
+            # The run may have written text before its tool calls; that reply was returned
+            # with the calls. Note those messages so this reply holds only what follows.
+            col.earlier = await self._run_message_ids(inv.thread_id, inv.run_id)
         start = anyio.current_time()
         m = self._machine = RunMachine(
             mode=self._mode,
@@ -741,7 +755,16 @@ class RunStream:
                 ended -= min((seen_end - col.last_active_at) / 2, 0.1 * (seen_end - created))
             if schedule.record(ended - created):
                 client._relearned(inv.agent)
+        if state is State.REQUIRES_ACTION and (self._mode == "poll" or col.stream_broken):
+            # Text written before the tool calls belongs to this reply (as in a stream).
+            await self._list_messages()
         result = self._build_result()
+        if self._emit and state in (State.COMPLETED, State.REQUIRES_ACTION, State.INCOMPLETE):
+            # The whole reply reaches a stream consumer exactly once: what the event stream did
+            # not deliver (poll mode, or a stream that broke) follows as deltas now.
+            rest = self._undelivered(result)
+            if rest:
+                yield rest
         if state not in TERMINAL_STATES and state is not State.REQUIRES_ACTION:
             raise APIConnectionError(
                 "the event stream broke before the service confirmed the run; it may or may "
@@ -756,8 +779,9 @@ class RunStream:
     def _build_result(self) -> RunResult:
         m = self._machine
         assert m is not None
-        run = self._col.run
-        msgs = sorted(self._col.messages.values(), key=lambda msg: (msg.created_at, msg.id))
+        col = self._col
+        run = col.run
+        msgs = [msg for mid, msg in col.messages.items() if mid not in col.earlier]
         return RunResult(
             agent_id=self._inv.agent,
             state=m.state,
@@ -772,8 +796,25 @@ class RunStream:
             run=run,
             last_error=run.last_error if run else None,
             incomplete_reason=run.incomplete_reason if run else None,
-            request_id=self._col.request_id,
+            request_id=col.request_id,
+            steps=tuple(col.steps.values()),
         )
+
+    def _undelivered(self, result: RunResult) -> list[StreamEvent]:
+        """Deltas for the reply text the caller has not seen yet, in reply order."""
+        out: list[StreamEvent] = []
+        for msg in result.messages:
+            for index, part in enumerate(msg.content):
+                if type(part) is not wire.TextPart or not part.text:
+                    continue
+                key = (msg.id, index)
+                seen = self._col.delivered.get(key, "")
+                if part.text.startswith(seen) and len(part.text) > len(seen):
+                    self._col.delivered[key] = part.text
+                    out.append(TextDelta(part.text[len(seen) :], msg.id, index))
+                elif not part.text.startswith(seen):
+                    logger.debug("streamed text of message %s differs from its final text", msg.id)
+        return out
 
     async def _request(self, req: wire.ApiRequest, meta: dict[str, str] | None = None) -> Any:
         self._col.requests += 1
@@ -919,7 +960,7 @@ class RunStream:
                                 self._col.pending.clear()
                             if isinstance(nxt, ReadStream):
                                 if self._emit:
-                                    out = _public_delta(ev)
+                                    out = self._public_delta(ev)
                                     if out is not None:
                                         batch.append(out)
                                 continue
@@ -932,6 +973,7 @@ class RunStream:
                     if batch:
                         yield batch
         except StreamInterruptedError:
+            self._col.stream_broken = True
             logger.debug("stream of run %s broke; finishing it by polling", m.run_id)
             yield _Next(m.stream_lost(anyio.current_time()))
             return
@@ -940,7 +982,13 @@ class RunStream:
     def _on_stream_event(self, ev: wire.StreamEvent) -> Send | Sleep | ReadStream | Finish:
         m = self._machine
         assert m is not None
-        if isinstance(ev, (wire.TextDelta, wire.ToolCallDelta, wire.StepEvent)):
+        if isinstance(ev, wire.StepEvent):
+            if ev.step is not None and (
+                m.run_id is None or ev.raw.get("run_id") in (None, m.run_id)
+            ):
+                self._col.steps[ev.step_id] = ev.step
+            return ReadStream()
+        if isinstance(ev, (wire.TextDelta, wire.ToolCallDelta)):
             return ReadStream()
         if isinstance(ev, wire.RunEvent):
             return self._apply_run(ev.run, "stream")
@@ -958,6 +1006,7 @@ class RunStream:
             return m.stream_done(anyio.current_time())
         # An `error` event: the service reports a failure inside the stream; the run's own
         # status (polled next) says what happened to it.
+        self._col.stream_broken = True
         logger.debug("stream error event for run %s: %s", m.run_id, ev.code)
         return m.stream_lost(anyio.current_time())
 
@@ -980,18 +1029,43 @@ class RunStream:
         return runs[0].id
 
     async def _list_messages(self) -> None:
+        """Collect the run's assistant messages in the list's own order (``order=asc``)."""
         m = self._machine
         assert m is not None and m.thread_id is not None
+        async for msg in self._run_messages(m.thread_id, m.run_id):
+            if msg.role == "assistant":
+                self._col.messages[msg.id] = msg
+
+    async def _run_messages(
+        self, thread_id: str, run_id: str | None
+    ) -> AsyncIterator[wire.Message]:
         after: str | None = None
         while True:
-            req = wire.list_messages(m.thread_id, run_id=m.run_id, order="asc", after=after)
+            req = wire.list_messages(thread_id, run_id=run_id, order="asc", after=after)
             page = wire.parse_message_page(await self._request(req))
             for msg in page.data:
-                if msg.role == "assistant":
-                    self._col.messages[msg.id] = msg
+                yield msg
             if not page.has_more or not page.last_id or not page.data:
                 return
             after = page.last_id
+
+    async def _run_message_ids(self, thread_id: str, run_id: str) -> set[str]:
+        return {msg.id async for msg in self._run_messages(thread_id, run_id)}
+
+    def _public_delta(self, ev: wire.StreamEvent) -> StreamEvent | None:
+        col = self._col
+        if isinstance(ev, wire.TextDelta):
+            if ev.message_id in col.earlier:
+                return None
+            key = (ev.message_id, ev.index)
+            col.delivered[key] = col.delivered.get(key, "") + ev.text
+            return TextDelta(ev.text, ev.message_id, ev.index, ev.annotations)
+        if isinstance(ev, wire.ToolCallDelta):
+            # Later deltas of a call may omit its type: the first one's holds for the call.
+            key = (ev.step_id, ev.index)
+            kind = col.call_types.setdefault(key, ev.type or "function")
+            return ToolCallDelta(ev.index, ev.id, ev.name, ev.arguments, kind)
+        return None
 
     async def _cancel_remote(self, reason: str) -> None:
         """Cancel the remote run (bounded in time); never raises."""
@@ -1019,14 +1093,6 @@ class _Next:
     """Internal: the stream reader's next machine action."""
 
     action: Send | Sleep | ReadStream | Finish
-
-
-def _public_delta(ev: wire.StreamEvent) -> StreamEvent | None:
-    if isinstance(ev, wire.TextDelta):
-        return TextDelta(ev.text, ev.message_id, ev.index, ev.annotations)
-    if isinstance(ev, wire.ToolCallDelta):
-        return ToolCallDelta(ev.index, ev.id, ev.name, ev.arguments, ev.type or "function")
-    return None
 
 
 # -- helpers ---------------------------------------------------------------------------------

@@ -540,6 +540,7 @@ def _finish_reason(result: RunResult) -> str:
 
 
 def _tool_calls_json(result: RunResult) -> list[dict[str, Any]]:
+    # Only function calls are the caller's to answer; OpenAI has no other tool-call type.
     return [
         {
             "id": call.id,
@@ -547,7 +548,54 @@ def _tool_calls_json(result: RunResult) -> list[dict[str, Any]]:
             "function": {"name": call.name or "", "arguments": call.arguments},
         }
         for call in result.tool_calls
+        if call.type == "function"
     ]
+
+
+def _jsonable(value: Any) -> Any:
+    return json.loads(json.dumps(value, default=str))
+
+
+def _agent_steps(result: RunResult) -> list[dict[str, Any]]:
+    """The tool calls the service ran itself (built-in tools), in step order."""
+    out: list[dict[str, Any]] = []
+    for step in result.steps:
+        for call in step.tool_calls:
+            if call.type == "function":
+                continue
+            out.append(
+                {
+                    "step_id": step.id,
+                    "id": call.id,
+                    "type": call.type,
+                    "name": call.name,
+                    "arguments": call.arguments,
+                    "output": _jsonable(call.output),
+                    "raw": _jsonable(dict(call.raw)),
+                }
+            )
+    return out
+
+
+def _agent_images(result: RunResult) -> list[dict[str, Any]]:
+    return [
+        {"type": "image_file", "image_file": {"file_id": part.file_id}} for part in result.images
+    ]
+
+
+def _agent_extras(result: RunResult, into: dict[str, Any]) -> None:
+    """agentrun's documented extra fields of a message (or of the final chunk's delta)."""
+    annotations, raw_annotations = _annotations(result)
+    if annotations:
+        into["annotations"] = annotations
+    if raw_annotations:
+        into["agent_annotations"] = raw_annotations
+    steps = _agent_steps(result)
+    if steps:
+        into["agent_steps"] = steps
+    images = _agent_images(result)
+    if images:
+        into["agent_images"] = images
 
 
 def _usage_json(result: RunResult) -> dict[str, int] | None:
@@ -569,18 +617,16 @@ def _created(result: RunResult) -> int:
 
 def completion_from_result(result: RunResult, model: str) -> ChatCompletion:
     """The `chat.completion` for a finished (or incomplete) run."""
-    annotations, raw_annotations = _annotations(result)
     message: dict[str, Any] = {
         "role": "assistant",
         "content": result.text or None,
         "refusal": None,
-        "annotations": annotations,
+        "annotations": [],
     }
     tool_calls = _tool_calls_json(result)
     if tool_calls:
         message["tool_calls"] = tool_calls
-    if raw_annotations:
-        message["agent_annotations"] = raw_annotations
+    _agent_extras(result, message)
     data = {
         "id": f"chatcmpl-{result.run_id}",
         "object": "chat.completion",
@@ -704,6 +750,8 @@ class CompletionStream:
                 self._text_part = part
                 self._queue.append(self._chunk(self._role_first({"content": text})))
         elif isinstance(event, ToolCallDelta):
+            if event.type != "function":
+                return  # a built-in tool the service runs itself: reported in `agent_steps`
             index = self._tool_index.setdefault(event.index, len(self._tool_index))
             call: dict[str, Any] = {"index": index}
             if event.id is not None:
@@ -726,14 +774,11 @@ class CompletionStream:
         if not self._sent_role:
             self._queue.append(self._chunk(self._role_first({"content": ""})))
         delta: dict[str, Any] = {}
-        annotations, raw_annotations = _annotations(result)
-        if annotations:
-            delta["annotations"] = annotations
-        if raw_annotations:
-            delta["agent_annotations"] = raw_annotations
+        _agent_extras(result, delta)
         self._queue.append(self._chunk(delta, finish_reason=_finish_reason(result)))
-        if result.tool_calls:
-            _TOOL_CALLS.remember(result.thread_id, [c.id for c in result.tool_calls])
+        calls = [c["id"] for c in _tool_calls_json(result)]
+        if calls:
+            _TOOL_CALLS.remember(result.thread_id, calls)
         if self._include_usage:
             self._queue.append(self._chunk(None, usage=_usage_json(result)))
 

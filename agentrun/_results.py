@@ -12,7 +12,7 @@ from typing import Any
 import attrs
 
 from agentrun._machine import State, Transition
-from agentrun._wire import LastError, Message, Run, ToolCall, Usage
+from agentrun._wire import ImageFilePart, LastError, Message, Run, RunStep, ToolCall, Usage
 
 __all__ = [
     "ClientStatistics",
@@ -33,7 +33,14 @@ class RunResult:
 
     `state` is `completed`, or `requires_action` when the agent called tools (their calls are
     in `tool_calls`; submit outputs with `AsyncClient.run(..., tool_outputs=...)`).
-    `messages` are this run's assistant messages, oldest first, and `text` their text.
+    `messages` are this run's assistant messages in the service's order (stream event order;
+    a message list's own order, never sorted by ``created_at``, which is whole seconds), and
+    `text` their text joined by a blank line. A run may write several messages, with tool
+    steps between them; after tool outputs, only the messages written since are here.
+    `tool_calls` holds only the calls the caller must answer (``function`` calls, or other
+    types in ``required_action``); tools the service runs itself (``code_interpreter``,
+    ``bing_grounding``, ``file_search``, ``connected_agent``, ...) are in `steps`, the run
+    steps seen in the event stream in their order (empty in poll mode: not fetched).
     `history` records every state entered with the driver's clock (seconds, monotonic);
     `durations` sums the time spent in each state.
     """
@@ -53,6 +60,19 @@ class RunResult:
     incomplete_reason: str | None = None
     #: The service's id for the request that started (or resumed) the run, when it sent one.
     request_id: str | None = None
+    steps: tuple[RunStep, ...] = ()
+
+    @property
+    def builtin_tool_calls(self) -> tuple[Any, ...]:
+        """The `StepToolCall`s of `steps` the service ran itself (every type but ``function``)."""
+        return tuple(
+            call for step in self.steps for call in step.tool_calls if call.type != "function"
+        )
+
+    @property
+    def images(self) -> tuple[ImageFilePart, ...]:
+        """The ``image_file`` content of the messages (e.g. a code-interpreter chart)."""
+        return tuple(p for m in self.messages for p in m.content if type(p) is ImageFilePart)
 
     @property
     def text(self) -> str:

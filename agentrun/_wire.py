@@ -709,9 +709,7 @@ def parse_thread(data: Any) -> Thread:
     """An AgentThread object -> `Thread` (``metadata: null`` becomes ``{}``)."""
     where = "thread"
     d = _obj(data, where)
-    return Thread(
-        _str(d, "id", where), _opt_int(d, "created_at", where) or 0, _metadata(d, where)
-    )
+    return Thread(_str(d, "id", where), _opt_int(d, "created_at", where) or 0, _metadata(d, where))
 
 
 def parse_deleted(data: Any) -> Deleted:
