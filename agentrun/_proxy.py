@@ -134,6 +134,8 @@ class ErrorInfo:
     retry_after: float | None = None
     thread_id: str | None = None
     run_id: str | None = None
+    #: False: tell OpenAI clients not to retry by themselves (``x-should-retry: false``).
+    retryable: bool | None = None
 
     def body(self) -> dict[str, Any]:
         error: dict[str, Any] = {
@@ -158,6 +160,8 @@ class ErrorInfo:
             headers[THREAD_HEADER] = self.thread_id
         if self.status == 401:
             headers["WWW-Authenticate"] = "Bearer"
+        if self.retryable is not None:
+            headers["x-should-retry"] = "true" if self.retryable else "false"
         return headers
 
     def response(self) -> web.Response:
@@ -188,10 +192,18 @@ def error_for(exc: BaseException) -> ErrorInfo:
     | service 503 | 503, with its `Retry-After` |
     | other service errors, no response, malformed response | 502 |
     | `APITimeoutError` (the deployment's `timeout` passed; the run is cancelled) | 504 |
-    | run failed with `rate_limit_exceeded` | 429 |
-    | run failed with another code (`server_error`, ...) | 500 |
+    | run failed with `rate_limit_exceeded` | 429, `Retry-After` from "Try again in N seconds" |
+    | run failed with a permanent code (`invalid_prompt`, `invalid_request_error`, ...) | 400 |
+    | run failed with `invalid_engine_error` (the agent's model does not resolve) | 404 |
+    | run failed with another code (`server_error`, none, unknown) | 500 |
     | run expired | 504 |
     | run cancelled (by someone else) | 500 |
+
+    A run that ended failed, expired or cancelled already took the request's input: its user
+    message is on the thread. Every such error carries ``x-should-retry: false``, which the
+    openai SDKs obey, so that a client's automatic retry does not post the message to a
+    continued thread a second time; retry yourself (the error has ``thread_id``) after
+    ``Retry-After``.
     """
     thread = getattr(exc, "thread_id", None)
     run = getattr(exc, "run_id", None)
@@ -199,14 +211,7 @@ def error_for(exc: BaseException) -> ErrorInfo:
     if isinstance(exc, ConfigurationError):
         return ErrorInfo(400, str(exc), "invalid_request_error", code="invalid_request", **ids)
     if isinstance(exc, RunError):
-        code = exc.code
-        if code == "rate_limit_exceeded":
-            return ErrorInfo(429, exc.message, "rate_limit_error", code=code, **ids)
-        if isinstance(exc, RunExpiredError):
-            return ErrorInfo(504, exc.message, "server_error", code=code or "run_expired", **ids)
-        if isinstance(exc, RunCancelledError):
-            return ErrorInfo(500, exc.message, "server_error", code=code or "run_cancelled", **ids)
-        return ErrorInfo(500, exc.message, "server_error", code=code or "run_failed", **ids)
+        return _run_error_info(exc, ids)
     if isinstance(exc, APITimeoutError):
         return ErrorInfo(504, exc.message, "server_error", code="timeout", **ids)
     if isinstance(exc, APIConnectionError):
@@ -246,6 +251,57 @@ def error_for(exc: BaseException) -> ErrorInfo:
         return ErrorInfo(502, message, "server_error", code="upstream_protocol_error", **ids)
     logger.error("internal error", exc_info=exc)
     return ErrorInfo(500, "internal error in the proxy", "server_error", code="internal_error")
+
+
+#: Run failure codes that the same request would meet again: never worth a retry.
+_PERMANENT_RUN_CODES = {
+    "invalid_prompt": (400, "invalid_request_error"),
+    "invalid_request_error": (400, "invalid_request_error"),
+    "invalid_value": (400, "invalid_request_error"),
+    "content_filter": (400, "invalid_request_error"),
+    "invalid_engine_error": (404, "not_found_error"),
+    "model_not_found": (404, "not_found_error"),
+}
+_TRY_AGAIN = re.compile(r"try again in (\d+(?:\.\d+)?) ?(ms|milliseconds?|s|sec|seconds?)\b", re.I)
+
+
+def retry_after_from_message(message: str | None) -> float | None:
+    """Seconds from the service's "Try again in N seconds" (or "N ms"), else None."""
+    found = _TRY_AGAIN.search(message or "")
+    if found is None:
+        return None
+    value = float(found.group(1))
+    return value / 1000 if found.group(2).lower().startswith("m") else value
+
+
+def _run_error_info(exc: RunError, ids: dict[str, Any]) -> ErrorInfo:
+    """The one mapping of a run that ended failed, expired or cancelled to an HTTP error."""
+    code = exc.code
+    if code == "rate_limit_exceeded":
+        delay = retry_after_from_message(exc.error_message) or retry_after_from_message(exc.message)
+        return ErrorInfo(
+            429,
+            exc.message,
+            "rate_limit_error",
+            code=code,
+            retry_after=delay,
+            retryable=False,
+            **ids,
+        )
+    if isinstance(exc, RunExpiredError):
+        return ErrorInfo(
+            504, exc.message, "server_error", code=code or "run_expired", retryable=False, **ids
+        )
+    if isinstance(exc, RunCancelledError):
+        return ErrorInfo(
+            500, exc.message, "server_error", code=code or "run_cancelled", retryable=False, **ids
+        )
+    if code in _PERMANENT_RUN_CODES:
+        status, kind = _PERMANENT_RUN_CODES[code]
+        return ErrorInfo(status, exc.message, kind, code=code, retryable=False, **ids)
+    return ErrorInfo(
+        500, exc.message, "server_error", code=code or "run_failed", retryable=False, **ids
+    )
 
 
 _SHUTTING_DOWN = ErrorInfo(
