@@ -40,9 +40,11 @@ from agentrun._auth import TokenCache
 from agentrun._credentials import default_api_base, resolve_token_source
 from agentrun._errors import (
     APIConnectionError,
+    APIStatusError,
     APITimeoutError,
     BadRequestError,
     ConfigurationError,
+    RemoteProtocolError,
     RunCancelledError,
     RunError,
     RunExpiredError,
@@ -758,6 +760,14 @@ class RunStream:
         if state is State.REQUIRES_ACTION and (self._mode == "poll" or col.stream_broken):
             # Text written before the tool calls belongs to this reply (as in a stream).
             await self._list_messages()
+        if (
+            (self._mode == "poll" or col.stream_broken)
+            and (state in TERMINAL_STATES or state is State.REQUIRES_ACTION)
+            and _builtin_tools(col.run)
+        ):
+            # Not seen in a stream: the built-in tool steps are listed (only for agents that
+            # have built-in tools, so that plain runs cost no extra request).
+            await self._list_steps()
         result = self._build_result()
         if self._emit and state in (State.COMPLETED, State.REQUIRES_ACTION, State.INCOMPLETE):
             # The whole reply reaches a stream consumer exactly once: what the event stream did
@@ -1049,6 +1059,36 @@ class RunStream:
                 return
             after = page.last_id
 
+    async def _list_steps(self) -> None:
+        """Collect the run's steps in the list's order; a failure only loses the steps."""
+        m = self._machine
+        assert m is not None
+        if m.thread_id is None or m.run_id is None:
+            return
+        steps: list[wire.RunStep] = []
+        after: str | None = None
+        try:
+            while True:
+                req = wire.list_run_steps(m.thread_id, m.run_id, after=after)
+                page = wire.parse_run_step_page(await self._request(req))
+                steps.extend(page.data)
+                if not page.has_more or not page.last_id or not page.data:
+                    break
+                after = page.last_id
+        except (APIStatusError, RemoteProtocolError) as exc:
+            logger.debug("could not list the steps of run %s: %s", m.run_id, exc)
+            return
+        if self._inv.tool_outputs:
+            # As a stream after tool outputs: from the step that made the answered calls on.
+            answered = {o.tool_call_id for o in self._inv.tool_outputs}
+            start = next(
+                (i for i, s in enumerate(steps) if any(c.id in answered for c in s.tool_calls)),
+                0,
+            )
+            steps = steps[start:]
+        for step in steps:
+            self._col.steps[step.id] = step
+
     async def _run_message_ids(self, thread_id: str, run_id: str) -> set[str]:
         return {msg.id async for msg in self._run_messages(thread_id, run_id)}
 
@@ -1096,6 +1136,14 @@ class _Next:
 
 
 # -- helpers ---------------------------------------------------------------------------------
+
+
+def _builtin_tools(run: wire.Run | None) -> bool:
+    """Whether the run may use a tool the service runs itself (its ``tools`` echo says so)."""
+    tools = run.raw.get("tools") if run is not None else None
+    return isinstance(tools, list) and any(
+        isinstance(t, dict) and t.get("type") != "function" for t in tools
+    )
 
 
 def _check_timeout(timeout: float | None) -> None:

@@ -39,8 +39,9 @@ class RunResult:
     steps between them; after tool outputs, only the messages written since are here.
     `tool_calls` holds only the calls the caller must answer (``function`` calls, or other
     types in ``required_action``); tools the service runs itself (``code_interpreter``,
-    ``bing_grounding``, ``file_search``, ``connected_agent``, ...) are in `steps`, the run
-    steps seen in the event stream in their order (empty in poll mode: not fetched).
+    ``bing_grounding``, ``file_search``, ``connected_agent``, ...) are in `steps`, the run's
+    steps in the service's order: from the event stream, or listed after a polled (or broken)
+    run whose ``tools`` include a built-in tool (otherwise not listed: empty when polled).
     `history` records every state entered with the driver's clock (seconds, monotonic);
     `durations` sums the time spent in each state.
     """

@@ -75,6 +75,7 @@ __all__ = [
     "get_run",
     "get_thread",
     "list_messages",
+    "list_run_steps",
     "list_runs",
     "parse_deleted",
     "parse_error_body",
@@ -83,6 +84,7 @@ __all__ = [
     "parse_run",
     "parse_run_page",
     "parse_run_step",
+    "parse_run_step_page",
     "parse_stream_event",
     "parse_thread",
     "submit_tool_outputs",
@@ -703,6 +705,23 @@ def parse_run_step(data: Any) -> RunStep:
         ),
         raw=d,
     )
+
+
+@attrs.frozen
+class RunStepPage:
+    """One page of a run-step list."""
+
+    data: tuple[RunStep, ...]
+    first_id: str | None
+    last_id: str | None
+    has_more: bool
+
+
+def parse_run_step_page(data: Any) -> RunStepPage:
+    """A list-run-steps envelope -> `RunStepPage`."""
+    where = "run step list"
+    d = _obj(data, where)
+    return RunStepPage(_page_items(d, where, parse_run_step), *_page_ids(d, where))
 
 
 def parse_thread(data: Any) -> Thread:
@@ -1426,6 +1445,19 @@ def list_messages(
     if run_id is not None:
         params.append(("run_id", _id(run_id, "run_id")))
     return ApiRequest("GET", path, tuple(params))
+
+
+def list_run_steps(
+    thread_id: str,
+    run_id: str,
+    *,
+    order: Literal["asc", "desc"] = "asc",
+    limit: int = 100,
+    after: str | None = None,
+) -> ApiRequest:
+    """``GET /threads/{thread_id}/runs/{run_id}/steps`` (oldest first by default)."""
+    path = f"/threads/{_seg(thread_id, 'thread_id')}/runs/{_seg(run_id, 'run_id')}/steps"
+    return ApiRequest("GET", path, tuple(_list_params(limit, order, after)))
 
 
 def list_runs(

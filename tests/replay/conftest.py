@@ -82,6 +82,7 @@ class ReplayServer:
         r.add_get(f"{BASE}/threads/{{t}}/runs/{{r}}", self._get_run)
         r.add_post(f"{BASE}/threads/{{t}}/runs/{{r}}/cancel", self._cancel)
         r.add_post(f"{BASE}/threads/{{t}}/runs/{{r}}/submit_tool_outputs", self._submit)
+        r.add_get(f"{BASE}/threads/{{t}}/runs/{{r}}/steps", self._steps)
         r.add_get(f"{BASE}/threads/{{t}}/messages", self._messages)
         r.add_post(f"{BASE}/threads/{{t}}/messages", self._add_message)
         app.middlewares.append(self._log)
@@ -173,6 +174,27 @@ class ReplayServer:
                 "first_id": page[0]["id"] if page else None,
                 "last_id": page[-1]["id"] if page else None,
                 "has_more": len(items) > limit,
+            }
+        )
+
+    async def _steps(self, request: web.Request) -> web.Response:
+        # The run's steps so far, oldest first: each step's last state in the events of the
+        # phases served up to now (the service lists steps without `metadata`, like events).
+        steps: dict[str, Any] = {}
+        for phase in self.scenario["phases"][: self.phase + 1]:
+            for name, data in phase["events"]:
+                if name.startswith("thread.run.step.") and name != "thread.run.step.delta":
+                    steps[data["id"]] = data
+        items = list(steps.values())
+        if request.query.get("order", "desc") == "desc":
+            items.reverse()
+        return web.json_response(
+            {
+                "object": "list",
+                "data": items,
+                "first_id": items[0]["id"] if items else None,
+                "last_id": items[-1]["id"] if items else None,
+                "has_more": False,
             }
         )
 

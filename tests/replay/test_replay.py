@@ -134,6 +134,8 @@ async def test_poll_mode_reads_messages_without_status(replay: ReplayServer) -> 
     }
     listed = [r for r in replay.requests if r[1].endswith("/messages")]
     assert all(r[2]["order"] == "asc" for r in listed)
+    # An agent without built-in tools costs no step listing.
+    assert not [r for r in replay.requests if r[1].endswith("/steps")]
 
 
 # -- text before a function call -------------------------------------------------------------
@@ -199,26 +201,25 @@ async def test_text_before_function_call(replay: ReplayServer, mode: str) -> Non
 @pytest.mark.parametrize("mode", MODES)
 async def test_code_interpreter_text_before_and_after(replay: ReplayServer, mode: str) -> None:
     """Text, a code_interpreter step, more text with an image: both texts in order in every
-    mode, the image as an ImageFilePart, no tool calls; in stream mode the step is in
-    `steps` with its input and logs output."""
+    mode, the image as an ImageFilePart, no tool calls; the step is in `steps` with its input
+    and logs output (from the events, or listed in poll mode: the run has built-in tools)."""
     replay.use("code_interpreter")
     async with client(replay) as c:
         result = await c.run(replay.agent_id, "5!?", mode=mode)
     assert result.text == "I will compute that with Python first.\n\n5! is 120. Here is a chart."
     assert result.tool_calls == ()
     assert [i.file_id for i in result.images] == ["assistant-rpChart00000000001"]
-    if result.mode == "stream":
-        (call,) = result.builtin_tool_calls
-        assert (call.type, call.arguments) == (
-            "code_interpreter",
-            "import math\nprint(math.factorial(5))",
-        )
-        assert call.output == [{"type": "logs", "logs": "120\n"}]
-        assert [s.type for s in result.steps] == [
-            "message_creation",
-            "tool_calls",
-            "message_creation",
-        ]
+    (call,) = result.builtin_tool_calls
+    assert (call.type, call.arguments) == (
+        "code_interpreter",
+        "import math\nprint(math.factorial(5))",
+    )
+    assert call.output == [{"type": "logs", "logs": "120\n"}]
+    assert [s.type for s in result.steps] == [
+        "message_creation",
+        "tool_calls",
+        "message_creation",
+    ]
 
 
 async def test_code_interpreter_is_not_a_tool_call_in_openai_format(replay: ReplayServer) -> None:
@@ -255,18 +256,18 @@ async def test_code_interpreter_is_not_a_tool_call_in_openai_format(replay: Repl
     await agentrun.aclose_clients()
 
 
-@pytest.mark.parametrize("stream", [True, False])
-async def test_connected_agent_step(replay: ReplayServer, stream: bool) -> None:
+@pytest.mark.parametrize("how", ["chunks", "stream", "poll"])
+async def test_connected_agent_step(replay: ReplayServer, how: str) -> None:
     """A connected_agent step: not a tool call; its name, arguments and output (and the sub-run
-    ids in raw) are in `agent_steps` of the OpenAI reply, streamed or not."""
+    ids in raw) are in `agent_steps` of the OpenAI reply, streamed or not, in every mode."""
     replay.use("connected_agent")
     async with client(replay) as c:
-        if stream:
+        if how == "chunks":
             text, calls, finish, extra = await chunks_of(
                 await chat(c, model=model(replay), messages=Q, stream=True)
             )
         else:
-            resp = await chat(c, model=model(replay), messages=Q, mode="stream")
+            resp = await chat(c, model=model(replay), messages=Q, mode=how)
             msg = resp.to_dict()["choices"][0]["message"]
             text, calls, finish = msg["content"], msg.get("tool_calls") or [], "stop"
             extra = msg
@@ -308,6 +309,8 @@ async def test_bing_citations_non_streamed(replay: ReplayServer, mode: str) -> N
     assert msg["content"] == final_text("bing_citations")
     assert "tool_calls" not in msg
     _check_citations(msg["content"], msg["annotations"])
+    assert [s["type"] for s in msg["agent_steps"]] == ["bing_grounding"]
+    assert msg["agent_steps"][0]["arguments"].startswith("https://api.bing.microsoft.com/")
 
 
 async def test_bing_citations_streamed_and_proxy(replay: ReplayServer) -> None:
