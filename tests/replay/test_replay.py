@@ -314,8 +314,8 @@ async def test_bing_citations_non_streamed(replay: ReplayServer, mode: str) -> N
 
 
 async def test_bing_citations_streamed_and_proxy(replay: ReplayServer) -> None:
-    """Streamed: the final chunk's `annotations` index into the concatenated content; the
-    proxy's JSON reply carries the same url_citations."""
+    """Streamed: the final chunk's `annotations` index into the concatenated content;
+    acompletion's non-streamed reply and the proxy's JSON reply carry the same url_citations."""
     replay.use("bing_citations")
     s = await agentrun.acompletion(
         model=model(replay), messages=Q, stream=True, api_base=replay.endpoint, api_key="t"
@@ -324,6 +324,12 @@ async def test_bing_citations_streamed_and_proxy(replay: ReplayServer) -> None:
     assert (calls, finish) == ([], "stop")
     _check_citations(text, last["annotations"])
     assert [st["type"] for st in last["agent_steps"]] == ["bing_grounding"]
+    resp = await agentrun.acompletion(
+        model=model(replay), messages=Q, api_base=replay.endpoint, api_key="t"
+    )
+    msg = resp.to_dict()["choices"][0]["message"]
+    assert msg["content"] == text
+    _check_citations(msg["content"], msg["annotations"])
     async with proxy(replay) as srv:
         status, _, body = await post(srv, {"model": "agent", "messages": Q})
     assert status == 200
