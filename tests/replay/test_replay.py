@@ -394,3 +394,23 @@ async def test_failure_after_partial_text(replay: ReplayServer, mode: str) -> No
     assert headers["Retry-After"] == "60"
     assert headers["x-should-retry"] == "false"
     assert body["error"]["code"] == "rate_limit_exceeded"
+
+
+async def test_failure_after_partial_text_streamed(replay: ReplayServer) -> None:
+    """Streamed, the partial text arrives as chunks, then the iterator raises RunFailedError
+    (never a silent finish_reason stop)."""
+    replay.use("failed_after_text")
+    seen: list[str] = []
+
+    async def consume(stream: Any) -> None:
+        async for ch in stream:
+            assert not (ch.choices and ch.choices[0].finish_reason)
+            if ch.choices:
+                seen.append(ch.choices[0].delta.content or "")
+
+    async with client(replay) as c:
+        stream = await chat(c, model=model(replay), messages=Q, stream=True)
+        with pytest.raises(RunFailedError) as info:
+            await consume(stream)
+    assert "".join(seen) == "Working on it"
+    assert info.value.code == "rate_limit_exceeded"
