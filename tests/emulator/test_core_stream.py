@@ -196,9 +196,10 @@ async def test_tool_run_stream_then_submit_stream(
     assert first["delta"]["step_details"]["tool_calls"][0]["id"] == call["id"]
     assert first["delta"]["step_details"]["tool_calls"][0]["function"]["arguments"] == ""
     assert len(rest) > 2
-    assert "".join(
-        r["delta"]["step_details"]["tool_calls"][0]["function"]["arguments"] for r in rest
-    ) == (call["function"]["arguments"])
+    assert (
+        "".join(r["delta"]["step_details"]["tool_calls"][0]["function"]["arguments"] for r in rest)
+        == (call["function"]["arguments"])
+    )
     assert json.loads(call["function"]["arguments"]) == {"location": "Rome"}
     run_id = frames[-2][1]["id"]
     body = {"stream": True, "tool_outputs": [{"tool_call_id": call["id"], "output": "warm"}]}
