@@ -687,6 +687,9 @@ def _make_middleware(state: EmulatorState) -> Any:
                         raise permission_denied(request)
                     raise _fault_response(fault)
             if api and route is not None:
+                bearer = request.headers.get("Authorization", "").partition(" ")[2].strip()
+                if bearer and bearer in state.settings.keys_without_role:
+                    raise permission_denied(request)
                 if not state.tokens.check_bearer(request.headers.get("Authorization")):
                     raise ApiError(
                         401,
@@ -715,7 +718,8 @@ def _make_middleware(state: EmulatorState) -> Any:
             resp = exc.response()
         except web.HTTPException as exc:
             if exc.status == 404:
-                err = ApiError(404, "not_found", f"Resource not found: {request.path}")
+                # the Azure front door's body for a path it does not know (L14)
+                err = ApiError(404, "404", "Resource not found")
             elif exc.status == 405:
                 err = ApiError(405, "method_not_allowed", f"Method {request.method} not allowed.")
             elif exc.status == 413:

@@ -267,6 +267,9 @@ class EmulatorSettings:
     #: Seconds from a run's creation to its `expires_at` (the service uses 600): a run still
     #: waiting for tool outputs then ends `expired`.
     run_lifetime: int = attrs.field(default=600, converter=int)
+    #: Static bearer keys of a principal without the Azure AI User role: accepted as
+    #: credentials, but every API call with one answers 401 `PermissionDenied`.
+    keys_without_role: tuple[str, ...] = attrs.field(default=(), converter=_tuple_of_str)
     #: Longest time (seconds) a "stall" fault holds a connection before closing it.
     stall_limit: float = attrs.field(default=300.0, converter=float, validator=_non_negative)
 
@@ -280,9 +283,9 @@ class EmulatorSettings:
         """Read settings from a YAML file.
 
         Top-level keys: timing, faults, seed, agents (list of {id, name, instructions, model,
-        description, tools, timing, metadata, script}), api_keys, tenant_id, client_id,
-        client_secret, token_lifetime, thread_ttl, run_lifetime, stall_limit, fault_rules.
-        Errors name the key and its line.
+        description, tools, timing, metadata, script}), api_keys, keys_without_role,
+        tenant_id, client_id, client_secret, token_lifetime, thread_ttl, run_lifetime,
+        stall_limit, fault_rules. Errors name the key and its line.
         """
         path = pathlib.Path(path)
         try:
@@ -365,7 +368,7 @@ class _Reader:
                 if not isinstance(value, list):
                     raise self.error([key], "must be a list")
                 kwargs[key] = [self._build([key, i], FaultRule, v) for i, v in enumerate(value)]
-            elif key == "api_keys":
+            elif key in ("api_keys", "keys_without_role"):
                 if isinstance(value, str):
                     value = [value]
                 if not isinstance(value, list) or not all(isinstance(v, str) for v in value):

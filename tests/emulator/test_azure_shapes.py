@@ -439,3 +439,23 @@ async def test_lone_surrogate_does_not_kill_a_run(
     listing = await call(session, "GET", f"{emu.endpoint}/threads/{tid}/messages", None)
     user = listing["data"][-1]
     assert user["content"][0]["text"]["value"] == "odd \ud800 text"
+
+
+async def test_principal_without_role_is_permission_denied() -> None:
+    """A static key listed in keys_without_role authenticates but gets 401 PermissionDenied
+    on every API call (the service's answer to a missing role, M1), not `unauthorized`."""
+    settings = EmulatorSettings(api_keys=("good-key",), keys_without_role=("no-role-key",))
+    async with (
+        Emulator(settings) as emu,
+        aiohttp.ClientSession(headers={"Authorization": "Bearer no-role-key"}) as s,
+    ):
+        body = await call(s, "POST", f"{emu.endpoint}/threads", {}, status=401)
+        assert body["error"]["code"] == "PermissionDenied"
+        assert "agents/write" in body["error"]["message"]
+
+
+async def test_unknown_route_body(session: aiohttp.ClientSession, emu: Emulator) -> None:
+    """A path the service does not have answers 404 with the front door's body (L14)."""
+    body = await call(session, "GET", f"{emu.endpoint}/nowhere/at/all", status=404)
+    assert body["error"]["code"] == "404"
+    assert body["error"]["message"] == "Resource not found"
