@@ -448,7 +448,12 @@ class RunEngine:
     # -- messages --------------------------------------------------------------------------
 
     def _open_message(
-        self, run: RunRec, thread: ThreadRec, *, msg_id: str | None = None
+        self,
+        run: RunRec,
+        thread: ThreadRec,
+        *,
+        msg_id: str | None = None,
+        created_at: int | None = None,
     ) -> tuple[MessageRec, StepRec]:
         """A message_creation step and its message; `created`/`in_progress` have `content: []`."""
         msg = self.store.add_message(
@@ -463,6 +468,8 @@ class RunEngine:
             del thread.message_index[msg.id]
             msg.id = msg_id
             thread.message_index[msg.id] = msg
+        if created_at is not None:
+            msg.created_at = created_at
         step = StepRec(
             id=new_id("step"),
             type="message_creation",
@@ -510,8 +517,9 @@ class RunEngine:
         annotations: tuple[JSON, ...] = (),
         *,
         msg_id: str | None = None,
+        created_at: int | None = None,
     ) -> None:
-        msg, step = self._open_message(run, thread, msg_id=msg_id)
+        msg, step = self._open_message(run, thread, msg_id=msg_id, created_at=created_at)
         await self._stream_text(run, msg, text, timing, annotations)
         self._close_message(run, msg, step)
 
@@ -796,8 +804,9 @@ class RunEngine:
         low, high = sorted((new_id("msg"), new_id("msg")))
         await self._text_message(run, thread, "Part one.", timing, msg_id=high)
         first = thread.messages[-1]
-        await self._text_message(run, thread, "Part two.", timing, msg_id=low)
-        thread.messages[-1].created_at = first.created_at
+        await self._text_message(
+            run, thread, "Part two.", timing, msg_id=low, created_at=first.created_at
+        )
 
 
 def _script_call(inp: _model.ModelInput, prompt: str) -> _model.Reply:
