@@ -23,7 +23,7 @@ from ._runs import RunEngine
 from ._settings import AgentSpec, EmulatorSettings, FaultRule, SettingsError
 from ._store import TERMINAL, AgentRec, RunRec, Store, ThreadRec, new_id, page
 from ._tokens import TokenIssuer
-from ._util import Stats, dumps, sse_frame
+from ._util import Stats, dumps_bytes, sse_frame
 
 __all__ = ["API_VERSIONS", "ApiError", "EmulatorState", "build_app"]
 
@@ -36,12 +36,16 @@ _STATE_KEY: web.AppKey[EmulatorState] = web.AppKey("agentrun_emulator_state")
 
 
 class ApiError(Exception):
-    """An error response with the service's JSON body."""
+    """An error response with the service's JSON body.
+
+    The body is always ``{"error": {"code", "message", "param", "type"}}`` with all four keys,
+    `null` when unset (spec `AgentV1Error`; OpenAI's shape, real-service.md M4).
+    """
 
     def __init__(
         self,
         status: int,
-        code: str,
+        code: str | None,
         message: str,
         *,
         type: str | None = None,
@@ -57,26 +61,108 @@ class ApiError(Exception):
         self.headers = dict(headers or {})
 
     def response(self) -> web.Response:
-        error: JSON = {"code": self.code, "message": self.message}
-        if self.type is not None:
-            error["type"] = self.type
-        if self.param is not None:
-            error["param"] = self.param
+        error: JSON = {
+            "code": self.code,
+            "message": self.message,
+            "param": self.param,
+            "type": self.type,
+        }
         return web.Response(
             status=self.status,
-            text=dumps({"error": error}),
+            body=dumps_bytes({"error": error}),
             content_type="application/json",
             headers=self.headers,
         )
 
 
-def bad_request(message: str, param: str | None = None) -> ApiError:
-    return ApiError(
-        400, "invalid_request_error", message, type="invalid_request_error", param=param
-    )
+def bad_request(
+    message: str, param: str | None = None, code: str | None = "invalid_value"
+) -> ApiError:
+    """A 400 `invalid_request_error`; `code` is "invalid_value" unless given."""
+    return ApiError(400, code, message, type="invalid_request_error", param=param)
 
 
-def not_found(kind: str, ident: str) -> ApiError:
+def state_error(message: str, param: str | None = None) -> ApiError:
+    """A 400 for an object in the wrong state: OpenAI's shape, with `code: null`."""
+    return ApiError(400, None, message, type="invalid_request_error", param=param)
+
+
+#: The id prefix the service expects for each path or body id (real-service.md M2).
+ID_PREFIXES = {
+    "assistant_id": "asst",
+    "thread_id": "thread",
+    "run_id": "run",
+    "message_id": "msg",
+    "step_id": "step",
+}
+
+
+def check_id(param: str, ident: str) -> None:
+    """400 `invalid_value` for an id without the service's prefix, as Azure answers."""
+    prefix = ID_PREFIXES[param]
+    if not ident.startswith(prefix):
+        raise bad_request(
+            f"Invalid '{param}': '{ident}'. Expected an ID that begins with '{prefix}'.", param
+        )
+
+
+#: The body keys each request accepts; any other key is 400 `unknown_parameter` (M3).
+_RUN_KEYS = frozenset(
+    {
+        "assistant_id",
+        "model",
+        "instructions",
+        "tools",
+        "tool_resources",
+        "stream",
+        "temperature",
+        "top_p",
+        "max_prompt_tokens",
+        "max_completion_tokens",
+        "truncation_strategy",
+        "tool_choice",
+        "response_format",
+        "parallel_tool_calls",
+        "metadata",
+    }
+)
+BODY_KEYS = {
+    "agent": frozenset(
+        {
+            "model",
+            "name",
+            "description",
+            "instructions",
+            "tools",
+            "tool_resources",
+            "temperature",
+            "top_p",
+            "response_format",
+            "metadata",
+        }
+    ),
+    "thread": frozenset({"messages", "tool_resources", "metadata"}),
+    "thread_update": frozenset({"tool_resources", "metadata"}),
+    "message": frozenset({"role", "content", "attachments", "metadata"}),
+    "metadata": frozenset({"metadata"}),
+    "run": _RUN_KEYS | {"additional_instructions", "additional_messages"},
+    "thread_and_run": _RUN_KEYS | {"thread"},
+    "tool_outputs": frozenset({"tool_outputs", "tool_approvals", "stream"}),
+}
+
+
+def check_keys(data: Mapping[str, Any], kind: str, prefix: str = "") -> None:
+    """400 `unknown_parameter` for the first key `kind` does not accept (OpenAI's body)."""
+    allowed = BODY_KEYS[kind]
+    for key in data:
+        if key not in allowed:
+            name = f"{prefix}{key}"
+            raise bad_request(f"Unknown parameter: '{name}'.", name, code="unknown_parameter")
+
+
+def not_found(kind: str, ident: str, param: str | None = None) -> ApiError:
+    if param is not None:
+        check_id(param, ident)
     return ApiError(
         404, "not_found", f"No {kind} found with id '{ident}'.", type="invalid_request_error"
     )
@@ -91,7 +177,9 @@ def _field(data: Mapping[str, Any], key: str, required: bool = False) -> Any:
     value = data.get(key)
     if value is None:
         if required:
-            raise bad_request(f"Missing required parameter: '{key}'.", key)
+            raise bad_request(
+                f"Missing required parameter: '{key}'.", key, code="missing_required_parameter"
+            )
         return _MISSING
     return value
 
@@ -210,6 +298,7 @@ def _message_in(data: Any, param: str = "") -> MessageIn:
     if not isinstance(data, dict):
         raise bad_request(f"Invalid '{param}': expected an object.", param or None)
     prefix = f"{param}." if param else ""
+    check_keys(data, "message", prefix)
     try:
         role = _str(data, "role", required=True)
         if role not in ("user", "assistant"):
@@ -339,6 +428,7 @@ class EmulatorState:
             api_keys=settings.api_keys,
         )
         self._sweeper: asyncio.Task[None] | None = None
+        self.closing = asyncio.Event()
         self._load_agents()
         for rule in settings.fault_rules:
             self.inject(rule)
@@ -353,6 +443,7 @@ class EmulatorState:
         self._sweeper = asyncio.get_running_loop().create_task(self._sweep_forever())
 
     async def shutdown(self) -> None:
+        self.closing.set()
         if self._sweeper is not None:
             self._sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -388,9 +479,15 @@ class EmulatorState:
         return [run.summary() for run in self.store.runs.values()]
 
     # faults
-    def take_rule(self, route: str, kinds: tuple[str, ...]) -> FaultRule | None:
+    def take_rule(
+        self, route: str, kinds: tuple[str, ...], *, stream: bool | None = None
+    ) -> FaultRule | None:
+        """Take the first armed rule of `kinds` for `route`; `stream` picks "stall" rules by
+        where they act (True: on a stream, after_events > 0; False: before any byte)."""
         for armed in self.rules:
             rule = armed.rule
+            if rule.kind == "stall" and stream is not None and (rule.after_events > 0) != stream:
+                continue
             if rule.kind in kinds and (rule.route == "*" or rule.route == route):
                 armed.remaining -= 1
                 if armed.remaining <= 0:
@@ -399,7 +496,9 @@ class EmulatorState:
         return None
 
     def request_fault(self, route: str, api: bool) -> FaultRule | None:
-        rule = self.take_rule(route, ("status", "drop"))
+        rule = self.take_rule(
+            route, ("status", "drop", "stall", "html", "permission_denied"), stream=False
+        )
         if rule is not None or not api:
             return rule
         f = self.settings.faults
@@ -420,22 +519,23 @@ class EmulatorState:
             return FaultRule(route=route, kind="drop")
         return None
 
-    def stream_cut(self, route: str) -> int | None:
-        """Frames to send before cutting this stream, or None to send them all."""
-        rule = self.take_rule(route, ("stream_cut",))
+    def stream_cut(self, route: str) -> FaultRule | None:
+        """The fault for this stream ("stream_cut", "stream_error" or "stall" after
+        `after_events` frames), or None to send every frame."""
+        rule = self.take_rule(route, ("stream_cut", "stream_error", "stall"), stream=True)
         if rule is not None:
-            return max(0, rule.after_events)
+            return rule
         rate = self.settings.faults.rate_stream_cut
         if rate > 0 and self.rng.random() < rate:
-            return self.rng.randint(1, 8)
+            return FaultRule(kind="stream_cut", after_events=self.rng.randint(1, 8))
         return None
 
     def run_fault(self, route: str) -> str | None:
-        rule = self.take_rule(route, ("run_failed", "run_expired"))
+        rule = self.take_rule(route, ("run_failed", "run_expired", "fail_after_text"))
         if rule is not None:
             if rule.kind == "run_expired":
                 return "run_expired"
-            return f"run_failed:{rule.code or 'server_error'}"
+            return f"{rule.kind}:{rule.code or 'server_error'}"
         f = self.settings.faults
         if f.rate_run_failed > 0 and self.rng.random() < f.rate_run_failed:
             code = self.rng.choice(("server_error", "rate_limit_exceeded"))
@@ -456,6 +556,7 @@ def _agent_from_spec(spec: AgentSpec, now: int) -> AgentRec:
         tools=[dict(t) for t in spec.tools],
         metadata=dict(spec.metadata),
         timing=spec.timing,
+        script=spec.script,
     )
 
 
@@ -480,6 +581,49 @@ def _fault_response(rule: FaultRule) -> ApiError:
     else:
         code, message = rule.code or "injected_error", f"Injected HTTP {status} error."
     return ApiError(status, code, message, headers=headers)
+
+
+def permission_denied(request: web.Request) -> ApiError:
+    """HTTP 401 `PermissionDenied` worded like the service's RBAC failure (M1)."""
+    template = route_key(request) or f"{request.method} {request.path}"
+    method, _, path = template.partition(" ")
+    action = "read" if method == "GET" else ("delete" if method == "DELETE" else "write")
+    return ApiError(
+        401,
+        "PermissionDenied",
+        "The principal `00000000-0000-0000-0000-000000000000` lacks the required data action "
+        f"`Microsoft.CognitiveServices/accounts/AIServices/agents/{action}` to perform "
+        f"`{method} /api/projects/{{projectName}}{path}` operation.",
+    )
+
+
+_HTML_TITLES = {502: "502 Bad Gateway", 503: "503 Service Temporarily Unavailable"}
+
+
+def html_error(status: int) -> web.Response:
+    """A gateway's error page: `text/html`, no JSON (real-service.md section 3, item 9)."""
+    title = _HTML_TITLES.get(status, "504 Gateway Time-out" if status == 504 else str(status))
+    page_text = (
+        f"<html>\r\n<head><title>{title}</title></head>\r\n<body>\r\n"
+        f"<center><h1>{title}</h1></center>\r\n<hr><center>nginx</center>\r\n"
+        "</body>\r\n</html>\r\n"
+    )
+    return web.Response(status=status, text=page_text, content_type="text/html")
+
+
+async def stall(request: web.Request, state: EmulatorState) -> None:
+    """Send nothing more until the client leaves, the emulator stops or `stall_limit` passes;
+    then abort the connection."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + state.settings.stall_limit
+    while loop.time() < deadline and not state.closing.is_set():
+        transport = request.transport
+        if transport is None or transport.is_closing():
+            break
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(state.closing.wait(), timeout=0.05)
+    if request.transport is not None:
+        request.transport.abort()
 
 
 def route_key(request: web.Request) -> str | None:
@@ -513,11 +657,10 @@ def build_app(state: EmulatorState) -> web.Application:
 
 
 async def _add_request_id(request: web.Request, response: web.StreamResponse) -> None:
-    """Every answer carries a request id, as the service's do (`x-request-id`, and Azure API
-    Management's `apim-request-id`)."""
-    rid = str(uuid.uuid4())
-    response.headers.setdefault("x-request-id", rid)
-    response.headers.setdefault("apim-request-id", rid)
+    """Every answer carries two request ids, as the service's do (real-service.md L1): Azure
+    API Management's `apim-request-id` (a UUID) and a different `x-request-id` (32 hex)."""
+    response.headers.setdefault("apim-request-id", str(uuid.uuid4()))
+    response.headers.setdefault("x-request-id", uuid.uuid4().hex)
 
 
 def _make_middleware(state: EmulatorState) -> Any:
@@ -531,11 +674,22 @@ def _make_middleware(state: EmulatorState) -> Any:
             if route is not None and not internal:
                 fault = state.request_fault(route, api)
                 if fault is not None:
-                    if fault.kind == "drop":
+                    if fault.kind in ("drop", "stall"):
+                        if fault.kind == "stall":
+                            await request.read()
+                            await stall(request, state)
                         state.stats.request(route, 0)  # a dropped connection counts as status "0"
                         return _drop(request)
+                    if fault.kind == "html":
+                        state.stats.request(route, fault.status)
+                        return html_error(fault.status)
+                    if fault.kind == "permission_denied":
+                        raise permission_denied(request)
                     raise _fault_response(fault)
             if api and route is not None:
+                bearer = request.headers.get("Authorization", "").partition(" ")[2].strip()
+                if bearer and bearer in state.settings.keys_without_role:
+                    raise permission_denied(request)
                 if not state.tokens.check_bearer(request.headers.get("Authorization")):
                     raise ApiError(
                         401,
@@ -545,22 +699,27 @@ def _make_middleware(state: EmulatorState) -> Any:
                     )
                 version = request.query.get("api-version")
                 if version is None:
-                    raise bad_request(
-                        "Missing required query parameter 'api-version'.", "api-version"
+                    raise ApiError(
+                        400,
+                        "MissingApiVersionParameter",
+                        "The api-version query parameter (?api-version=) is required for all "
+                        "requests.",
                     )
                 if version not in API_VERSIONS:
-                    raise bad_request(
-                        f"Unsupported api-version '{version}'. Supported versions: "
-                        + ", ".join(sorted(API_VERSIONS))
-                        + ".",
-                        "api-version",
+                    # Azure/azure-sdk-for-net#50120 (real-service.md M8)
+                    raise ApiError(
+                        400,
+                        "UnsupportedApiVersionValue",
+                        f"Unsupported api version '{version}'. The supported versions are "
+                        "'v1', '2025-05-01', '2025-05-15-preview'",
                     )
             resp = await handler(request)
         except ApiError as exc:
             resp = exc.response()
         except web.HTTPException as exc:
             if exc.status == 404:
-                err = ApiError(404, "not_found", f"Resource not found: {request.path}")
+                # the Azure front door's body for a path it does not know (L14)
+                err = ApiError(404, "404", "Resource not found")
             elif exc.status == 405:
                 err = ApiError(405, "method_not_allowed", f"Method {request.method} not allowed.")
             elif exc.status == 413:
@@ -619,26 +778,27 @@ class _Routes:
 
     @staticmethod
     def ok(data: Any) -> web.Response:
-        return web.Response(text=dumps(data), content_type="application/json")
+        """200 with a JSON body, `Content-Type: application/json` (no charset, as Azure)."""
+        return web.Response(body=dumps_bytes(data), content_type="application/json")
 
     def thread(self, request: web.Request) -> ThreadRec:
         ident = request.match_info["thread_id"]
         thread = self.store.threads.get(ident)
         if thread is None:
-            raise not_found("thread", ident)
+            raise not_found("thread", ident, "thread_id")
         return thread
 
     def run(self, request: web.Request, thread: ThreadRec) -> RunRec:
         ident = request.match_info["run_id"]
         run = thread.run_index.get(ident)
         if run is None:
-            raise not_found("run", ident)
+            raise not_found("run", ident, "run_id")
         return run
 
     def agent(self, ident: str) -> AgentRec:
         agent = self.store.agents.get(ident)
         if agent is None:
-            raise not_found("assistant", ident)
+            raise not_found("assistant", ident, "assistant_id")
         return agent
 
     # -- agents ---------------------------------------------------------------------------
@@ -671,6 +831,7 @@ class _Routes:
 
     async def create_agent(self, request: web.Request) -> web.Response:
         data = await _body(request)
+        check_keys(data, "agent")
         model = _str(data, "model", required=True)
         assert model is not None
         agent = AgentRec(id=new_id("asst"), created_at=self.store.now(), model=model)
@@ -689,6 +850,7 @@ class _Routes:
     async def update_agent(self, request: web.Request) -> web.Response:
         agent = self.agent(request.match_info["assistant_id"])
         data = await _body(request)
+        check_keys(data, "agent")
         probe = attrs.evolve(agent)
         self._agent_fields(data, probe)  # validate everything before changing anything
         self._agent_fields(data, agent)
@@ -701,7 +863,8 @@ class _Routes:
 
     # -- threads --------------------------------------------------------------------------
 
-    def _new_thread(self, data: JSON) -> ThreadRec:
+    def _new_thread(self, data: JSON, prefix: str = "") -> ThreadRec:
+        check_keys(data, "thread", prefix)
         messages = _messages_in(data, "messages")
         metadata = _metadata(data)
         resources = _dict(data, "tool_resources")
@@ -726,6 +889,7 @@ class _Routes:
     async def update_thread(self, request: web.Request) -> web.Response:
         thread = self.thread(request)
         data = await _body(request)
+        check_keys(data, "thread_update")
         metadata = _metadata(data)
         resources = _dict(data, "tool_resources")
         if metadata is not None:
@@ -753,7 +917,7 @@ class _Routes:
         m = _message_in(data)
         active = thread.active_run
         if active is not None and active.active:
-            raise bad_request(
+            raise state_error(
                 f"Can't add messages to {thread.id} while a run {active.id} is active."
             )
         msg = self.store.add_message(
@@ -775,7 +939,7 @@ class _Routes:
         ident = request.match_info["message_id"]
         msg = thread.message_index.get(ident)
         if msg is None:
-            raise not_found("message", ident)
+            raise not_found("message", ident, "message_id")
         return self.ok(msg.to_json())
 
     async def update_message(self, request: web.Request) -> web.Response:
@@ -783,8 +947,9 @@ class _Routes:
         ident = request.match_info["message_id"]
         msg = thread.message_index.get(ident)
         if msg is None:
-            raise not_found("message", ident)
+            raise not_found("message", ident, "message_id")
         data = await _body(request)
+        check_keys(data, "metadata")
         metadata = _metadata(data)
         if metadata is not None:
             msg.metadata = metadata
@@ -794,6 +959,7 @@ class _Routes:
 
     def _run_options(self, data: JSON, *, thread_and_run: bool) -> JSON:
         """Validate the run keys of a create-run body; returns the parsed options."""
+        check_keys(data, "thread_and_run" if thread_and_run else "run")
         opts: JSON = {
             "assistant_id": _str(data, "assistant_id", required=True),
             "model": _str(data, "model"),
@@ -846,6 +1012,7 @@ class _Routes:
             stream=opts["stream"],
             created_at_ms=now * 1000.0,
             timing=agent.timing,
+            script=agent.script,
         )
         if opts["truncation_strategy"] is not None:
             run.truncation_strategy = opts["truncation_strategy"]
@@ -860,7 +1027,7 @@ class _Routes:
         agent = self.agent(opts["assistant_id"])
         active = thread.active_run
         if active is not None and active.active:
-            raise bad_request(f"Thread {thread.id} already has an active run {active.id}.")
+            raise state_error(f"Thread {thread.id} already has an active run {active.id}.")
         for m in opts["additional_messages"]:
             self.store.add_message(
                 thread, m.role, m.content, attachments=m.attachments, metadata=m.metadata
@@ -878,11 +1045,12 @@ class _Routes:
         data = await _body(request)
         opts = self._run_options(data, thread_and_run=True)
         thread_data = _dict(data, "thread") or {}
+        check_keys(thread_data, "thread", "thread.")
         _messages_in(thread_data, "messages")  # validate before creating anything
         _metadata(thread_data)
         _dict(thread_data, "tool_resources")
         agent = self.agent(opts["assistant_id"])
-        thread = self._new_thread(thread_data)
+        thread = self._new_thread(thread_data, "thread.")
         route = route_key(request) or ""
         run = self._new_run(thread, agent, opts, route)
         if not run.stream:
@@ -900,15 +1068,30 @@ class _Routes:
         queue: asyncio.Queue[bytes | None],
         route: str,
     ) -> web.StreamResponse:
-        cut_after = self.s.stream_cut(route)
+        fault = self.s.stream_cut(route)
         resp = web.StreamResponse(
-            headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
+            headers={
+                "Content-Type": "text/event-stream; charset=utf-8",
+                "Cache-Control": "no-cache",
+            }
         )
         sent = 0
         try:
             await resp.prepare(request)
             while True:
-                if cut_after is not None and sent >= cut_after:
+                if fault is not None and sent >= max(0, fault.after_events):
+                    if fault.kind == "stream_error":
+                        error = {
+                            "code": fault.code or "server_error",
+                            "message": "Sorry, something went wrong.",
+                            "param": None,
+                            "type": "server_error",
+                        }
+                        await resp.write(sse_frame("error", {"error": error}))
+                        await resp.write_eof()
+                        return resp
+                    if fault.kind == "stall":
+                        await stall(request, self.s)
                     if request.transport is not None:
                         request.transport.abort()
                     return resp
@@ -937,6 +1120,7 @@ class _Routes:
         thread = self.thread(request)
         run = self.run(request, thread)
         data = await _body(request)
+        check_keys(data, "metadata")
         metadata = _metadata(data)
         if metadata is not None:
             run.metadata = metadata
@@ -947,7 +1131,7 @@ class _Routes:
         run = self.run(request, thread)
         await request.read()
         if run.status in TERMINAL or run.status == "cancelling":
-            raise bad_request(f"Cannot cancel run with status '{run.status}'.")
+            raise state_error(f"Cannot cancel run with status '{run.status}'.")
         self.engine.cancel(run)
         return self.ok(run.to_json())
 
@@ -955,6 +1139,7 @@ class _Routes:
         thread = self.thread(request)
         run = self.run(request, thread)
         data = await _body(request)
+        check_keys(data, "tool_outputs")
         outputs = _list(data, "tool_outputs", required=True) or []
         stream = _bool(data, "stream") or False
         for i, item in enumerate(outputs):
@@ -964,7 +1149,7 @@ class _Routes:
             if item.get("output") is not None and not isinstance(item["output"], str):
                 raise bad_request(f"Invalid '{where}.output': expected a string.", where)
         if run.status != "requires_action":
-            raise bad_request(
+            raise state_error(
                 f"Runs in status '{run.status}' do not accept tool outputs.", "tool_outputs"
             )
         pending = {c["id"] for c in run.pending_calls}
@@ -999,7 +1184,7 @@ class _Routes:
         ident = request.match_info["step_id"]
         step = next((s for s in run.steps if s.id == ident), None)
         if step is None:
-            raise not_found("run step", ident)
+            raise not_found("run step", ident, "step_id")
         return self.ok(step.to_json())
 
     # -- /_emulator -----------------------------------------------------------------------

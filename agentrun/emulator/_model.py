@@ -16,6 +16,8 @@ from typing import Any
 
 import attrs
 
+from ._settings import SCRIPTS
+
 __all__ = ["Directives", "ModelInput", "Reply", "ToolCallPlan", "count_tokens", "respond"]
 
 _TOKEN_RE = re.compile(r"\w+|[^\w\s]")
@@ -27,8 +29,8 @@ def count_tokens(text: str) -> int:
     return len(_TOKEN_RE.findall(text))
 
 
-def split_deltas(text: str) -> list[str]:
-    """Split a reply into streamed deltas, one per word (whitespace kept, so they join back)."""
+def split_words(text: str) -> list[str]:
+    """Split a reply into words, whitespace kept with the word after it (they join back)."""
     parts = re.findall(r"\s*\S+", text)
     if not parts:
         return [text] if text else []
@@ -36,6 +38,61 @@ def split_deltas(text: str) -> list[str]:
     if rest:
         parts[-1] += rest
     return parts
+
+
+def split_deltas(text: str) -> list[str]:
+    """Split a reply into streamed text deltas of sub-word size, deterministically.
+
+    Like the service's tokens (real-service.md L3), a word of more than four characters is cut
+    into pieces of three and four characters in turn; whitespace stays with the piece after
+    it. The pieces join back into `text`.
+    """
+    out: list[str] = []
+    for word in split_words(text):
+        stripped = word.lstrip()
+        lead = word[: len(word) - len(stripped)]
+        if len(stripped) <= 4:
+            out.append(word)
+            continue
+        pieces: list[str] = []
+        i = size = 0
+        while i < len(stripped):
+            size = 3 if size != 3 else 4
+            pieces.append(stripped[i : i + size])
+            i += size
+        pieces[0] = lead + pieces[0]
+        out.extend(pieces)
+    return out
+
+
+def split_fragments(text: str, size: int = 5) -> list[str]:
+    """Split tool-call arguments (or code) into small fragments of `size` characters.
+
+    Fragments are cut at fixed offsets, so escape sequences such as ``\\n`` or ``\\"`` are
+    split across fragments, as the service does (real-service.md section 3, item 13).
+    """
+    return [text[i : i + size] for i in range(0, len(text), size)] or [""]
+
+
+_CODE_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+
+
+def failure_message(code: str, model: str) -> str:
+    """The `last_error.message` the service gives for a run `last_error.code`."""
+    return {
+        "server_error": "Sorry, something went wrong.",
+        "rate_limit_exceeded": "Rate limit is exceeded. Try again in 60 seconds.",
+        "invalid_engine_error": f"Failed to resolve model info for: {model}",
+        "invalid_prompt": "Invalid prompt: your prompt was flagged as potentially violating "
+        "our usage policy.",
+    }.get(code, f"The run failed with error code '{code}'.")
+
+
+def failure_code(value: str | None) -> str:
+    """A `last_error.code` from a directive or fault value (any code; empty → server_error)."""
+    if value and _CODE_RE.match(value):
+        return value
+    return "server_error"
 
 
 @attrs.frozen
@@ -47,27 +104,35 @@ class Directives:
     incomplete: bool = False
     content_filter: bool = False
     sleep: float | None = None
+    script: str | None = None
+    #: `last_error.code` for `[emulator:fail_midway=CODE]` (or the fail_midway script)
+    fail_midway: str | None = None
 
 
 def parse_directives(text: str) -> Directives:
-    fail = None
+    fail = script = fail_midway = None
     expire = incomplete = content_filter = False
     sleep = None
     for name, value in _DIRECTIVE_RE.findall(text):
         if name == "fail":
-            fail = value if value in ("server_error", "rate_limit_exceeded") else "server_error"
+            fail = failure_code(value)
         elif name == "expire":
             expire = True
         elif name == "incomplete":
             incomplete = True
         elif name == "content_filter":
             content_filter = True
+        elif name == "script":
+            script = value if value in SCRIPTS else None
+        elif name == "fail_midway":
+            script = "fail_midway"
+            fail_midway = failure_code(value)
         elif name == "sleep":
             try:
                 sleep = max(0.0, float(value))
             except ValueError:
                 sleep = None
-    return Directives(fail, expire, incomplete, content_filter, sleep)
+    return Directives(fail, expire, incomplete, content_filter, sleep, script, fail_midway)
 
 
 def strip_directives(text: str) -> str:
@@ -305,7 +370,7 @@ def _text_reply(inp: ModelInput, prompt: str, concise: bool) -> str:
     topic = " ".join(prompt.split()[:8]).rstrip("?.!,;:") or "nothing"
     if concise:
         return f"Noted: {topic}."
-    digest = hashlib.sha256(prompt.encode()).digest()
+    digest = hashlib.sha256(prompt.encode("utf-8", "surrogatepass")).digest()
     extra = " ".join(_WORDS[b % len(_WORDS)] for b in digest[:6])
     return (
         f'You asked: "{topic}". This is a deterministic reply from the agentrun emulator. '
@@ -314,7 +379,7 @@ def _text_reply(inp: ModelInput, prompt: str, concise: bool) -> str:
 
 
 def _long_text(prompt: str, words: int) -> str:
-    seed = hashlib.sha256(prompt.encode()).digest()
+    seed = hashlib.sha256(prompt.encode("utf-8", "surrogatepass")).digest()
     out: list[str] = []
     i = 0
     while len(out) < words:

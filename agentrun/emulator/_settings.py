@@ -22,7 +22,29 @@ __all__ = [
     "Timing",
 ]
 
-FAULT_KINDS = ("status", "drop", "stream_cut", "run_failed", "run_expired")
+FAULT_KINDS = (
+    "status",
+    "drop",
+    "stream_cut",
+    "run_failed",
+    "run_expired",
+    "stall",
+    "html",
+    "stream_error",
+    "fail_after_text",
+    "permission_denied",
+)
+
+#: The scripted behaviours an agent (or a `[emulator:script=NAME]` directive) can select.
+SCRIPTS = (
+    "web_search",
+    "code_then_text",
+    "connected_agent",
+    "file_search",
+    "two_messages",
+    "text_then_function",
+    "fail_midway",
+)
 
 
 class SettingsError(ValueError):
@@ -83,11 +105,29 @@ class FaultRule:
     """A one-shot scripted fault, applied to the next `times` matching requests (or runs).
 
     `route` is "METHOD /path/template" relative to the project base (for example
-    "POST /threads/{thread_id}/runs") or "*". Kinds: "status" (an HTTP error with a JSON body;
-    `retry_after` goes into the `retry_after_header` header when set), "drop" (the connection
-    is closed before any response byte), "stream_cut" (a streaming response is closed after
-    `after_events` frames; the run goes on), "run_failed" (`code` server_error or
-    rate_limit_exceeded) and "run_expired" (both apply to runs created by a matching request).
+    "POST /threads/{thread_id}/runs") or "*". Kinds:
+
+    - "status": an HTTP error with a JSON body; `retry_after` goes into the
+      `retry_after_header` header when set.
+    - "permission_denied": HTTP 401 with code `PermissionDenied` and the service's message
+      ("The principal ... lacks the required data action ...").
+    - "html": a gateway error, HTTP `status` (for example 502 or 504) with a `text/html` body.
+    - "drop": the connection is closed before any response byte.
+    - "stall": no response at all: the request is read and nothing is sent (or, on a stream
+      with `after_events` > 0, that many frames are sent and then nothing more), until the
+      client goes away or `EmulatorSettings.stall_limit` seconds pass; then the connection is
+      closed. The run (if one was created) goes on.
+    - "stream_cut": a streaming response is closed after `after_events` frames; the run goes
+      on.
+    - "stream_error": after `after_events` frames a stream sends ``event: error`` with
+      ``{"error": {"code", "message", "param", "type"}}`` (`code` default "server_error") and
+      ends.
+    - "run_failed": the run fails with `last_error.code` `code` (any code, default
+      "server_error"; see `docs/emulator.md` for the messages).
+    - "fail_after_text": the run streams part of a text reply, then fails with `code`.
+    - "run_expired": the run expires.
+
+    The run kinds apply to runs created by a matching request.
     """
 
     route: str = attrs.field(default="*", validator=_check_route)
@@ -140,6 +180,14 @@ class AgentSpec:
     tools: tuple[Mapping[str, Any], ...] = attrs.field(default=(), converter=_tools)
     timing: Timing | None = None
     metadata: Mapping[str, str] = attrs.field(factory=dict)
+    #: A scripted behaviour for every run of this agent (one of `SCRIPTS`, see
+    #: docs/emulator.md); None for the ordinary deterministic model.
+    script: str | None = attrs.field(default=None)
+
+    @script.validator
+    def _check_script(self, _attribute: attrs.Attribute[Any], value: str | None) -> None:
+        if value is not None and value not in SCRIPTS:
+            raise SettingsError(f"script must be one of {', '.join(SCRIPTS)}, got {value!r}")
 
 
 DEFAULT_AGENTS = (
@@ -156,6 +204,47 @@ DEFAULT_AGENTS = (
         instructions="You are a personal math tutor. Answer math questions step by step.",
         model="gpt-4o",
         description="A math tutor (emulated).",
+    ),
+    AgentSpec(
+        id="asst_websearch01",
+        name="Web Researcher",
+        instructions="Search the web and cite your sources.",
+        description="Runs a bing_grounding step, then answers with url_citation annotations.",
+        tools=({"type": "bing_grounding", "bing_grounding": {"search_configurations": []}},),
+        script="web_search",
+    ),
+    AgentSpec(
+        id="asst_coder01",
+        name="Coder",
+        instructions="Write and run code to answer.",
+        description="Writes text, runs code_interpreter (logs and an image), writes more text.",
+        tools=({"type": "code_interpreter"},),
+        script="code_then_text",
+    ),
+    AgentSpec(
+        id="asst_connected01",
+        name="Orchestrator",
+        instructions="Ask the helper agent, then answer.",
+        description="Calls a connected agent, then answers.",
+        tools=(
+            {
+                "type": "connected_agent",
+                "connected_agent": {
+                    "id": "asst_helper01",
+                    "name": "helper_agent",
+                    "description": "A helper agent.",
+                },
+            },
+        ),
+        script="connected_agent",
+    ),
+    AgentSpec(
+        id="asst_filesearch01",
+        name="Librarian",
+        instructions="Answer from the uploaded files and cite them.",
+        description="Runs a file_search step, then answers with file_citation annotations.",
+        tools=({"type": "file_search"},),
+        script="file_search",
     ),
 )
 
@@ -178,9 +267,14 @@ class EmulatorSettings:
     #: Seconds from a run's creation to its `expires_at` (the service uses 600): a run still
     #: waiting for tool outputs then ends `expired`.
     run_lifetime: int = attrs.field(default=600, converter=int)
+    #: Static bearer keys of a principal without the Azure AI User role: accepted as
+    #: credentials, but every API call with one answers 401 `PermissionDenied`.
+    keys_without_role: tuple[str, ...] = attrs.field(default=(), converter=_tuple_of_str)
+    #: Longest time (seconds) a "stall" fault holds a connection before closing it.
+    stall_limit: float = attrs.field(default=300.0, converter=float, validator=_non_negative)
 
     def all_agents(self) -> tuple[AgentSpec, ...]:
-        """The two preloaded agents followed by the configured ones (which may replace them)."""
+        """The preloaded agents followed by the configured ones (which may replace them)."""
         ids = {a.id for a in self.agents}
         return tuple(a for a in DEFAULT_AGENTS if a.id not in ids) + self.agents
 
@@ -189,9 +283,9 @@ class EmulatorSettings:
         """Read settings from a YAML file.
 
         Top-level keys: timing, faults, seed, agents (list of {id, name, instructions, model,
-        description, tools, timing, metadata}), api_keys, tenant_id, client_id, client_secret,
-        token_lifetime, thread_ttl, run_lifetime, fault_rules. Errors name the key and its
-        line.
+        description, tools, timing, metadata, script}), api_keys, keys_without_role,
+        tenant_id, client_id, client_secret, token_lifetime, thread_ttl, run_lifetime,
+        stall_limit, fault_rules. Errors name the key and its line.
         """
         path = pathlib.Path(path)
         try:
@@ -274,7 +368,7 @@ class _Reader:
                 if not isinstance(value, list):
                     raise self.error([key], "must be a list")
                 kwargs[key] = [self._build([key, i], FaultRule, v) for i, v in enumerate(value)]
-            elif key == "api_keys":
+            elif key in ("api_keys", "keys_without_role"):
                 if isinstance(value, str):
                     value = [value]
                 if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
@@ -288,7 +382,7 @@ class _Reader:
                 if not isinstance(value, int) or isinstance(value, bool):
                     raise self.error([key], "must be an integer")
                 kwargs[key] = value
-            else:  # token_lifetime, thread_ttl, run_lifetime
+            else:  # token_lifetime, thread_ttl, run_lifetime, stall_limit
                 if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
                     raise self.error([key], "must be a positive number")
                 kwargs[key] = int(value) if key == "run_lifetime" else float(value)
@@ -315,7 +409,7 @@ class _Reader:
                 isinstance(t, dict) and isinstance(t.get("type"), str) for t in tools
             ):
                 raise self.error([*keys, "tools"], "must be a list of tool objects with a type")
-            for k in ("name", "instructions", "model", "description"):
+            for k in ("name", "instructions", "model", "description", "script"):
                 if k in item and item[k] is not None and not isinstance(item[k], str):
                     raise self.error([*keys, k], "must be a string")
             agents.append(self._build(keys, AgentSpec, item))

@@ -51,8 +51,9 @@ class AgentRec:
     top_p: float | None = 1.0
     response_format: Any = "auto"
     metadata: dict[str, str] = attrs.Factory(dict)
-    # emulator-only: per-agent timing override
+    # emulator-only: per-agent timing override and scripted behaviour
     timing: Any = None
+    script: str | None = None
 
     def to_json(self) -> JSON:
         return {
@@ -98,6 +99,31 @@ class MessageRec:
         return "\n".join(parts)
 
     def to_json(self) -> JSON:
+        """The message as the service returns it outside a stream (create, get, list).
+
+        The real service leaves out `status`, `completed_at`, `incomplete_at` and
+        `incomplete_details` here (azure-sdk-assets recordings, real-service.md H1); only
+        the `thread.message.*` stream events carry them (`to_event_json`).
+        """
+        return {
+            "id": self.id,
+            "object": "thread.message",
+            "created_at": self.created_at,
+            "assistant_id": self.assistant_id,
+            "thread_id": self.thread_id,
+            "run_id": self.run_id,
+            "role": self.role,
+            "content": self.content,
+            "attachments": self.attachments,
+            "metadata": self.metadata,
+        }
+
+    def to_event_json(self, *, content: list[JSON] | None = None) -> JSON:
+        """The data of a `thread.message.*` event: with `status` and the related fields.
+
+        `content` replaces the message's content (``[]`` on `created` / `in_progress`, as the
+        service sends them).
+        """
         return {
             "id": self.id,
             "object": "thread.message",
@@ -110,7 +136,7 @@ class MessageRec:
             "completed_at": self.completed_at,
             "incomplete_at": self.incomplete_at,
             "role": self.role,
-            "content": self.content,
+            "content": self.content if content is None else content,
             "attachments": self.attachments,
             "metadata": self.metadata,
         }
@@ -132,9 +158,9 @@ class StepRec:
     cancelled_at: int | None = None
     failed_at: int | None = None
     usage: JSON | None = None
-    metadata: dict[str, str] = attrs.Factory(dict)
 
     def to_json(self) -> JSON:
+        """The run step; like the service's, it has no `metadata` key (real-service.md L7)."""
         return {
             "id": self.id,
             "object": "thread.run.step",
@@ -151,7 +177,6 @@ class StepRec:
             "last_error": self.last_error,
             "step_details": self.step_details,
             "usage": self.usage,
-            "metadata": self.metadata,
         }
 
 
@@ -204,8 +229,10 @@ class RunRec:
     answered_calls: list[tuple[str, str, str]] = attrs.Factory(list)
     prompt_tokens: int = 0
     completion_tokens: int = 0
-    forced_fault: str | None = None  # "run_failed:<code>" or "run_expired"
+    forced_fault: str | None = None  # "run_failed:<code>", "fail_after_text:<code>", "run_expired"
     timing: Any = None
+    script: str | None = None  # the agent's scripted behaviour (AgentSpec.script)
+    script_phase: int = 0
 
     @property
     def active(self) -> bool:

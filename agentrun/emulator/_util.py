@@ -6,17 +6,31 @@ import json
 from collections import Counter
 from typing import Any
 
-__all__ = ["Stats", "dumps", "sse_frame"]
+__all__ = ["Stats", "dumps", "dumps_bytes", "sse_frame"]
 
 
 def dumps(data: Any) -> str:
-    """Compact one-line JSON (the SDK keeps only the last `data:` line of a frame)."""
-    return json.dumps(data, separators=(",", ":"), ensure_ascii=False)
+    """Compact one-line JSON (the SDK keeps only the last `data:` line of a frame).
+
+    Text that cannot be encoded as UTF-8 (a lone surrogate such as ``"\\ud800"`` that a client
+    sent as a JSON escape) is written as ASCII escapes instead, so it round-trips.
+    """
+    text = json.dumps(data, separators=(",", ":"), ensure_ascii=False)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        text = json.dumps(data, separators=(",", ":"), ensure_ascii=True)
+    return text
+
+
+def dumps_bytes(data: Any) -> bytes:
+    """`dumps` encoded as UTF-8 (always encodable)."""
+    return dumps(data).encode("utf-8")
 
 
 def sse_frame(event: str, data: Any) -> bytes:
     payload = data if isinstance(data, str) else dumps(data)
-    return f"event: {event}\ndata: {payload}\n\n".encode()
+    return f"event: {event}\ndata: {payload}\n\n".encode("utf-8", "backslashreplace")
 
 
 class Stats:

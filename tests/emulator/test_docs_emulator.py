@@ -105,7 +105,15 @@ def test_yaml_block_loads(tmp_path: pathlib.Path) -> None:
     path.write_text(text)
     settings = EmulatorSettings.from_yaml(path)
     assert settings.seed == 42
-    assert [a.id for a in settings.all_agents()] == ["asst_abc123", "asst_def456", "asst_weather"]
+    assert [a.id for a in settings.all_agents()] == [
+        "asst_abc123",
+        "asst_def456",
+        "asst_websearch01",
+        "asst_coder01",
+        "asst_connected01",
+        "asst_filesearch01",
+        "asst_weather",
+    ]
     weather = settings.all_agents()[-1]
     assert weather.timing is not None
     assert weather.timing.run_duration == 1.0

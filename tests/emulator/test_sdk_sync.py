@@ -255,7 +255,7 @@ def test_errors_map_to_sdk_exceptions(emulator_tls: Emu, make_sync_client: MakeC
         client.runs.create(thread_id=thread.id, agent_id="asst_abc123")
     assert busy.value.status_code == 400
     assert busy.value.error is not None
-    assert busy.value.error.code
+    assert busy.value.error.code is None  # a state error has code null, as OpenAI's service
     assert run.id in busy.value.error.message
     with pytest.raises(HttpResponseError) as busy_message:
         client.messages.create(thread_id=thread.id, role="user", content="more")
@@ -481,3 +481,50 @@ def test_crud_round_trip(emulator_tls: Emu, make_sync_client: MakeClient) -> Non
     client.delete_agent(agent.id)
     with pytest.raises(ResourceNotFoundError):
         client.get_agent(agent.id)
+
+
+class _Collect(AgentEventHandler[None]):
+    def __init__(self) -> None:
+        super().__init__()
+        self.text = ""
+        self.events: list[str] = []
+
+    def on_message_delta(self, delta: MessageDeltaChunk) -> None:
+        self.text += delta.text or ""
+
+    def on_unhandled_event(self, event_type: str, event_data: Any) -> None:
+        self.events.append(event_type)
+
+
+@pytest.mark.parametrize(
+    "agent", ["asst_websearch01", "asst_coder01", "asst_connected01", "asst_filesearch01"]
+)
+def test_sdk_streams_and_lists_scripted_agents(
+    emulator_tls: Emu, make_sync_client: MakeClient, agent: str
+) -> None:
+    """The SDK, unmodified, streams each preloaded scripted agent (built-in tool steps,
+    annotation deltas, image_file blocks, several messages) to completion, and parses the
+    listed messages (which have no status) and their annotations."""
+    client = make_sync_client(emulator_tls)
+    thread = client.threads.create()
+    client.messages.create(thread_id=thread.id, role="user", content="Tell me about rivers")
+    handler = _Collect()
+    with client.runs.stream(thread_id=thread.id, agent_id=agent, event_handler=handler) as s:
+        s.until_done()
+    assert handler.text
+    messages = list(client.messages.list(thread_id=thread.id, order=ListSortOrder.ASCENDING))
+    assert messages[0].role == MessageRole.USER
+    replies = [m for m in messages if m.role == MessageRole.AGENT]
+    assert replies and all(isinstance(m, ThreadMessage) for m in replies)
+    joined = "".join(t.text.value for m in replies for t in m.text_messages)
+    assert joined.replace("\n", "") == handler.text.replace("\n", "")
+    if agent == "asst_websearch01":
+        citations = replies[-1].url_citation_annotations
+        assert [c.url_citation.url for c in citations] == [
+            "https://example.org/rivers",
+            "https://example.org/mountains",
+        ]
+    if agent == "asst_coder01":
+        assert len(replies) == 2
+        assert replies[-1].image_contents[0].image_file.file_id.startswith("assistant_")
+        assert replies[-1].file_path_annotations
