@@ -598,15 +598,19 @@ def _agent_extras(result: RunResult, into: dict[str, Any]) -> None:
         into["agent_images"] = images
 
 
-def _usage_json(result: RunResult) -> dict[str, int] | None:
+def _usage_json(result: RunResult) -> dict[str, Any] | None:
     if result.usage is None:
         return None
     u = result.usage
-    return {
+    out: dict[str, Any] = {
         "prompt_tokens": u.prompt_tokens,
         "completion_tokens": u.completion_tokens,
         "total_tokens": u.total_tokens,
     }
+    if u.cached_tokens is not None:
+        # Azure's `prompt_token_details` is OpenAI's `prompt_tokens_details`.
+        out["prompt_tokens_details"] = {"cached_tokens": u.cached_tokens}
+    return out
 
 
 def _created(result: RunResult) -> int:

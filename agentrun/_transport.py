@@ -54,11 +54,14 @@ except importlib.metadata.PackageNotFoundError:  # pragma: no cover - running fr
 
 DEFAULT_USER_AGENT = f"agentrun/{_VERSION}"
 
-_REQUEST_ID_HEADERS = ("x-ms-request-id", "x-request-id", "apim-request-id")
+# Azure support asks for `apim-request-id` (a UUID); the service also sends `x-request-id`, a
+# different 32-hex value (recordings in Azure/azure-sdk-assets, azure-ai-agents tests).
+_REQUEST_ID_HEADERS = ("apim-request-id", "x-ms-request-id", "x-request-id")
 
 
 def request_id_of(headers: Mapping[str, str]) -> str | None:
-    """The service's id for a request, from whichever request-id header it sent."""
+    """The service's id for a request: `apim-request-id` first (what Azure support asks for),
+    then `x-ms-request-id`, then `x-request-id`."""
     for name in _REQUEST_ID_HEADERS:
         value = headers.get(name)
         if value:

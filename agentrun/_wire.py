@@ -261,6 +261,9 @@ class Usage:
     prompt_tokens: int
     completion_tokens: int
     total_tokens: int
+    #: ``usage.prompt_token_details.cached_tokens`` (Azure sends it on runs and steps; the
+    #: recordings in Azure/azure-sdk-assets show ``{"cached_tokens": 0}``), None when absent.
+    cached_tokens: int | None = None
 
 
 @attrs.frozen
@@ -492,7 +495,14 @@ def _parse_usage(d: dict[str, Any], where: str) -> Usage | None:
     prompt = _opt_int(u, "prompt_tokens", w) or 0
     completion = _opt_int(u, "completion_tokens", w) or 0
     total = _opt_int(u, "total_tokens", w)
-    return Usage(prompt, completion, prompt + completion if total is None else total)
+    details = u.get("prompt_token_details")
+    cached = details.get("cached_tokens") if isinstance(details, dict) else None
+    return Usage(
+        prompt,
+        completion,
+        prompt + completion if total is None else total,
+        cached if type(cached) is int else None,
+    )
 
 
 def _parse_tool_call(value: Any, where: str) -> ToolCall:

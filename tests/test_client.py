@@ -477,12 +477,17 @@ async def test_result_carries_the_services_request_id(client: AsyncClient, mode:
 
 
 async def test_emulator_answers_carry_request_ids(emu: Emulator) -> None:
-    """Every emulator answer has `x-request-id` and `apim-request-id`, as the service's do."""
+    """Every emulator answer has `apim-request-id` (a UUID) and a different `x-request-id`
+    (32 hex), as the service's do; agentrun records the `apim-request-id`."""
     import aiohttp
+
+    from agentrun._transport import request_id_of
 
     async with (
         aiohttp.ClientSession() as session,
         session.get(f"{emu.endpoint}/threads/nope?api-version=v1") as resp,
     ):
         assert resp.status == 401
-        assert resp.headers["x-request-id"] == resp.headers["apim-request-id"]
+        assert resp.headers["x-request-id"] != resp.headers["apim-request-id"]
+        assert len(resp.headers["x-request-id"]) == 32
+        assert request_id_of(resp.headers) == resp.headers["apim-request-id"]

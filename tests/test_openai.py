@@ -91,7 +91,16 @@ async def test_usage_is_the_runs_real_usage(emu: Emulator) -> None:
     assert resp.usage.completion_tokens == run.usage.completion_tokens
     assert resp.usage.total_tokens == run.usage.total_tokens
     assert resp.usage.completion_tokens > 0
-    assert run.raw["usage"] == resp.to_dict()["usage"]
+    raw = run.raw["usage"]
+    assert {k: raw[k] for k in ("prompt_tokens", "completion_tokens", "total_tokens")} == {
+        k: resp.to_dict()["usage"][k]
+        for k in ("prompt_tokens", "completion_tokens", "total_tokens")
+    }
+    # Azure's prompt_token_details becomes OpenAI's prompt_tokens_details.
+    assert (
+        resp.usage.prompt_tokens_details.cached_tokens
+        == raw["prompt_token_details"]["cached_tokens"]
+    )
 
 
 async def test_thread_and_run_ids_on_object_and_hidden_params(emu: Emulator) -> None:
