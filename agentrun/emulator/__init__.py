@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from ._server import Emulator
     from ._settings import AgentSpec, EmulatorSettings, FaultRule, Faults, SettingsError, Timing
+    from ._settings import V2AgentSpec
 
 __all__ = [
     "AgentSpec",
@@ -26,6 +27,7 @@ __all__ = [
     "Faults",
     "SettingsError",
     "Timing",
+    "V2AgentSpec",
 ]
 
 _LAZY = {
@@ -36,6 +38,7 @@ _LAZY = {
     "Faults": "._settings",
     "SettingsError": "._settings",
     "Timing": "._settings",
+    "V2AgentSpec": "._settings",
 }
 
 
