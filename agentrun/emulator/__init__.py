@@ -16,8 +16,15 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from ._server import Emulator
-    from ._settings import AgentSpec, EmulatorSettings, FaultRule, Faults, SettingsError, Timing
-    from ._settings import V2AgentSpec
+    from ._settings import (
+        AgentSpec,
+        EmulatorSettings,
+        FaultRule,
+        Faults,
+        SettingsError,
+        Timing,
+        V2AgentSpec,
+    )
 
 __all__ = [
     "AgentSpec",
