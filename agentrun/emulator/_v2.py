@@ -211,6 +211,8 @@ def _text_parts(content: Any, where: str, role: str) -> list[JSON]:
 def normalize_items(value: Any, where: str = "input") -> list[JSON]:
     """Input (a string or an array of items) as stored items, each with a fresh id."""
     if isinstance(value, str):
+        if not value:
+            return []  # "" = the input is already in the conversation (Microsoft's samples)
         return [
             {
                 "type": "message",
@@ -810,7 +812,7 @@ class V2Service:
                     sent += 1
                 if rec.done.is_set():
                     break
-                await rec.changed.wait()
+                await _wait_or_disconnect(request, rec.changed)
             await resp.write_eof()
         except ConnectionError:
             # The client went away. Without background mode that cancels the response, as
@@ -1058,6 +1060,20 @@ class V2Service:
         if reason is not None:
             rec.incomplete_details = {"reason": reason}
             self._set_status(rec, "incomplete")
+
+
+async def _wait_or_disconnect(request: web.Request, event: asyncio.Event) -> None:
+    """Wait for `event`; raise ConnectionResetError as soon as the client has gone (checked
+    every 0.1 s), so a dropped stream is noticed before the next event is written."""
+    waiter = asyncio.ensure_future(event.wait())
+    try:
+        while not waiter.done():
+            await asyncio.wait({waiter}, timeout=0.1)
+            transport = request.transport
+            if not waiter.done() and (transport is None or transport.is_closing()):
+                raise ConnectionResetError("the client closed the stream")
+    finally:
+        waiter.cancel()
 
 
 def _json_copy(value: Any) -> Any:
