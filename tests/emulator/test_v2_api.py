@@ -116,7 +116,7 @@ async def test_plain_response_has_the_response_shape(api: Api) -> None:
     """A non-streaming request answers with a completed `response` object carrying the agent
     reference, one assistant message with an output_text part, and usage in Responses terms."""
     resp = await api.respond(agent_reference=GENERAL, input="What is 6 * 7?")
-    assert RESPONSE_KEYS <= set(resp)
+    assert set(resp) >= RESPONSE_KEYS
     assert resp["object"] == "response" and resp["id"].startswith("resp_")
     assert resp["status"] == "completed" and resp["background"] is False
     assert resp["agent_reference"] == {
@@ -457,11 +457,13 @@ async def test_run_failed_fault_rule_applies_to_responses(api: Api, emu: Emulato
 
 async def test_auth_is_required(emu: Emulator) -> None:
     """Without a bearer token the v2 routes answer 401, like classic."""
-    async with aiohttp.ClientSession() as session:
-        async with session.post(
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(
             emu.endpoint + "/openai/v1/responses", json={"agent_reference": GENERAL, "input": "x"}
-        ) as resp:
-            assert resp.status == 401
+        ) as resp,
+    ):
+        assert resp.status == 401
 
 
 async def test_agent_versions_api(api: Api) -> None:
