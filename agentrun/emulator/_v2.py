@@ -376,6 +376,9 @@ class V2Service:
         old = rec.status
         if old == status:
             return
+        if self.responses.get(rec.id) is not rec:  # deleted or reset: no longer counted
+            rec.status = status
+            return
         self.responses_by_status[old] -= 1
         if self.responses_by_status[old] <= 0:
             del self.responses_by_status[old]
@@ -802,9 +805,10 @@ class V2Service:
             while True:
                 while index < len(rec.events):
                     if cut_after is not None and sent >= cut_after:
+                        # An injected network cut: the service sees its client go away.
                         if request.transport is not None:
                             request.transport.abort()
-                        return resp
+                        raise ConnectionResetError("stream cut by a fault rule")
                     event = rec.events[index]
                     frame = f"event: {event['type']}\ndata: {dumps(event)}\n\n"
                     await resp.write(frame.encode())
@@ -849,6 +853,7 @@ class V2Service:
     async def delete_response(self, request: web.Request) -> web.Response:
         rec = self._response(request)
         if rec.task is not None and not rec.task.done():
+            self._set_status(rec, "cancelled")
             rec.task.cancel()
         del self.responses[rec.id]
         return self.ok({"id": rec.id, "object": "response", "deleted": True})

@@ -557,3 +557,64 @@ async def test_bad_input_is_400(api: Api) -> None:
         status=400,
     )
     assert err["error"]["param"] == "stream"
+
+
+async def _read_into(resp: aiohttp.ClientResponse, chunks: list[bytes]) -> None:
+    async for chunk in resp.content.iter_any():
+        chunks.append(chunk)
+
+
+async def test_stream_cut_fault_foreground_and_background(api: Api, emu: Emulator) -> None:
+    """A stream_cut fault closes the stream after N frames: a foreground response is then
+    cancelled (its client is gone), a background one completes and its events can be
+    replayed from the last sequence number seen."""
+    route = "POST /openai/v1/responses"
+    emu.inject(FaultRule(route=route, kind="stream_cut", after_events=2))
+    body = {"agent_reference": GENERAL, "input": "Tell me a long story", "stream": True}
+    async with api.session.post(emu.endpoint + "/openai/v1/responses", json=body) as resp:
+        with pytest.raises(aiohttp.ClientPayloadError):
+            await resp.read()
+    emu.inject(FaultRule(route=route, kind="stream_cut", after_events=3))
+    async with api.session.post(
+        emu.endpoint + "/openai/v1/responses", json={**body, "background": True}
+    ) as resp:
+        chunks: list[bytes] = []
+        with pytest.raises(aiohttp.ClientPayloadError):
+            await _read_into(resp, chunks)
+        raw = b"".join(chunks)
+    frames = [json.loads(f.split("data: ", 1)[1]) for f in raw.decode().strip().split("\n\n")]
+    assert [f["type"] for f in frames] == [
+        "response.created",
+        "response.queued",
+        "response.in_progress",
+    ]
+    rid = frames[0]["response"]["id"]
+    assert (await api.wait(rid))["status"] == "completed"
+    async with api.session.get(
+        emu.endpoint + f"/openai/v1/responses/{rid}",
+        params={"stream": "true", "starting_after": "2"},
+    ) as resp:
+        rest = (await resp.read()).decode()
+    assert rest.startswith("event: response.output_item.added\ndata: ")
+    assert '"type":"response.completed"' in rest
+    deadline = asyncio.get_running_loop().time() + 10
+    while emu.stats()["active_responses"]:
+        assert asyncio.get_running_loop().time() < deadline
+        await asyncio.sleep(0.02)
+    assert emu.stats()["responses_by_status"] == {"cancelled": 1, "completed": 1}
+
+
+async def test_delete_response_and_reset_keep_counters_consistent(api: Api, emu: Emulator) -> None:
+    """Deleting an active response counts it cancelled; a reset with active responses leaves
+    no stale counts behind."""
+    slow = {"type": "agent_reference", "name": "slow-agent"}
+    resp = await api.respond(agent_reference=slow, input="hi", background=True)
+    deleted = await api.call("DELETE", f"/openai/v1/responses/{resp['id']}")
+    assert deleted == {"id": resp["id"], "object": "response", "deleted": True}
+    await api.call("GET", f"/openai/v1/responses/{resp['id']}", status=404)
+    assert emu.stats()["responses_by_status"] == {"cancelled": 1}
+    await api.respond(agent_reference=slow, input="hi", background=True)
+    emu.reset()
+    await asyncio.sleep(0.05)  # let the cancelled task run its handler
+    stats = emu.stats()
+    assert stats["responses_by_status"] == {} and stats["active_responses"] == 0
