@@ -565,3 +565,44 @@ def test_malformed_known_events_raise() -> None:
         wire.parse_stream_event(
             SSEEvent("response.completed", '{"response": {"status": "completed"}}')
         )
+
+
+def test_wire_module_is_pure() -> None:
+    """The v2 wire module and the agentrun modules it imports use only the stdlib, attrs and
+    each other: no aiohttp/anyio/asyncio/azure/yaml/rich, and nothing of the classic _wire."""
+    import ast
+    import pathlib
+    import sys
+
+    root = pathlib.Path(wire.__file__).resolve().parents[1]
+    allowed_third_party = {"attrs"}
+    todo = ["agentrun._responses.wire"]
+    seen: set[str] = set()
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        path = root.parent / (name.replace(".", "/") + ".py")
+        for node in ast.walk(ast.parse(path.read_text())):
+            modules: list[str] = []
+            if isinstance(node, ast.Import):
+                modules = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                modules = [node.module]
+            for module in modules:
+                top = module.split(".")[0]
+                if top == "agentrun":
+                    assert module != "agentrun._wire", f"{name} imports the classic wire"
+                    todo.append(module)
+                elif top != "__future__":
+                    assert top in sys.stdlib_module_names or top in allowed_third_party, (
+                        f"{name} imports {module}"
+                    )
+                    assert top != "asyncio", f"{name} imports asyncio"
+    assert seen == {
+        "agentrun._responses.wire",
+        "agentrun._errors",
+        "agentrun._retry",
+        "agentrun._sse",
+    }
