@@ -55,6 +55,8 @@ MAX_ITEMS_PER_CALL = 20
 
 
 class FaultSource(Protocol):
+    """What the v2 service asks the emulator's fault injection (`EmulatorState`)."""
+
     def run_fault(self, route: str) -> str | None: ...
 
     def stream_cut(self, route: str) -> int | None: ...
