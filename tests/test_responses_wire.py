@@ -12,7 +12,7 @@ import re
 from typing import Any
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from agentrun._errors import (
@@ -46,6 +46,7 @@ def test_invalid_agent_names(name: Any) -> None:
         wire.validate_agent_name(name)
 
 
+@settings(deadline=None)  # behaviour, not speed: the machine may be loaded
 @given(st.text(alphabet="abcXYZ019-_. ", max_size=70))
 def test_agent_name_rule_property(name: str) -> None:
     """validate_agent_name accepts exactly the service's rule (≤ 63, alphanumeric ends,
@@ -87,6 +88,7 @@ names = st.from_regex(r"[a-z0-9]([a-z0-9-]{0,20}[a-z0-9])?", fullmatch=True)
 versions = st.one_of(st.none(), st.integers(1, 999).map(str))
 
 
+@settings(deadline=None)  # behaviour, not speed: the machine may be loaded
 @given(names, versions)
 def test_model_string_round_trip(name: str, version: str | None) -> None:
     """str(AgentReference) after the prefix routes back to the same reference, and its JSON
@@ -323,6 +325,7 @@ def test_parse_response_is_tolerant_but_needs_id_and_status() -> None:
         wire.parse_response([])
 
 
+@settings(deadline=None)  # behaviour, not speed: the machine may be loaded
 @given(st.lists(st.text(max_size=12), max_size=6))
 def test_text_is_all_output_text_parts_in_order(texts: list[str]) -> None:
     """Whatever the split into items and parts, `text` is their concatenation in order."""
@@ -393,6 +396,7 @@ def test_error_body_with_details() -> None:
     assert info.details[0]["param"] == "temperature"
 
 
+@settings(deadline=None)  # behaviour, not speed: the machine may be loaded
 @given(st.binary(max_size=200))
 def test_parse_error_body_never_raises(body: bytes) -> None:
     """Any bytes at all give an ErrorInfo (an error path must not fail twice)."""
@@ -489,6 +493,7 @@ def encode(events: list[dict[str, Any]]) -> bytes:
     return "".join(frames).encode()
 
 
+@settings(deadline=None)  # behaviour, not speed: the machine may be loaded
 @given(st.lists(st.integers(1, 40), min_size=1, max_size=30))
 def test_stream_parses_whatever_the_chunking(cuts: list[int]) -> None:
     """The SSE decoder plus parse_stream_event turn the recorded-shape stream into typed
