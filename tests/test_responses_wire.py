@@ -232,7 +232,14 @@ def response_json(**over: Any) -> dict[str, Any]:
                     {
                         "type": "output_text",
                         "text": "cold.",
-                        "annotations": [{"type": "url_citation", "url": "https://e.org"}],
+                        "annotations": [
+                            {
+                                "type": "url_citation",
+                                "url": "https://e.org",
+                                "start_index": 0,
+                                "end_index": 5,
+                            }
+                        ],
                     },
                 ],
             },
@@ -249,8 +256,11 @@ def test_parse_response_text_annotations_usage() -> None:
     """Text is every output_text part in order; annotations are kept; unknown items and parts
     are kept raw; usage, conversation id, agent and created_at (a float) are read."""
     resp = wire.parse_response(response_json())
-    assert resp.text == "Oslo is cold."
-    assert resp.annotations == ({"type": "url_citation", "url": "https://e.org"},)
+    assert resp.text == "Oslo is \n\ncold."
+    assert resp.annotations == (
+        {"type": "url_citation", "url": "https://e.org", "start_index": 10, "end_index": 15},
+    )
+    assert resp.text[10:15] == "cold."
     assert isinstance(resp.output[1], wire.UnknownItem) and resp.output[1].type == "web_search_call"
     assert resp.usage == wire.Usage(10, 4, 14)
     assert resp.conversation_id == "conv_a1"
@@ -328,18 +338,28 @@ def test_parse_response_is_tolerant_but_needs_id_and_status() -> None:
 @settings(deadline=None)  # behaviour, not speed: the machine may be loaded
 @given(st.lists(st.text(max_size=12), max_size=6))
 def test_text_is_all_output_text_parts_in_order(texts: list[str]) -> None:
-    """Whatever the split into items and parts, `text` is their concatenation in order."""
+    """Whatever the split into message items, `text` is their parts in order, joined with
+    TEXT_PART_SEPARATOR (as classic joins parts), and each part's annotation spans it."""
     items = [
         {
             "type": "message",
             "role": "assistant",
-            "content": [{"type": "output_text", "text": t, "annotations": []}],
+            "content": [
+                {
+                    "type": "output_text",
+                    "text": t,
+                    "annotations": [
+                        {"type": "url_citation", "start_index": 0, "end_index": len(t)}
+                    ],
+                }
+            ],
         }
         for t in texts
     ]
-    assert wire.parse_response({"id": "r", "status": "completed", "output": items}).text == "".join(
-        texts
-    )
+    resp = wire.parse_response({"id": "r", "status": "completed", "output": items})
+    assert resp.text == wire.TEXT_PART_SEPARATOR.join(texts)
+    spans = [resp.text[a["start_index"] : a["end_index"]] for a in resp.annotations]
+    assert spans == texts
 
 
 def test_conversation_item_page_and_agent_version() -> None:

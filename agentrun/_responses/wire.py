@@ -62,6 +62,7 @@ __all__ = [
     "MODEL_PREFIX",
     "RESPONSE_STATUSES",
     "TERMINAL_STATUSES",
+    "TEXT_PART_SEPARATOR",
     "AgentReference",
     "AgentVersion",
     "AnnotationAdded",
@@ -143,6 +144,11 @@ AGENT_OWNED_PARAMS = frozenset(
         "reasoning",
     }
 )
+
+#: How `Response.text` joins several ``output_text`` parts (the classic module's value): separate
+#: parts are separate blocks of the reply. Stream consumers that assemble `TextDelta`s should
+#: insert it when ``(output_index, content_index)`` changes.
+TEXT_PART_SEPARATOR = "\n\n"
 
 #: Every ``status`` a response can have ([openai-py] ``response_status.py``).
 RESPONSE_STATUSES = ("queued", "in_progress", "completed", "failed", "incomplete", "cancelled")
@@ -639,7 +645,8 @@ class OutputMessage:
 
     @property
     def text(self) -> str:
-        return "".join(p.text for p in self.content if isinstance(p, OutputText))
+        """The ``output_text`` parts joined with `TEXT_PART_SEPARATOR` ("" if none)."""
+        return TEXT_PART_SEPARATOR.join(p.text for p in self.content if isinstance(p, OutputText))
 
 
 @attrs.frozen
@@ -689,20 +696,38 @@ class Response:
 
     @property
     def text(self) -> str:
-        """Every ``output_text`` part of every message item, in order, joined with nothing."""
-        return "".join(i.text for i in self.output if isinstance(i, OutputMessage))
+        """Every ``output_text`` part of every message item, in order, joined with
+        `TEXT_PART_SEPARATOR` (as classic joins a message's text parts; openai-python's
+        ``output_text`` glues them with "" instead)."""
+        return TEXT_PART_SEPARATOR.join(p.text for p in self._text_parts())
 
     @property
     def annotations(self) -> tuple[Mapping[str, Any], ...]:
-        """The annotations of every ``output_text`` part, in order."""
-        return tuple(
-            a
+        """The annotations of every ``output_text`` part, in order, with integer
+        ``start_index``/``end_index`` shifted to positions in `text`."""
+        result: list[Mapping[str, Any]] = []
+        offset = 0
+        for n, part in enumerate(self._text_parts()):
+            if n:
+                offset += len(TEXT_PART_SEPARATOR)
+            for ann in part.annotations:
+                if offset:
+                    ann = dict(ann)
+                    for key in ("start_index", "end_index"):
+                        if type(ann.get(key)) is int:
+                            ann[key] += offset
+                result.append(ann)
+            offset += len(part.text)
+        return tuple(result)
+
+    def _text_parts(self) -> list[OutputText]:
+        return [
+            p
             for i in self.output
             if isinstance(i, OutputMessage)
             for p in i.content
             if isinstance(p, OutputText)
-            for a in p.annotations
-        )
+        ]
 
     @property
     def function_calls(self) -> tuple[FunctionCall, ...]:
