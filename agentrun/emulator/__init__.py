@@ -1,6 +1,7 @@
 """A local emulator of the Azure AI Foundry Agent Service (threads, messages, runs, streaming).
 
-It serves the REST API and SSE framing of the real service under `/api/projects/{project}`,
+It serves the REST API and SSE framing of the real service under `/api/projects/{project}`
+(classic threads/runs, and Foundry Agents v2: responses, conversations, agent versions),
 an Entra-style token endpoint, optional TLS, a deterministic scripted model, latency settings
 and seeded fault injection. It shares no code with agentrun's client, so each checks the
 other. See `docs/emulator.md`.

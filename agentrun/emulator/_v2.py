@@ -394,7 +394,10 @@ class V2Service(V2State):
             raise bad("Invalid type for 'stream': expected a boolean.", "stream")
         if not isinstance(background, bool):
             raise bad("Invalid type for 'background': expected a boolean.", "background")
-        if data.get("store") is False and background:
+        store = data.get("store", True)
+        if not isinstance(store, bool):
+            raise bad("Invalid type for 'store': expected a boolean.", "store")
+        if not store and background:
             raise bad("Background mode requires 'store' to be true.", "background")
         max_output = data.get("max_output_tokens")
         if max_output is not None and (
@@ -448,6 +451,7 @@ class V2Service(V2State):
             input_items=input_items,
             metadata=metadata,
             max_output_tokens=max_output,
+            store=store,
             status="queued" if background else "in_progress",
         )
         rec.forced_fault = self.faults.run_fault(route)
@@ -512,9 +516,10 @@ class V2Service(V2State):
     async def get_response(self, request: web.Request) -> web.StreamResponse:
         rec = self._response(request)
         if request.query.get("stream") == "true":
-            if not rec.stream:
+            if not (rec.stream and rec.background):
                 raise bad(
-                    "This response was not created with 'stream': true and cannot be streamed.",
+                    "Only responses created with 'background': true and 'stream': true can "
+                    "be streamed again.",
                     "stream",
                 )
             raw = request.query.get("starting_after", "-1")

@@ -137,6 +137,8 @@ class V2State:
                 rec.completed_at = None
         finally:
             rec.finish()
+            if not rec.store and self.responses.get(rec.id) is rec:
+                del self.responses[rec.id]  # store: false keeps nothing once it is done
 
     async def _work(
         self, rec: ResponseRec, history: list[JSON], outputs: list[tuple[str, str, str]]
@@ -207,7 +209,7 @@ class V2State:
         if rec.status != "incomplete":
             self._set_status(rec, "completed")
             rec.completed_at = now()
-        if rec.conversation_id is not None:
+        if rec.conversation_id is not None and rec.store:
             conv = self.conversations.get(rec.conversation_id)
             if conv is not None:
                 conv.items.extend(rec.input_items)

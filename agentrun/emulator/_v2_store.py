@@ -125,6 +125,7 @@ class ResponseRec:
     input_items: list[JSON]
     metadata: dict[str, str] = attrs.field(factory=dict)
     max_output_tokens: int | None = None
+    store: bool = True
     status: str = "queued"
     output: list[JSON] = attrs.field(factory=list)
     usage: JSON | None = None
@@ -178,7 +179,7 @@ class ResponseRec:
             "previous_response_id": self.previous_response_id,
             "reasoning": {"effort": None, "summary": None},
             "service_tier": "default",
-            "store": True,
+            "store": self.store,
             "temperature": 1.0,
             "text": {"format": {"type": "text"}, "verbosity": "medium"},
             "tool_choice": "auto",

@@ -618,3 +618,34 @@ async def test_delete_response_and_reset_keep_counters_consistent(api: Api, emu:
     await asyncio.sleep(0.05)  # let the cancelled task run its handler
     stats = emu.stats()
     assert stats["responses_by_status"] == {} and stats["active_responses"] == 0
+
+
+async def test_store_false_keeps_nothing(api: Api) -> None:
+    """store: false answers the response but keeps nothing: a later GET and a
+    previous_response_id naming it are 404; background needs store (400)."""
+    resp = await api.respond(agent_reference=GENERAL, input="Hello", store=False)
+    assert resp["status"] == "completed" and resp["store"] is False
+    await api.call("GET", f"/openai/v1/responses/{resp['id']}", status=404)
+    await api.call(
+        "POST",
+        "/openai/v1/responses",
+        {"agent_reference": GENERAL, "input": "x", "previous_response_id": resp["id"]},
+        status=404,
+    )
+    err = await api.call(
+        "POST",
+        "/openai/v1/responses",
+        {"agent_reference": GENERAL, "input": "x", "store": False, "background": True},
+        status=400,
+    )
+    assert err["error"]["param"] == "background"
+
+
+async def test_only_background_streams_resume(api: Api) -> None:
+    """GET ?stream=true on a response that was not created background and streamed is 400."""
+    events = await api.events(agent_reference=GENERAL, input="Hello")
+    rid = events[0]["response"]["id"]
+    err = await api.call(
+        "GET", f"/openai/v1/responses/{rid}", params={"stream": "true"}, status=400
+    )
+    assert err["error"]["param"] == "stream"
