@@ -63,23 +63,36 @@ def test_agent_name_rule_property(name: str) -> None:
     ("model", "expected"),
     [
         ("azure_ai/agents/asst_abc123", ClassicRoute("asst_abc123")),
-        ("asst_abc123", ClassicRoute("asst_abc123")),
         ("azure_ai/agents/my-agent", V2Route(AgentReference("my-agent"))),
         ("azure_ai/agents/my-agent:3", V2Route(AgentReference("my-agent", "3"))),
-        ("general-assistant", V2Route(AgentReference("general-assistant"))),
     ],
 )
 def test_route_model(model: str, expected: Any) -> None:
-    """asst_ ids route to classic; names, with or without a version, to v2 (LiteLLM's rule)."""
+    """asst_ ids route to classic; names, with or without a version, to v2 (LiteLLM's rule);
+    route_agent does the same for the id alone."""
     assert wire.route_model(model) == expected
+    assert wire.route_agent(model.removeprefix(wire.MODEL_PREFIX)) == expected
 
 
 @pytest.mark.parametrize(
     "model",
-    ["", "azure_ai/agents/", "azure_ai/agents/a/b", "openai/gpt-4o", "azure_ai/agents/x:", "-x", 3],
+    [
+        "",
+        "gpt-4o",
+        "asst_abc123",
+        "azure_ai/agents/",
+        "azure_ai/agents/a/b",
+        "openai/gpt-4o",
+        "azure_ai/agents/x:",
+        "azure_ai/agents/-x",
+        "azure_ai/agents/asst_",
+        "azure_ai/agents/asst_a b",
+        3,
+    ],
 )
 def test_route_model_rejects(model: Any) -> None:
-    """Empty ids, extra path segments, other providers, empty versions: ConfigurationError."""
+    """No prefix (a bare model or id), empty ids, extra path segments, other providers, empty
+    versions, bad names and classic ids: ConfigurationError."""
     with pytest.raises(ConfigurationError):
         wire.route_model(model)
 

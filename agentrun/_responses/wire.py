@@ -114,6 +114,7 @@ __all__ = [
     "parse_response",
     "parse_stream_event",
     "retry_after_seconds",
+    "route_agent",
     "route_model",
     "run_state",
     "validate_agent_name",
@@ -128,6 +129,7 @@ CLASSIC_ID_PREFIX = "asst_"
 API_VERSION = "v1"
 AGENT_NAME_MAX_LENGTH = 63
 _NAME_RE = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
+_CLASSIC_ID_RE = re.compile(r"asst_[A-Za-z0-9_.-]{1,251}")
 _VERSION_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
 #: Request parameters the agent version owns. The service answers 400 ``invalid_payload``
@@ -247,25 +249,30 @@ def route_model(model: Any) -> ClassicRoute | V2Route:
 
     ``azure_ai/agents/asst_abc123`` → `ClassicRoute`; ``azure_ai/agents/my-agent`` and
     ``azure_ai/agents/my-agent:3`` → `V2Route` (LiteLLM's rule: ids that do not start with
-    ``asst_`` are v2 agent names). A bare id or name without the prefix is accepted too.
-    Raises `ConfigurationError` for anything else (empty, a ``/`` left in the name, an invalid
-    name or version).
+    ``asst_`` are v2 agent names). Raises `ConfigurationError` for anything else: no
+    ``azure_ai/agents/`` prefix (``gpt-4o`` is not an agent), an empty id, a ``/`` left in the
+    id, an invalid name or version. See `route_agent` for an id without the prefix.
     """
-    if type(model) is not str or not model:
-        raise ConfigurationError(
-            f"model must be a string like 'azure_ai/agents/my-agent', got {model!r}"
-        )
-    rest = model[len(MODEL_PREFIX) :] if model.startswith(MODEL_PREFIX) else model
-    if not rest or "/" in rest:
+    if type(model) is not str or not model.startswith(MODEL_PREFIX):
         raise ConfigurationError(
             f"model {model!r} is not an Azure AI Foundry agent: use "
             "'azure_ai/agents/<agent name>[:<version>]' or 'azure_ai/agents/asst_...'"
         )
-    if rest.startswith(CLASSIC_ID_PREFIX):
-        if not re.fullmatch(r"asst_[A-Za-z0-9_-]+", rest):
-            raise ConfigurationError(f"model {model!r} has no valid classic agent id")
-        return ClassicRoute(rest)
-    return V2Route(parse_agent_reference(rest))
+    return route_agent(model[len(MODEL_PREFIX) :])
+
+
+def route_agent(agent: Any) -> ClassicRoute | V2Route:
+    """Like `route_model` for an agent id without the model prefix (a CLI ``--agent`` value):
+    ``asst_...`` → `ClassicRoute`, ``name[:version]`` → `V2Route`."""
+    if type(agent) is not str or not agent or "/" in agent:
+        raise ConfigurationError(
+            f"agent must be 'asst_...' (classic) or '<name>[:<version>]' (v2), got {agent!r}"
+        )
+    if agent.startswith(CLASSIC_ID_PREFIX):
+        if not _CLASSIC_ID_RE.fullmatch(agent):
+            raise ConfigurationError(f"{agent!r} is not a valid classic agent id")
+        return ClassicRoute(agent)
+    return V2Route(parse_agent_reference(agent))
 
 
 # --------------------------------------------------------------------------------------------
