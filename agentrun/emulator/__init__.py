@@ -1,6 +1,7 @@
 """A local emulator of the Azure AI Foundry Agent Service (threads, messages, runs, streaming).
 
-It serves the REST API and SSE framing of the real service under `/api/projects/{project}`,
+It serves the REST API and SSE framing of the real service under `/api/projects/{project}`
+(classic threads/runs, and Foundry Agents v2: responses, conversations, agent versions),
 an Entra-style token endpoint, optional TLS, a deterministic scripted model, latency settings
 and seeded fault injection. It shares no code with agentrun's client, so each checks the
 other. See `docs/emulator.md`.
@@ -16,7 +17,15 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from ._server import Emulator
-    from ._settings import AgentSpec, EmulatorSettings, FaultRule, Faults, SettingsError, Timing
+    from ._settings import (
+        AgentSpec,
+        EmulatorSettings,
+        FaultRule,
+        Faults,
+        SettingsError,
+        Timing,
+        V2AgentSpec,
+    )
 
 __all__ = [
     "AgentSpec",
@@ -26,6 +35,7 @@ __all__ = [
     "Faults",
     "SettingsError",
     "Timing",
+    "V2AgentSpec",
 ]
 
 _LAZY = {
@@ -36,6 +46,7 @@ _LAZY = {
     "Faults": "._settings",
     "SettingsError": "._settings",
     "Timing": "._settings",
+    "V2AgentSpec": "._settings",
 }
 
 

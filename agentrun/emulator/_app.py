@@ -24,6 +24,7 @@ from ._settings import AgentSpec, EmulatorSettings, FaultRule, SettingsError
 from ._store import TERMINAL, AgentRec, RunRec, Store, ThreadRec, new_id, page
 from ._tokens import TokenIssuer
 from ._util import Stats, dumps_bytes, sse_frame
+from ._v2 import V2Service
 
 __all__ = ["API_VERSIONS", "ApiError", "EmulatorState", "build_app"]
 
@@ -430,6 +431,7 @@ class EmulatorState:
         self._sweeper: asyncio.Task[None] | None = None
         self.closing = asyncio.Event()
         self._load_agents()
+        self.v2 = V2Service(settings, self.stats, self)  # Foundry Agents v2 (Responses API)
         for rule in settings.fault_rules:
             self.inject(rule)
 
@@ -450,6 +452,7 @@ class EmulatorState:
                 await self._sweeper
             self._sweeper = None
         await self.engine.shutdown()
+        await self.v2.shutdown()
 
     async def _sweep_forever(self) -> None:
         ttl = self.settings.thread_ttl
@@ -467,13 +470,16 @@ class EmulatorState:
         self.rules.clear()
         self.rng.seed(self.settings.seed)
         self.tokens.reset()
+        self.v2.reset()
 
     def inject(self, rule: FaultRule) -> None:
         if rule.times > 0:
             self.rules.append(_ArmedRule(rule, rule.times))
 
     def stats_json(self) -> JSON:
-        return self.stats.to_json(self.tokens.tokens_issued)
+        data = self.stats.to_json(self.tokens.tokens_issued)
+        data.update(self.v2.stats_json())
+        return data
 
     def runs_json(self) -> list[JSON]:
         return [run.summary() for run in self.store.runs.values()]
@@ -653,6 +659,7 @@ def build_app(state: EmulatorState) -> web.Application:
     app.on_response_prepare.append(_add_request_id)
     state.tokens.add_routes(app, state.base_url)
     _Routes(state).register(app)
+    state.v2.register(app)
     return app
 
 
@@ -698,6 +705,9 @@ def _make_middleware(state: EmulatorState) -> Any:
                         headers={"WWW-Authenticate": 'Bearer realm="agentrun-emulator"'},
                     )
                 version = request.query.get("api-version")
+                # The OpenAI-compatible v2 data plane (/openai/v1/...) takes no api-version.
+                if version is None and "/openai/v1/" in request.path:
+                    version = "v1"
                 if version is None:
                     raise ApiError(
                         400,

@@ -7,6 +7,7 @@ YAML file and names the offending key and line when something is wrong.
 from __future__ import annotations
 
 import pathlib
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -20,6 +21,7 @@ __all__ = [
     "Faults",
     "SettingsError",
     "Timing",
+    "V2AgentSpec",
 ]
 
 FAULT_KINDS = (
@@ -249,6 +251,71 @@ DEFAULT_AGENTS = (
 )
 
 
+def _check_v2_name(_inst: object, _attribute: attrs.Attribute[Any], value: str) -> None:
+    if not V2_AGENT_NAME_RE.fullmatch(value):
+        raise SettingsError(
+            f"v2 agent name must be 1 to 63 characters, letters, digits and hyphens, "
+            f"starting and ending with a letter or digit, got {value!r}"
+        )
+
+
+@attrs.frozen
+class V2AgentSpec:
+    """A preloaded Foundry Agents v2 (Responses API) prompt agent, addressed by name + version.
+
+    `tools` are Responses-API tool definitions, e.g. ``{"type": "function", "name": ...,
+    "description": ..., "parameters": {...}}``. See ``docs/v2.md``.
+    """
+
+    name: str = attrs.field(validator=_check_v2_name)
+    version: str = "1"
+    instructions: str = ""
+    model: str = "gpt-4o"
+    description: str = ""
+    tools: tuple[Mapping[str, Any], ...] = attrs.field(default=(), converter=_tools)
+    timing: Timing | None = None
+    metadata: Mapping[str, str] = attrs.field(factory=dict)
+
+
+#: v2 agent names: 1-63 characters, alphanumeric first and last, hyphens inside (the service's
+#: rule for ``POST /agents/{name}/versions``).
+V2_AGENT_NAME_RE = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
+
+DEFAULT_V2_AGENTS = (
+    V2AgentSpec(
+        name="general-assistant",
+        instructions="You are a helpful assistant.",
+        description="A general assistant (emulated, v2).",
+    ),
+    V2AgentSpec(
+        name="math-tutor",
+        instructions="You are a personal math tutor. Answer math questions step by step.",
+        description="A math tutor (emulated, v2).",
+    ),
+    V2AgentSpec(
+        name="weather-assistant",
+        instructions="Use the get_weather tool to answer weather questions.",
+        description="An agent with one function tool (emulated, v2).",
+        tools=(
+            {
+                "type": "function",
+                "name": "get_weather",
+                "description": "The current weather for a city.",
+                "parameters": {
+                    "type": "object",
+                    "properties": {"location": {"type": "string"}},
+                    "required": ["location"],
+                },
+            },
+        ),
+    ),
+)
+
+
+def _v2_agent_tuple(value: Iterable[V2AgentSpec]) -> tuple[V2AgentSpec, ...]:
+    return tuple(value)
+
+
 @attrs.frozen
 class EmulatorSettings:
     """Everything that configures one emulator instance."""
@@ -272,11 +339,20 @@ class EmulatorSettings:
     keys_without_role: tuple[str, ...] = attrs.field(default=(), converter=_tuple_of_str)
     #: Longest time (seconds) a "stall" fault holds a connection before closing it.
     stall_limit: float = attrs.field(default=300.0, converter=float, validator=_non_negative)
+    #: Foundry Agents v2 agents (name + version), after the preloaded ones (see `all_v2_agents`).
+    v2_agents: tuple[V2AgentSpec, ...] = attrs.field(default=(), converter=_v2_agent_tuple)
 
     def all_agents(self) -> tuple[AgentSpec, ...]:
         """The preloaded agents followed by the configured ones (which may replace them)."""
         ids = {a.id for a in self.agents}
         return tuple(a for a in DEFAULT_AGENTS if a.id not in ids) + self.agents
+
+    def all_v2_agents(self) -> tuple[V2AgentSpec, ...]:
+        """The preloaded v2 agents followed by the configured ones; a configured agent with the
+        name and version of a preloaded one replaces it."""
+        keys = {(a.name, a.version) for a in self.v2_agents}
+        kept = tuple(a for a in DEFAULT_V2_AGENTS if (a.name, a.version) not in keys)
+        return kept + self.v2_agents
 
     @classmethod
     def from_yaml(cls, path: str | pathlib.Path) -> EmulatorSettings:
@@ -285,7 +361,8 @@ class EmulatorSettings:
         Top-level keys: timing, faults, seed, agents (list of {id, name, instructions, model,
         description, tools, timing, metadata, script}), api_keys, keys_without_role,
         tenant_id, client_id, client_secret, token_lifetime, thread_ttl, run_lifetime,
-        stall_limit, fault_rules. Errors name the key and its line.
+        stall_limit, fault_rules, v2_agents (list of {name, version, instructions, model,
+        description, tools, timing, metadata}). Errors name the key and its line.
         """
         path = pathlib.Path(path)
         try:
@@ -364,6 +441,8 @@ class _Reader:
                 kwargs[key] = self._build([key], Faults, value)
             elif key == "agents":
                 kwargs[key] = self._agents(value)
+            elif key == "v2_agents":
+                kwargs[key] = self._v2_agents(value)
             elif key == "fault_rules":
                 if not isinstance(value, list):
                     raise self.error([key], "must be a list")
@@ -413,4 +492,30 @@ class _Reader:
                 if k in item and item[k] is not None and not isinstance(item[k], str):
                     raise self.error([*keys, k], "must be a string")
             agents.append(self._build(keys, AgentSpec, item))
+        return agents
+
+    def _v2_agents(self, value: Any) -> list[V2AgentSpec]:
+        if not isinstance(value, list):
+            raise self.error(["v2_agents"], "must be a list")
+        agents = []
+        for i, item in enumerate(value):
+            keys: list[str | int] = ["v2_agents", i]
+            if not isinstance(item, dict):
+                raise self.error(keys, "must be a mapping")
+            if not isinstance(item.get("name"), str) or not item["name"]:
+                raise self.error([*keys, "name"], "required string")
+            item = dict(item)
+            if isinstance(item.get("version"), int) and not isinstance(item["version"], bool):
+                item["version"] = str(item["version"])
+            if "timing" in item and item["timing"] is not None:
+                item["timing"] = self._build([*keys, "timing"], Timing, item["timing"])
+            tools = item.get("tools", [])
+            if not isinstance(tools, list) or not all(
+                isinstance(t, dict) and isinstance(t.get("type"), str) for t in tools
+            ):
+                raise self.error([*keys, "tools"], "must be a list of tool objects with a type")
+            for k in ("version", "instructions", "model", "description"):
+                if k in item and not isinstance(item[k], str):
+                    raise self.error([*keys, k], "must be a string")
+            agents.append(self._build(keys, V2AgentSpec, item))
         return agents
