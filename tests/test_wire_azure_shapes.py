@@ -130,9 +130,9 @@ def test_usage_with_extra_keys_and_missing_total() -> None:
             "prompt_token_details": {"cached_tokens": 0},
         },
     }
-    assert w.parse_run(run).usage == w.Usage(5, 2, 7)
+    assert w.parse_run(run).usage == w.Usage(5, 2, 7, cached_tokens=0)
     run["usage"] = {"prompt_tokens": 5, "completion_tokens": 2}
-    assert w.parse_run(run).usage == w.Usage(5, 2, 7)
+    assert w.parse_run(run).usage == w.Usage(5, 2, 7, cached_tokens=0)
 
 
 def test_run_needs_only_ids_and_status() -> None:
