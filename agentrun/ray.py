@@ -28,7 +28,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
+import logging
 import math
 import os
 import pathlib
@@ -49,9 +51,7 @@ try:
     from ray.data import ActorPoolStrategy
     from ray.data.datasource import BlockBasedFileDatasink
 except ImportError as _exc:  # pragma: no cover - depends on the installation
-    raise ImportError(
-        "agentrun.ray needs Ray Data: pip install 'agentrun[ray]'"
-    ) from _exc
+    raise ImportError("agentrun.ray needs Ray Data: pip install 'agentrun[ray]'") from _exc
 
 from agentrun._batch import (
     BatchItem,
@@ -61,7 +61,6 @@ from agentrun._batch import (
     OutputWriter,
     ResumeState,
     _Reservoir,
-    error_kind,
     error_line,
     input_error_line,
     parse_line,
@@ -242,7 +241,9 @@ class _Pacer:
 
     def _refill(self, now: float) -> None:
         assert self.tokens_rate is not None
-        self.tokens = min(self._tokens_max, self.tokens + (now - self._tokens_at) * self.tokens_rate)
+        self.tokens = min(
+            self._tokens_max, self.tokens + (now - self._tokens_at) * self.tokens_rate
+        )
         self._tokens_at = now
 
     def spent(self, tokens: int) -> None:
@@ -292,6 +293,7 @@ class BatchMapper:
         drop_params: bool = False,
         skip: frozenset[str] = frozenset(),
         skip_lines: frozenset[int] = frozenset(),
+        skip_errors: frozenset[str] = frozenset(),
     ) -> None:
         if max_in_flight < 1:
             raise ConfigurationError("max_in_flight must be at least 1")
@@ -303,6 +305,7 @@ class BatchMapper:
         self.drop_params = drop_params
         self.skip = skip
         self.skip_lines = skip_lines
+        self.skip_errors = skip_errors
         self._pacer = _Pacer(requests_per_minute, tokens_per_minute)
         self._client: AsyncClient | None = None
         self._limit: anyio.Semaphore | None = None
@@ -322,10 +325,16 @@ class BatchMapper:
         async with anyio.create_task_group() as tg:
             for i, row in enumerate(rows):
                 entry, known_line = _entry(row, self.default_model)
-                if self._skipped(entry):
-                    continue
                 if isinstance(entry, InputError):
-                    records[i] = _line_fix(input_error_line(entry), known_line)
+                    key = _error_key(row) if not known_line and entry.custom_id is None else None
+                    if key in self.skip_errors or self._skipped(entry):
+                        continue
+                    record = _line_fix(input_error_line(entry), known_line)
+                    if key is not None:
+                        record["id"] = key
+                    records[i] = record
+                    continue
+                if self._skipped(entry):
                     continue
                 tg.start_soon(self._one, client, entry, known_line, records, i)
         return _table(r for r in records if r is not None)
@@ -415,16 +424,27 @@ class BatchMapper:
             self.close()
 
 
-def _entry(row: Mapping[str, Any], default_model: str | None) -> tuple[BatchItem | InputError, bool]:
+def _entry(
+    row: Mapping[str, Any], default_model: str | None
+) -> tuple[BatchItem | InputError, bool]:
     """Parse one input row with the batch's `parse_line`; (entry, whether its line is known)."""
     raw_line = row.get("line")
     known = isinstance(raw_line, int) and not isinstance(raw_line, bool)
-    line = int(raw_line) if known else 0
+    line = raw_line if isinstance(raw_line, int) and known else 0
     text = row.get("text")
     if isinstance(text, str) and row.get("custom_id") is None:
         return parse_line(text, line, default_model), known
     fields = {k: _plain(v) for k, v in row.items() if v is not None and k not in ("line", "text")}
     return parse_line(json.dumps(fields, default=str), line, default_model), known
+
+
+def _error_key(row: Mapping[str, Any]) -> str:
+    """The ``id`` of a malformed row with neither custom_id nor line number: derived from its
+    content, so that a resume can find it in the output."""
+    text = row.get("text")
+    if not isinstance(text, str):
+        text = json.dumps(row, sort_keys=True, default=str)
+    return "batch_req_" + hashlib.sha256(text.strip().encode("utf-8")).hexdigest()[:24]
 
 
 def _plain(value: Any) -> Any:
@@ -454,14 +474,16 @@ def _columns(record: Mapping[str, Any]) -> dict[str, Any]:
     response = record.get("response") or {}
     body = response.get("body") if isinstance(response, dict) else None
     body = body if isinstance(body, dict) else {}
-    usage = body.get("usage") if isinstance(body.get("usage"), dict) else {}
+    usage_value = body.get("usage")
+    usage: dict[str, Any] = usage_value if isinstance(usage_value, dict) else {}
     reply = None
     choices = body.get("choices")
     if isinstance(choices, list) and choices and isinstance(choices[0], dict):
         message = choices[0].get("message")
         if isinstance(message, dict) and isinstance(message.get("content"), str):
             reply = message["content"]
-    error = record.get("error") if isinstance(record.get("error"), dict) else {}
+    error_value = record.get("error")
+    error: dict[str, Any] = error_value if isinstance(error_value, dict) else {}
     timings = record.get("timings")
     return {
         "custom_id": record.get("custom_id"),
@@ -547,6 +569,7 @@ def map_requests(
     num_cpus: float = 1.0,
     skip: Iterable[str] = (),
     skip_lines: Iterable[int] = (),
+    skip_errors: Iterable[str] = (),
 ) -> ray.data.Dataset:
     """Requests -> results (`RESULT_SCHEMA`) on a pool of `actors` `BatchMapper` actors.
 
@@ -554,7 +577,8 @@ def map_requests(
     ``actors * max_in_flight``) over up to `blocks_per_actor` blocks at once, in batches of
     `batch_size` rows (default ``ceil(max_in_flight / blocks_per_actor)``).
     `requests_per_minute` and `tokens_per_minute` are the whole job's budget, split evenly
-    across the actors. `skip` / `skip_lines`: custom_ids / line numbers not to run.
+    across the actors. `skip` / `skip_lines` / `skip_errors`: custom_ids / line numbers /
+    ids of malformed rows without either (see `run_job`) not to run again.
     Raises `ConfigurationError` for a bad size.
     """
     if actors < 1 or blocks_per_actor < 1 or max_in_flight < 1:
@@ -587,6 +611,7 @@ def map_requests(
             "drop_params": drop_params,
             "skip": frozenset(skip),
             "skip_lines": frozenset(skip_lines),
+            "skip_errors": frozenset(skip_errors),
         },
     )
 
@@ -594,7 +619,7 @@ def map_requests(
 # -- the one-call job -------------------------------------------------------------------------
 
 
-class _JsonlDatasink(BlockBasedFileDatasink):  # type: ignore[misc]
+class _JsonlDatasink(BlockBasedFileDatasink):
     """Writes each block's ``record`` column as `agentrun batch` output lines, one file a
     write task (``*.jsonl``)."""
 
@@ -626,6 +651,7 @@ class JobSummary:
 class _Done:
     state: ResumeState
     files: dict[str, tuple[int, int, int]]  # name -> (lines, succeeded, failed)
+    errors: set[str] = attrs.field(factory=set)  # ids of malformed rows without custom_id
     torn: int = 0
 
 
@@ -646,6 +672,7 @@ def _read_done(output_dir: pathlib.Path, fmt: str) -> _Done:
             state.failed.update(part.failed - state.succeeded)
             state.failed_lines.update(part.failed_lines)
             state.lines += part.lines
+            done.errors.update(_error_ids(f))
         elif fmt == "parquet" and f.suffix == ".parquet":
             try:
                 table = pq.read_table(f, columns=["custom_id", "error_type", "line"])
@@ -654,15 +681,22 @@ def _read_done(output_dir: pathlib.Path, fmt: str) -> _Done:
                 done.torn += 1
                 continue
             ok = failed = 0
-            for cid, err, line in zip(
-                table.column("custom_id").to_pylist(),
-                table.column("error_type").to_pylist(),
-                table.column("line").to_pylist(),
-                strict=True,
+            records: list[Any] = []
+            for i, (cid, err, line) in enumerate(
+                zip(
+                    table.column("custom_id").to_pylist(),
+                    table.column("error_type").to_pylist(),
+                    table.column("line").to_pylist(),
+                    strict=True,
+                )
             ):
                 if cid is None:
                     if line is not None:
                         state.failed_lines.add(line)
+                    else:
+                        if not records:
+                            records = pq.read_table(f, columns=["record"]).column(0).to_pylist()
+                        done.errors.add(json.loads(records[i])["id"])
                     failed += 1
                 elif err is None:
                     ok += 1
@@ -675,6 +709,16 @@ def _read_done(output_dir: pathlib.Path, fmt: str) -> _Done:
             done.files[f.name] = (table.num_rows, ok, failed)
             state.lines += table.num_rows
     return done
+
+
+def _error_ids(path: pathlib.Path) -> Iterator[str]:
+    with open(path, "rb") as f:
+        for raw in f:
+            if b'"custom_id":null' in raw and b'"line":null' in raw:
+                with contextlib.suppress(ValueError):
+                    obj = json.loads(raw)
+                    if isinstance(obj, dict) and isinstance(obj.get("id"), str):
+                        yield obj["id"]
 
 
 def run_job(
@@ -715,6 +759,7 @@ def run_job(
     state = before.state
     skip = state.succeeded if retry_failed else state.succeeded | state.failed
     skip_lines = frozenset() if retry_failed else frozenset(state.failed_lines)
+    skip_errors = frozenset() if retry_failed else frozenset(before.errors)
     own = not ray.is_initialized()
     if own:
         if address is None:
@@ -724,7 +769,9 @@ def run_job(
     started = time.monotonic()
     try:
         ds = read_requests(input_path, num_blocks=num_blocks)
-        results = map_requests(ds, client, skip=skip, skip_lines=skip_lines, **options)
+        results = map_requests(
+            ds, client, skip=skip, skip_lines=skip_lines, skip_errors=skip_errors, **options
+        )
         if output_format == "jsonl":
             results.write_datasink(_JsonlDatasink(str(out)))
         else:
@@ -736,7 +783,7 @@ def run_job(
     new = [v for k, v in after.files.items() if k not in before.files]
     return JobSummary(
         output_dir=out,
-        skipped=len(skip) + len(skip_lines),
+        skipped=len(skip) + len(skip_lines) + len(skip_errors),
         written=sum(v[0] for v in new),
         completed=sum(v[1] for v in new),
         failed=sum(v[2] for v in new),
@@ -836,8 +883,9 @@ def run_batch(
     lines' error lines itself, sends the other lines to `actors` actors (the config's
     `concurrency` is split across them), and appends each result line to the output file as
     it comes back (flushed per line), updating `runner.progress`; `on_progress` is called
-    after each batch of results. Setting `stop` ends the job early (the summary then says
-    interrupted; rows in flight get no line and run again on the next resume). Ray as in
+    after each batch of results. Setting `stop`, or Ctrl-C (KeyboardInterrupt), ends the job
+    early: the summary says interrupted, rows in flight get no line and run again on the next
+    resume (their runs are not cancelled on the service: the actors are stopped with Ray). Ray as in
     `run_job` (`address`; a local Ray under `temp_dir`). `options` go to `map_requests`.
     """
     if not runner._prepared:
@@ -915,6 +963,9 @@ def _run_rows(
             init_local(temp_dir)
         else:
             ray.init(address=address, configure_logging=False, log_to_driver=False)
+    # The batch draws its own progress: no Ray Data progress bars or per-second log lines.
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    logging.getLogger("ray.data").setLevel(logging.WARNING)
     try:
         options.setdefault("max_in_flight", max(1, math.ceil(cfg.concurrency / actors)))
         blocks = max(actors * options.get("blocks_per_actor", 4) * 4, len(rows) // 1000)
@@ -929,16 +980,20 @@ def _run_rows(
             drop_params=cfg.drop_params,
             **options,
         )
-        for batch in results.iter_batches(batch_format="pyarrow", batch_size=None):
-            for text in batch.column("record").to_pylist():
-                record = json.loads(text)
-                out.write(record)
-                progress.note_finished(tally.add(record))
-            out.maybe_sync()
-            if on_progress is not None:
-                on_progress()
-            if stop is not None and stop.is_set():
-                break
+        batches: Iterable[Any] = results.iter_batches(batch_format="pyarrow", batch_size=None)
+        try:
+            for batch in batches:
+                for text in batch.column("record").to_pylist():
+                    record = json.loads(text)
+                    out.write(record)
+                    progress.note_finished(tally.add(record))
+                out.maybe_sync()
+                if on_progress is not None:
+                    on_progress()
+                if stop is not None and stop.is_set():
+                    break
+        except KeyboardInterrupt:
+            progress.interrupted = True
     finally:
         if own:
             ray.shutdown()
