@@ -36,6 +36,7 @@ import os
 import pathlib
 import threading
 import time
+import warnings
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, Literal
@@ -52,6 +53,12 @@ try:
     from ray.data.datasource import BlockBasedFileDatasink
 except ImportError as _exc:  # pragma: no cover - depends on the installation
     raise ImportError("agentrun.ray needs Ray Data: pip install 'agentrun[ray]'") from _exc
+
+# Ray 2.60's DataContext() warns about its own default `use_push_based_shuffle` field when
+# it is first created; create it here, quietly, so `python -W error` can use this module.
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore", DeprecationWarning)
+    ray.data.DataContext.get_current()
 
 from agentrun._batch import (
     BatchItem,
@@ -531,18 +538,25 @@ def init_local(temp_dir: str | os.PathLike[str] | None = None, **kwargs: Any) ->
 
 
 def read_requests(
-    path: str | os.PathLike[str] | list[str], *, num_blocks: int | None = None
+    path: str | os.PathLike[str] | list[str], *, rows_per_block: int = 1000
 ) -> ray.data.Dataset:
     """A Dataset of requests from JSONL files (one ``text`` row per non-blank line, parsed
     later by the actors, so a malformed line becomes an error row) or Parquet files (a path
     ending in ``.parquet``, or a directory holding ``.parquet`` files: the request fields as
-    columns). `num_blocks` splits the input (Ray's Parquet reader may otherwise put many
-    small files in one block, and one block goes to one actor, resumes only as a whole)."""
+    columns), cut into blocks of at most `rows_per_block` rows.
+
+    The cut matters: one block goes to one actor and its results are written together, and
+    Ray's readers give one block per small file (a small Parquet file, or a JSONL file, may
+    be a single block: one actor busy, nothing written until the end).
+    """
+    if rows_per_block < 1:
+        raise ConfigurationError("rows_per_block must be at least 1")
     paths = [str(p) for p in path] if isinstance(path, list) else [os.fspath(path)]
-    parquet = all(_is_parquet(p) for p in paths)
-    if parquet:
-        return ray.data.read_parquet(paths, override_num_blocks=num_blocks)
-    return ray.data.read_text(paths, override_num_blocks=num_blocks)
+    if all(_is_parquet(p) for p in paths):
+        ds = ray.data.read_parquet(paths)
+    else:
+        ds = ray.data.read_text(paths)
+    return ds.repartition(target_num_rows_per_block=rows_per_block)
 
 
 def _is_parquet(path: str) -> bool:
@@ -665,7 +679,7 @@ def _read_done(output_dir: pathlib.Path, fmt: str) -> _Done:
             part = read_output(f, repair=True)
             if part.torn_bytes:
                 done.torn += 1
-            done.files[f.name] = (part.lines, len(part.succeeded), len(part.failed))
+            done.files[f.name] = (part.lines, len(part.succeeded), part.lines - len(part.succeeded))
             for cid in part.succeeded:
                 state.succeeded.add(cid)
                 state.failed.discard(cid)
@@ -729,10 +743,11 @@ def run_job(
     output_format: Literal["jsonl", "parquet"] = "jsonl",
     retry_failed: bool = False,
     address: str | None = None,
-    num_blocks: int | None = None,
+    rows_per_block: int = 1000,
     **options: Any,
 ) -> JobSummary:
-    """Read requests (`read_requests`), run them (`map_requests`; `options` are its keyword
+    """Read requests (`read_requests`, in blocks of `rows_per_block` rows: the unit of work
+    of an actor and of writing), run them (`map_requests`; `options` are its keyword
     arguments), and write the results to `output_dir` as ``*.jsonl`` parts holding the
     `agentrun batch` output lines, or as ``*.parquet`` parts with `RESULT_SCHEMA`.
 
@@ -768,7 +783,7 @@ def run_job(
             ray.init(address=address, configure_logging=False, log_to_driver=False)
     started = time.monotonic()
     try:
-        ds = read_requests(input_path, num_blocks=num_blocks)
+        ds = read_requests(input_path, rows_per_block=rows_per_block)
         results = map_requests(
             ds, client, skip=skip, skip_lines=skip_lines, skip_errors=skip_errors, **options
         )
