@@ -46,6 +46,7 @@ import attrs
 
 try:
     import pyarrow as pa
+    import pyarrow.fs as pafs
     import pyarrow.parquet as pq
     import ray
     import ray.data
@@ -551,7 +552,7 @@ def read_requests(
     """
     if rows_per_block < 1:
         raise ConfigurationError("rows_per_block must be at least 1")
-    paths = [str(p) for p in path] if isinstance(path, list) else [os.fspath(path)]
+    paths = [_location(p)[2] for p in (path if isinstance(path, list) else [path])]
     if all(_is_parquet(p) for p in paths):
         ds = ray.data.read_parquet(paths)
     else:
@@ -562,8 +563,11 @@ def read_requests(
 def _is_parquet(path: str) -> bool:
     if path.endswith(".parquet"):
         return True
-    p = pathlib.Path(path)
-    return p.is_dir() and any(p.glob("*.parquet"))
+    fs, on_fs, _ = _location(path)
+    if fs.get_file_info(on_fs).type != pafs.FileType.Directory:
+        return False
+    infos = fs.get_file_info(pafs.FileSelector(on_fs))
+    return any(i.base_name.endswith(".parquet") for i in infos)
 
 
 def map_requests(
@@ -652,7 +656,7 @@ class JobSummary:
     `torn` files left by a crash were repaired (JSONL: torn last line cut) or set aside
     (Parquet: renamed ``*.torn``)."""
 
-    output_dir: pathlib.Path
+    output_dir: str
     skipped: int
     written: int
     completed: int
@@ -669,63 +673,99 @@ class _Done:
     torn: int = 0
 
 
-def _read_done(output_dir: pathlib.Path, fmt: str) -> _Done:
+def _location(path: str | os.PathLike[str]) -> tuple[pafs.FileSystem, str, str]:
+    """(filesystem, path on it, the path to give Ray): a local path made absolute, or a URI
+    (s3://, abfss://, gs://, ...) as pyarrow resolves it."""
+    text = os.fspath(path)
+    if "://" in text and not text.startswith("file://"):
+        fs, on_fs = pafs.FileSystem.from_uri(text)
+        return fs, on_fs.rstrip("/"), text
+    local = str(pathlib.Path(text.removeprefix("file://")).resolve())
+    return pafs.LocalFileSystem(), local, local
+
+
+def _read_done(fs: pafs.FileSystem, output_dir: str, fmt: str) -> _Done:
+    """What the output directory holds. Local JSONL parts torn by a crash are cut back to
+    their last whole line (on object stores a part appears whole or not at all)."""
     done = _Done(ResumeState(), {})
-    if not output_dir.is_dir():
-        return done
-    state = done.state
-    for f in sorted(output_dir.iterdir()):
-        if fmt == "jsonl" and f.suffix == ".jsonl":
-            part = read_output(f, repair=True)
+    infos = fs.get_file_info(pafs.FileSelector(output_dir, allow_not_found=True))
+    local = isinstance(fs, pafs.LocalFileSystem)
+    for info in sorted(infos, key=lambda i: i.path):
+        if info.type != pafs.FileType.File:
+            continue
+        name = info.base_name
+        if fmt == "jsonl" and name.endswith(".jsonl"):
+            if local:
+                part, errors = read_output(info.path, repair=True), list(_error_ids(info.path))
+            else:
+                part, errors = _read_remote_jsonl(fs, info.path)
             if part.torn_bytes:
                 done.torn += 1
-            done.files[f.name] = (part.lines, len(part.succeeded), part.lines - len(part.succeeded))
+            done.files[name] = (part.lines, len(part.succeeded), part.lines - len(part.succeeded))
             for cid in part.succeeded:
+                state = done.state
                 state.succeeded.add(cid)
                 state.failed.discard(cid)
-            state.failed.update(part.failed - state.succeeded)
-            state.failed_lines.update(part.failed_lines)
-            state.lines += part.lines
-            done.errors.update(_error_ids(f))
-        elif fmt == "parquet" and f.suffix == ".parquet":
-            try:
-                table = pq.read_table(f, columns=["custom_id", "error_type", "line"])
-            except (OSError, pa.ArrowException):
-                f.rename(f.with_name(f.name + ".torn"))
-                done.torn += 1
-                continue
-            ok = failed = 0
-            records: list[Any] = []
-            for i, (cid, err, line) in enumerate(
-                zip(
-                    table.column("custom_id").to_pylist(),
-                    table.column("error_type").to_pylist(),
-                    table.column("line").to_pylist(),
-                    strict=True,
-                )
-            ):
-                if cid is None:
-                    if line is not None:
-                        state.failed_lines.add(line)
-                    else:
-                        if not records:
-                            records = pq.read_table(f, columns=["record"]).column(0).to_pylist()
-                        done.errors.add(json.loads(records[i])["id"])
-                    failed += 1
-                elif err is None:
-                    ok += 1
-                    state.succeeded.add(cid)
-                    state.failed.discard(cid)
-                else:
-                    failed += 1
-                    if cid not in state.succeeded:
-                        state.failed.add(cid)
-            done.files[f.name] = (table.num_rows, ok, failed)
-            state.lines += table.num_rows
+            done.state.failed.update(part.failed - done.state.succeeded)
+            done.state.failed_lines.update(part.failed_lines)
+            done.state.lines += part.lines
+            done.errors.update(errors)
+        elif fmt == "parquet" and name.endswith(".parquet"):
+            _read_parquet_part(fs, info.path, name, done)
     return done
 
 
-def _error_ids(path: pathlib.Path) -> Iterator[str]:
+def _read_remote_jsonl(fs: pafs.FileSystem, path: str) -> tuple[ResumeState, list[str]]:
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="agentrun-resume-") as tmp:
+        copy = pathlib.Path(tmp) / "part.jsonl"
+        with fs.open_input_stream(path) as src, open(copy, "wb") as dst:
+            while chunk := src.read(1 << 20):
+                dst.write(chunk)
+        return read_output(copy, repair=False), list(_error_ids(str(copy)))
+
+
+def _read_parquet_part(fs: pafs.FileSystem, path: str, name: str, done: _Done) -> None:
+    state = done.state
+    try:
+        table = pq.read_table(path, filesystem=fs, columns=["custom_id", "error_type", "line"])
+    except (OSError, pa.ArrowException):
+        fs.move(path, path + ".torn")
+        done.torn += 1
+        return
+    ok = failed = 0
+    records: list[Any] = []
+    for i, (cid, err, line) in enumerate(
+        zip(
+            table.column("custom_id").to_pylist(),
+            table.column("error_type").to_pylist(),
+            table.column("line").to_pylist(),
+            strict=True,
+        )
+    ):
+        if cid is None:
+            if line is not None:
+                state.failed_lines.add(line)
+            else:
+                if not records:
+                    whole = pq.read_table(path, filesystem=fs, columns=["record"])
+                    records = whole.column(0).to_pylist()
+                done.errors.add(json.loads(records[i])["id"])
+            failed += 1
+        elif err is None:
+            ok += 1
+            state.succeeded.add(cid)
+            state.failed.discard(cid)
+        else:
+            failed += 1
+            if cid not in state.succeeded:
+                state.failed.add(cid)
+    done.files[name] = (table.num_rows, ok, failed)
+    state.lines += table.num_rows
+
+
+def _error_ids(path: str) -> Iterator[str]:
     with open(path, "rb") as f:
         for raw in f:
             if b'"custom_id":null' in raw and b'"line":null' in raw:
@@ -766,11 +806,11 @@ def run_job(
     if output_format not in ("jsonl", "parquet"):
         raise ConfigurationError(f"output_format must be jsonl or parquet, got {output_format!r}")
     client.check()
-    out = pathlib.Path(output_dir).resolve()
+    fs, out, out_for_ray = _location(output_dir)
     inputs = input_path if isinstance(input_path, list) else [input_path]
-    if any(pathlib.Path(p).resolve() == out for p in inputs):
+    if any(_location(p)[1:] == (out, out_for_ray) for p in inputs):
         raise ConfigurationError("the output directory must not be the input")
-    before = _read_done(out, output_format)
+    before = _read_done(fs, out, output_format)
     state = before.state
     skip = state.succeeded if retry_failed else state.succeeded | state.failed
     skip_lines = frozenset() if retry_failed else frozenset(state.failed_lines)
@@ -788,16 +828,16 @@ def run_job(
             ds, client, skip=skip, skip_lines=skip_lines, skip_errors=skip_errors, **options
         )
         if output_format == "jsonl":
-            results.write_datasink(_JsonlDatasink(str(out)))
+            results.write_datasink(_JsonlDatasink(out_for_ray))
         else:
-            results.write_parquet(str(out))
+            results.write_parquet(out_for_ray)
     finally:
         if own:
             ray.shutdown()
-    after = _read_done(out, output_format)
+    after = _read_done(fs, out, output_format)
     new = [v for k, v in after.files.items() if k not in before.files]
     return JobSummary(
-        output_dir=out,
+        output_dir=out_for_ray,
         skipped=len(skip) + len(skip_lines) + len(skip_errors),
         written=sum(v[0] for v in new),
         completed=sum(v[1] for v in new),

@@ -10,6 +10,7 @@ import json
 import os
 import pathlib
 import pickle
+import re
 import signal
 import subprocess
 import sys
@@ -321,3 +322,15 @@ def test_cli_batch_ray_writes_the_batch_format_and_resumes_with_plain_batch(
     )
     assert "skipped (already in the output): 120 succeeded, 1 failed" in again.stdout
     assert emu.stats()["runs_created"] == 120
+
+
+def test_docs_example_runs(
+    ray_cluster: str, tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch, capsys: Any
+) -> None:
+    """The complete example in docs/ray.md runs as written and prints what it says."""
+    text = (ROOT / "docs" / "ray.md").read_text(encoding="utf-8")
+    code = next(b for b in re.findall(r"```python\n(.*?)```", text, re.S) if "Emulator" in b)
+    monkeypatch.chdir(tmp_path)
+    exec(compile(code, "docs/ray.md", "exec"), {"__name__": "__main__"})
+    out = capsys.readouterr().out.splitlines()
+    assert out[:3] == ["100 100 0", "100 0", "['q0', 'q1', 'q10']"]
