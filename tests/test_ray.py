@@ -6,6 +6,7 @@ and emulators on 127.0.0.1 that the actors reach over real sockets.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import pathlib
@@ -14,6 +15,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -26,7 +28,7 @@ import ray
 
 from agentrun import ConfigurationError
 from agentrun import ray as agentrun_ray
-from agentrun.emulator import Emulator, EmulatorSettings, Timing
+from agentrun.emulator import Emulator, EmulatorSettings, FaultRule, Timing
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 MODEL = "azure_ai/agents/asst_abc123"
@@ -334,3 +336,73 @@ def test_docs_example_runs(
     exec(compile(code, "docs/ray.md", "exec"), {"__name__": "__main__"})
     out = capsys.readouterr().out.splitlines()
     assert out[:3] == ["100 100 0", "100 0", "['q0', 'q1', 'q10']"]
+
+
+@pytest.fixture
+def actor_loop() -> Iterator[asyncio.AbstractEventLoop]:
+    """An event loop in its own thread, as a Ray Data actor runs an async UDF."""
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    try:
+        yield loop
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+        loop.close()
+
+
+def call(loop: asyncio.AbstractEventLoop, mapper: Any, rows: list[dict[str, Any]]) -> Any:
+    table = pa.table({"text": [json.dumps(r) for r in rows]})
+    return asyncio.run_coroutine_threadsafe(mapper(table), loop)
+
+
+def test_mapper_shares_one_limit_across_blocks_and_closes_its_client(
+    emulator: Emulator, actor_loop: asyncio.AbstractEventLoop
+) -> None:
+    """Three blocks at once on one actor share its one client and its in-flight limit
+    (not one limit per block); close() closes the client from outside the actor's loop."""
+    settings = agentrun_ray.ClientSettings(emulator.endpoint, api_key=emulator.api_key)
+    mapper = agentrun_ray.BatchMapper(settings, default_model=MODEL, max_in_flight=6)
+    futures = [call(actor_loop, mapper, math_rows(10, f"b{b}-")) for b in range(3)]
+    tables = [f.result(60) for f in futures]
+    replies: dict[str, str] = {}
+    for t in tables:
+        ids, texts = t.column("custom_id").to_pylist(), t.column("reply").to_pylist()
+        replies.update(zip(ids, texts, strict=True))
+    assert len(replies) == 30
+    assert all(str(int(cid.split("-")[1]) * 3) in reply for cid, reply in replies.items())
+    assert 2 <= emulator.stats()["peak_active_runs"] <= 6
+    client = mapper._client
+    assert client is not None and client._transport._session is not None
+    mapper.close()
+    assert mapper._client is None and client._transport._session is None
+
+
+def test_mapper_paces_its_share_and_backs_off_after_429(
+    emulator: Emulator, actor_loop: asyncio.AbstractEventLoop
+) -> None:
+    """An actor's requests_per_minute spaces its starts; after a 429 it pauses new starts
+    (1 s) on top of the client's own retry. Lower bounds only: a loaded machine is slower."""
+    settings = agentrun_ray.ClientSettings(emulator.endpoint, api_key=emulator.api_key)
+    paced = agentrun_ray.BatchMapper(
+        settings, default_model=MODEL, max_in_flight=50, requests_per_minute=1200
+    )
+    try:
+        call(actor_loop, paced, math_rows(10, "p")).result(60)
+    finally:
+        paced.close()
+    starts = sorted(r["created_at_ms"] for r in emulator.runs())
+    assert len(starts) == 10 and starts[-1] - starts[0] >= 9 * 50 * 0.9
+
+    emulator.reset()
+    emulator.inject(FaultRule(route="POST /threads/runs", status=429, retry_after=0.1))
+    backing = agentrun_ray.BatchMapper(settings, default_model=MODEL, max_in_flight=1)
+    try:
+        table = call(actor_loop, backing, math_rows(2, "t")).result(60)
+    finally:
+        backing.close()
+    assert table.column("error_code").null_count == 2  # the client retried the 429
+    first, second = sorted(r["created_at_ms"] for r in emulator.runs())
+    assert emulator.stats()["requests"]["POST /threads/runs"]["429"] == 1
+    assert second - first >= 1000
