@@ -206,7 +206,20 @@ class ClientSettings:
         async def probe() -> None:
             await self.build().aclose()
 
-        anyio.run(probe, backend="asyncio")
+        # On a thread of its own: the caller may be inside an event loop (a notebook cell).
+        errors: list[BaseException] = []
+
+        def target() -> None:
+            try:
+                anyio.run(probe, backend="asyncio")
+            except BaseException as exc:
+                errors.append(exc)
+
+        thread = threading.Thread(target=target, name="agentrun-settings-check")
+        thread.start()
+        thread.join()
+        if errors:
+            raise errors[0]
 
 
 # -- the actor --------------------------------------------------------------------------------

@@ -93,6 +93,18 @@ def test_client_settings_pickle_and_hide_secrets() -> None:
         agentrun_ray.ClientSettings("http://127.0.0.1:1", mode="fast")  # type: ignore[arg-type]
 
 
+def test_settings_check_fails_early_even_inside_an_event_loop() -> None:
+    """check() reports missing settings as ConfigurationError, also when called from code
+    that runs in an event loop (a notebook cell), and sends nothing."""
+
+    async def from_a_loop() -> None:
+        agentrun_ray.ClientSettings(env={}).check()
+
+    with pytest.raises(ConfigurationError, match="api_base"):
+        asyncio.run(from_a_loop())
+    agentrun_ray.ClientSettings("http://127.0.0.1:1/api/projects/p", api_key="k").check()
+
+
 @pytest.fixture(scope="module")
 def big_job(
     ray_cluster: str, emu: Emulator, tmp_path_factory: pytest.TempPathFactory
