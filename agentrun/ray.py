@@ -664,7 +664,8 @@ class _JsonlDatasink(BlockBasedFileDatasink):
 
 @attrs.frozen
 class JobSummary:
-    """What `run_job` did: `skipped` rows already had a result in the output (not sent),
+    """What `run_job` did: `skipped` results were in the output before (their rows were not
+    sent),
     `written` result rows were added now (`completed` + `failed`), in `elapsed` seconds;
     `torn` files left by a crash were repaired (JSONL: torn last line cut) or set aside
     (Parquet: renamed ``*.torn``)."""
@@ -1033,7 +1034,7 @@ def _run_rows(
             ray.init(address=address, configure_logging=False, log_to_driver=False)
     # The batch draws its own progress: no Ray Data progress bars or per-second log lines.
     ray.data.DataContext.get_current().enable_progress_bars = False
-    logging.getLogger("ray.data").setLevel(logging.WARNING)
+    logging.getLogger("ray.data").setLevel(logging.ERROR)
     try:
         options.setdefault("max_in_flight", max(1, math.ceil(cfg.concurrency / actors)))
         blocks = max(actors * options.get("blocks_per_actor", 4) * 4, len(rows) // 1000)
