@@ -99,6 +99,15 @@ def configure(parser: argparse.ArgumentParser) -> None:
         metavar="S",
         help="seconds between plain progress lines (5)",
     )
+    parser.add_argument(
+        "--ray", nargs="?", const="local", metavar="ADDRESS",
+        help="run on Ray Data: a local Ray, or the cluster at ADDRESS (auto, ray://host:10001); "
+        "needs agentrun[ray]",
+    )  # fmt: skip
+    parser.add_argument(
+        "--ray-actors", type=int, default=2, metavar="N",
+        help="with --ray: actors, each with one client and --concurrency/N runs at once (2)",
+    )  # fmt: skip
     add_connection_arguments(parser)
 
 
@@ -144,6 +153,10 @@ def main(args: argparse.Namespace) -> int:
             "its item runs again",
             file=sys.stderr,
         )
+    if args.ray is not None:
+        from agentrun._cli_ray import main_ray
+
+        return main_ray(args, runner)
     try:
         code: int = anyio.run(_main, args, runner, backend="asyncio")
     except KeyboardInterrupt:

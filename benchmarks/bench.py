@@ -937,6 +937,8 @@ def main(argv: list[str] | None = None) -> int:
     if not args.smoke and not args.no_docs:
         report.write(data, DOCS, RESULTS / "chart.svg")
         print(f"wrote {DOCS.relative_to(ROOT)}")
+    if not args.smoke and not args.only:  # the Ray row: 20,000 calls, local Ray vs one process
+        subprocess.run([sys.executable, str(HERE / "bench_ray.py")], check=False)
     problems = check(results, smoke=args.smoke)
     for p in problems:
         print("PROBLEM: " + p, flush=True)
