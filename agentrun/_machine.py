@@ -327,6 +327,19 @@ class RunMachine:
             raise LocalProtocolError("cannot poll before the run exists")
         return Send(Op.GET_RUN)
 
+    def poll_failed(self, now: float) -> Sleep:
+        """A poll of the known run failed (the transport used up its attempts): poll it again.
+
+        The run exists and may still finish, so the invocation keeps polling it until its
+        deadline instead of failing (and leaving the run unseen). The next poll waits at least
+        a second, and longer as the run gets older, like a planned poll.
+        """
+        self._check_live()
+        if self.run_id is None or self.streaming:
+            raise LocalProtocolError("poll_failed while the run is not being polled")
+        created = self._run_created_at if self._run_created_at is not None else now
+        return Sleep(now + max(1.0, self._poll_delay(now - created)))
+
     def replan(self, now: float) -> Sleep:
         """The poll schedule changed while sleeping: when should the next poll be now?"""
         self._check_live()
