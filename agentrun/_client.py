@@ -315,7 +315,9 @@ class AsyncClient:
         messages. With `thread_id` the run continues that thread (the input is added to it).
         With `tool_outputs` (a `{tool_call_id: output}` mapping, or a list of
         `{"tool_call_id", "output"}`) the run of `thread_id` that waits in `requires_action`
-        (or `run_id`) gets its tool outputs and goes on.
+        (or `run_id`) gets its tool outputs and goes on. With `run_id` and `thread_id` alone
+        (no input), the invocation follows that existing run: it polls it to its end and
+        returns its result, creating nothing (how a caller resumes a run it lost track of).
 
         `timeout` bounds the whole invocation (seconds; None for no limit; default: the
         client's). On a timeout or a cancellation the remote run is cancelled before the error
@@ -447,7 +449,13 @@ class AsyncClient:
                     "cannot take new messages"
                 )
         elif run_id is not None:
-            raise ConfigurationError("run_id is only used with tool_outputs")
+            if thread_id is None:
+                raise ConfigurationError("run_id needs the thread_id of its run")
+            if messages:
+                raise ConfigurationError(
+                    "pass either new input or run_id (to follow a run that exists), not both"
+                )
+            mode = "poll"  # following a run that exists: there is no request to stream
         elif not messages and thread_id is None:
             raise ConfigurationError("input is empty: give a prompt or at least one message")
         if isinstance(timeout, _Default):
@@ -880,6 +888,7 @@ class RunStream:
             poll_delay=schedule.delay,
             # /threads/runs takes no additional_instructions: create the thread first then.
             separate_thread=inv.options.additional_instructions is not None,
+            attach=inv.run_id is not None and not inv.tool_outputs,
         )
         action: Send | Sleep | ReadStream | Finish = m.start(start)
         while not isinstance(action, Finish):

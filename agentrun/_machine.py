@@ -195,7 +195,8 @@ class RunMachine:
 
     `mode` is "stream" (one streamed request; polling only if the stream breaks) or "poll".
     With `thread_id` the run continues that thread; with `run_id` as well, the invocation
-    resumes a run that waits in `requires_action` by submitting tool outputs.
+    resumes a run that waits in `requires_action` by submitting tool outputs, or, with
+    `attach`, follows that existing run: polls it to its end, creating nothing.
     """
 
     def __init__(
@@ -207,9 +208,13 @@ class RunMachine:
         run_id: str | None = None,
         poll_delay: PollDelay = _default_poll_delay,
         separate_thread: bool = False,
+        attach: bool = False,
     ) -> None:
         if run_id is not None and thread_id is None:
             raise LocalProtocolError("a run_id needs its thread_id")
+        if attach and (run_id is None or mode != "poll"):
+            raise LocalProtocolError("attaching needs a run_id, in poll mode")
+        self.attach = attach
         self.mode: Literal["stream", "poll"] = mode
         self.separate_thread = separate_thread
         self.thread_id = thread_id
@@ -221,7 +226,9 @@ class RunMachine:
         self._need_messages = mode == "poll"
         self._started = False
         self._finished: Finish | None = None
-        self.state = S.REQUIRES_ACTION if run_id is not None else S.PENDING
+        # An attached run's status is unknown until the first poll (which moves it on from
+        # pending, as the first sight of any run does).
+        self.state = S.REQUIRES_ACTION if run_id is not None and not attach else S.PENDING
         self.history: list[Transition] = [Transition(self.state, now, "start")]
 
     # -- inspection -----------------------------------------------------------------------
@@ -246,6 +253,8 @@ class RunMachine:
         self._started = True
         stream = self.mode == "stream"
         self.streaming = stream
+        if self.attach:
+            return Send(Op.GET_RUN)
         if self.run_id is not None:
             return Send(Op.SUBMIT_TOOL_OUTPUTS, stream=stream)
         if self.thread_id is not None:
