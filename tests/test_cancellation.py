@@ -386,3 +386,60 @@ async def test_polls_failing_until_the_deadline_cancel_the_run() -> None:
             with pytest.raises(agentrun.APITimeoutError):
                 await client.run("asst_abc123", "hi", mode="poll", timeout=3)
         assert _left_active(emu) == {}
+
+
+# -- the proxy's clients going away ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_proxy_clients_going_away_leave_no_run_active(stream: bool) -> None:
+    """500 proxy clients that hang up at random points (before the answer, mid-stream): the
+    proxy's handlers are cancelled natively by aiohttp, and no run is left active."""
+    import aiohttp
+
+    from agentrun._proxy import ProxyServer
+    from agentrun._proxy_config import parse_config
+
+    key = "sk-test"
+    async with Emulator(EmulatorSettings(timing=LONG)) as emu:
+        config = parse_config(
+            "model_list:\n"
+            "  - model_name: agent\n"
+            "    litellm_params:\n"
+            "      model: azure_ai/agents/asst_abc123\n"
+            f"      api_base: {emu.endpoint}\n"
+            "      api_key: os.environ/AZURE_AD_TOKEN\n"
+            "      pool_limit: 50\n"
+            f"general_settings:\n  master_key: {key}\n",
+            env={"AZURE_AD_TOKEN": emu.api_key},
+        )
+        server = ProxyServer(config, host="127.0.0.1", port=0)
+        await server.start()
+        rng = random.Random(3)
+        try:
+            connector = aiohttp.TCPConnector(limit=0)
+            async with aiohttp.ClientSession(connector=connector) as session:
+
+                async def one(delay: float) -> None:
+                    body = {
+                        "model": "agent",
+                        "messages": [{"role": "user", "content": "hi"}],
+                        "stream": stream,
+                    }
+                    with anyio.move_on_after(delay):
+                        async with session.post(
+                            server.url + "/v1/chat/completions",
+                            json=body,
+                            headers={"Authorization": f"Bearer {key}"},
+                        ) as resp:
+                            await resp.read()
+
+                with anyio.fail_after(120):
+                    await asyncio.gather(*(one(rng.uniform(0.1, 3.0)) for _ in range(500)))
+            with anyio.fail_after(30):
+                while emu.stats()["runs_created"] and _left_active(emu):
+                    await anyio.sleep(0.1)
+        finally:
+            await server.stop()
+        assert _left_active(emu) == {}
+        assert emu.stats()["runs_created"] > 0
