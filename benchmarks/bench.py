@@ -569,6 +569,9 @@ def run_one(
     }
     cfg.update(client.extra)
     env = clean_env()
+    if not client.peer:
+        # agentrun from this tree, not whichever checkout the venv was installed from.
+        env["PYTHONPATH"] = str(ROOT)
     if client.family == "sdk":
         env["SSL_CERT_FILE"] = str(emu.ca_path)  # see runners/run_sdk.py
     cfg_path = workdir / f"{tag}.json"

@@ -129,6 +129,21 @@ def test_stalled_server_sync_completion_times_out(stalled: str) -> None:
 
 
 @pytest.mark.parametrize("mode", ["stream", "poll"])
+def test_stalled_server_agentrun_run_reports_a_timeout(
+    stalled: str, mode: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`agentrun run` against a stalled server reports the timeout (not an internal error)."""
+    from agentrun import cli
+
+    argv = ["run", "--api-base", stalled, "--api-key", "k", "--timeout", "1", "--mode", mode]
+    code = cli.main([*argv, "asst_abc123", "hi"])
+    err = capsys.readouterr().err
+    assert code != 0
+    assert "timed out" in err
+    assert "report" not in err
+
+
+@pytest.mark.parametrize("mode", ["stream", "poll"])
 async def test_throttled_create_gives_rate_limit_error_within_the_deadline(mode: str) -> None:
     """A create throttled with `429 Retry-After: 30` under `timeout=2` raises `RateLimitError`
     (with `retry_after`) at once: waiting would outlive the invocation's deadline."""
