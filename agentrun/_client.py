@@ -320,9 +320,11 @@ class AsyncClient:
         returns its result, creating nothing (how a caller resumes a run it lost track of).
 
         `timeout` bounds the whole invocation (seconds; None for no limit; default: the
-        client's). On a timeout or a cancellation the remote run is cancelled before the error
-        is raised. Raises a `RunError` subclass when the run ends failed, cancelled, expired or
-        incomplete.
+        client's); it bounds every request, retry delay, poll and wait for a pooled
+        connection, and raises `APITimeoutError` when it passes. On a timeout or any
+        cancellation (anyio's or plain asyncio's) the remote run is cancelled before the error
+        is raised (docs/concepts.md, "Deadlines and cancellation"). Raises a `RunError`
+        subclass when the run ends failed, cancelled, expired or incomplete.
         """
         inv = self._invocation(
             agent,
