@@ -13,7 +13,10 @@ Output: one JSON object a line in the OpenAI Batch output shape (``id``, ``custo
 ``run_id``, ``line``, ``timings`` and ``requests``. The file is append-only, written one whole
 line per write, flushed after each line and synced to disk regularly and at the end, so a rerun
 with the same output file resumes: it skips the items that have a line (failed ones too, unless
-`retry_failed`), and truncates a torn last line left by a crash.
+`retry_failed`), and truncates a torn last line left by a crash. A failed item whose line names
+a run that had not ended (a lost connection, a timeout) is never run a second time while that
+run may still finish: `retry_failed` follows the recorded run first, and runs the item again
+only if that run ended without a reply.
 """
 
 from __future__ import annotations
@@ -44,10 +47,18 @@ from agentrun._errors import (
     ConfigurationError,
     PermissionDeniedError,
     RunError,
+    RunIncompleteError,
 )
 from agentrun._machine import State
-from agentrun._openai import MODEL_PREFIX, ChatCompletion, chat, parse_model
-from agentrun._results import percentile
+from agentrun._openai import (
+    MODEL_PREFIX,
+    ChatCompletion,
+    CompletionStream,
+    chat,
+    completion_from_result,
+    parse_model,
+)
+from agentrun._results import RunResult, percentile
 
 __all__ = [
     "BatchConfig",
@@ -73,6 +84,10 @@ _BATCH_API_KEYS = frozenset({"custom_id", "method", "url", "body"})
 #: Per-state samples kept for the percentiles (a reservoir: memory stays bounded).
 _SAMPLES = 50_000
 _RATE_WINDOW = 10.0
+#: Error types that say the item's run ended (so running the item again cannot duplicate it).
+_RUN_ENDED_ERRORS = frozenset(
+    {"RunFailedError", "RunCancelledError", "RunExpiredError", "RunIncompleteError"}
+)
 
 
 class BatchError(AgentRunError):
@@ -255,6 +270,8 @@ class ResumeState:
     succeeded: set[str] = attrs.field(factory=set)
     failed: set[str] = attrs.field(factory=set)
     failed_lines: set[int] = attrs.field(factory=set)
+    #: custom_id -> (thread_id, run_id) of a failed item whose run may not have ended.
+    runs: dict[str, tuple[str, str]] = attrs.field(factory=dict)
     lines: int = 0
     torn_bytes: int = 0
     unreadable: int = 0
@@ -291,8 +308,14 @@ def read_output(path: str | os.PathLike[str], *, repair: bool = True) -> ResumeS
                 if ok:
                     state.succeeded.add(cid)
                     state.failed.discard(cid)
+                    state.runs.pop(cid, None)
                 elif cid not in state.succeeded:
                     state.failed.add(cid)
+                    run = _open_run(obj)
+                    if run is not None:
+                        state.runs[cid] = run
+                    elif obj.get("run_id") is not None:
+                        state.runs.pop(cid, None)  # a later attempt saw the run end
             elif isinstance(obj.get("line"), int):
                 state.failed_lines.add(obj["line"])
     if state.torn_bytes and repair:
@@ -301,6 +324,16 @@ def read_output(path: str | os.PathLike[str], *, repair: bool = True) -> ResumeS
             f.flush()
             os.fsync(f.fileno())
     return state
+
+
+def _open_run(obj: Mapping[str, Any]) -> tuple[str, str] | None:
+    """(thread_id, run_id) of a failed line whose run may still be going, else None."""
+    thread_id, run_id = obj.get("thread_id"), obj.get("run_id")
+    if not isinstance(thread_id, str) or not isinstance(run_id, str) or not run_id:
+        return None
+    error = obj.get("error")
+    kind = error.get("type") if isinstance(error, dict) else None
+    return None if kind in _RUN_ENDED_ERRORS else (thread_id, run_id)
 
 
 def _status(obj: Mapping[str, Any]) -> int | None:
@@ -757,18 +790,25 @@ class BatchRunner:
         start = anyio.current_time()
         try:
             try:
-                resp = await chat(
-                    client,
-                    model=item.model,
-                    messages=item.messages,
-                    thread_id=item.thread_id,
-                    instructions=item.instructions,
-                    timeout=cfg.timeout,
-                    mode=cfg.mode,
-                    drop_params=cfg.drop_params,
-                    metadata=dict(item.metadata),
-                    **item.params,
-                )
+                known = self.resume.runs.get(item.custom_id) if cfg.retry_failed else None
+                resp: ChatCompletion | CompletionStream | None = None
+                if known is not None:
+                    # Follow the run the item already has: never start a second run while
+                    # it may still finish.
+                    resp = await self._follow(client, item, *known)
+                if resp is None:
+                    resp = await chat(
+                        client,
+                        model=item.model,
+                        messages=item.messages,
+                        thread_id=item.thread_id,
+                        instructions=item.instructions,
+                        timeout=cfg.timeout,
+                        mode=cfg.mode,
+                        drop_params=cfg.drop_params,
+                        metadata=dict(item.metadata),
+                        **item.params,
+                    )
             except (AuthenticationError, PermissionDeniedError) as exc:
                 # Every other item would fail the same way: stop, and write no line for it.
                 if self._fatal is None:
@@ -798,6 +838,27 @@ class BatchRunner:
             self.progress.note_finished(True)
         finally:
             limit.release()
+
+    async def _follow(
+        self, client: AsyncClient, item: BatchItem, thread_id: str, run_id: str
+    ) -> ChatCompletion | None:
+        """The reply of the run an earlier attempt left behind, or None when that run ended
+        without one (then the item runs again). Other errors (the service unreachable, the
+        deadline) are the item's error, and its line names the same run again."""
+        try:
+            result = await client.run(
+                parse_model(item.model),
+                thread_id=thread_id,
+                run_id=run_id,
+                timeout=self.config.timeout,
+            )
+        except RunIncompleteError as exc:
+            if not isinstance(exc.result, RunResult):
+                return None
+            result = exc.result
+        except RunError:
+            return None
+        return completion_from_result(result, item.model)
 
     def _write(self, out: OutputWriter, line: dict[str, Any], tg: anyio.abc.TaskGroup) -> bool:
         """Write a line; a write error (disk full, ...) stops the batch."""

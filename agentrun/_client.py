@@ -2,8 +2,15 @@
 
 The machine decides (send this, sleep until then, read the stream, finish); this module only
 carries its decisions out with anyio: requests through the shared `Transport`, sleeps, stream
-reading, deadlines as cancel scopes, and a shielded, time-bounded cancel of the remote run when
-the caller gives up. Everything about HTTP lives in `_transport`, everything about JSON in
+reading, one absolute deadline per invocation (passed to every request it makes, and so to the
+retry decisions), and a time-bounded cancel of the remote run when the caller gives up.
+
+Giving up never leaves a run behind. A create that may have reached the service runs in a task
+of its own (owned by the client), so that no cancellation of the caller, asyncio's included,
+can cut it short before the run id is known; a create still waiting for a pooled connection is
+cancelled instead, before anything is sent. The cleanup that cancels the remote run is a
+client-owned task too: a repeated native cancel cannot stop it, and `AsyncClient.aclose()`
+waits for it. Everything about HTTP lives in `_transport`, everything about JSON in
 `_wire`, and every state rule in `_machine`.
 """
 
@@ -23,12 +30,15 @@ from collections.abc import (
     AsyncGenerator,
     AsyncIterable,
     AsyncIterator,
+    Awaitable,
+    Callable,
+    Coroutine,
     Iterable,
     Mapping,
     Sequence,
 )
-from contextlib import AsyncExitStack, asynccontextmanager
-from typing import Any, Literal
+from contextlib import asynccontextmanager
+from typing import Any, Literal, TypeVar
 
 import anyio
 import anyio.abc
@@ -43,6 +53,7 @@ from agentrun._errors import (
     APIStatusError,
     APITimeoutError,
     BadRequestError,
+    ClientStateError,
     ConfigurationError,
     RemoteProtocolError,
     RunCancelledError,
@@ -76,7 +87,13 @@ from agentrun._results import (
 from agentrun._retry import RetryPolicy
 from agentrun._schedule import PollSchedule
 from agentrun._sse import SSEDecoder
-from agentrun._transport import StreamInterruptedError, Transport, request_id_of
+from agentrun._transport import (
+    BodyChunks,
+    RequestProgress,
+    StreamInterruptedError,
+    Transport,
+    request_id_of,
+)
 
 __all__ = ["AsyncClient", "Mode", "RunMap", "RunStream"]
 
@@ -94,11 +111,14 @@ class _Default(enum.Enum):
 DEFAULT = _Default.TOKEN
 _MODES = ("auto", "stream", "poll")
 
-#: How long a caller's cancel or timeout may wait for the remote run to be cancelled.
+_T = TypeVar("_T")
+
+#: How long the cleanup after a cancel or timeout may take: finishing a create that was already
+#: sent (so that its run id is known), then cancelling the remote run. The invocation's own
+#: requests are bounded by its deadline alone.
 CANCEL_GRACE = 10.0
-#: How long a create request may finish after the caller gave up, so its run id is known and
-#: the run can be cancelled instead of left running unseen.
-CREATE_GRACE = 15.0
+#: Statuses of a poll worth repeating later: the run exists, the service is briefly unwell.
+_TRANSIENT_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 _STATE_SAMPLES = 10_000
 #: Events a caller without an event stream never needs: the reply arrives whole in
 #: `thread.message.completed`, so its deltas and the step bookkeeping are not even decoded.
@@ -227,6 +247,10 @@ class AsyncClient:
         self._streams_in_flight = 0
         self._learn_events: dict[str, anyio.Event] = {}
         self._maps: weakref.WeakSet[RunMap] = weakref.WeakSet()
+        # Work that must outlive a cancelled caller: creates already sent, and cleanups.
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._live: weakref.WeakSet[RunStream] = weakref.WeakSet()
+        self._closing = False
         self._started = 0
         self._by_state: Counter[str] = Counter()
         self._state_time: dict[State, deque[float]] = {}
@@ -243,15 +267,32 @@ class AsyncClient:
     async def aclose(self) -> None:
         """Close the connection pool and the token source (if agentrun created it).
 
-        Batches from `map()` still running are cancelled first (their runs on the service
-        too), so nothing is left behind on the service by closing.
+        Invocations still running (`run()`, streams, batches from `map()`) are stopped first
+        and their runs cancelled on the service (each cleanup bounded by `CANCEL_GRACE`), so
+        closing leaves nothing running; those invocations raise `ClientStateError`.
         """
+        self._closing = True
         for batch in list(self._maps):
             await batch.aclose()
+        with anyio.CancelScope(shield=True):
+            streams = list(self._live)
+            for stream in streams:
+                stream._client_closing()
+            for stream in streams:
+                await stream._stepped()
+            while self._tasks:
+                await asyncio.wait(set(self._tasks))
         try:
             await self._transport.aclose()
         finally:
             await self._tokens.aclose()
+
+    def _detach(self, coro: Coroutine[Any, Any, _T]) -> asyncio.Task[_T]:
+        """Run `coro` in a task the client owns (and `aclose` waits for)."""
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
 
     # -- public API -----------------------------------------------------------------------
 
@@ -285,12 +326,16 @@ class AsyncClient:
         messages. With `thread_id` the run continues that thread (the input is added to it).
         With `tool_outputs` (a `{tool_call_id: output}` mapping, or a list of
         `{"tool_call_id", "output"}`) the run of `thread_id` that waits in `requires_action`
-        (or `run_id`) gets its tool outputs and goes on.
+        (or `run_id`) gets its tool outputs and goes on. With `run_id` and `thread_id` alone
+        (no input), the invocation follows that existing run: it polls it to its end and
+        returns its result, creating nothing (how a caller resumes a run it lost track of).
 
         `timeout` bounds the whole invocation (seconds; None for no limit; default: the
-        client's). On a timeout or a cancellation the remote run is cancelled before the error
-        is raised. Raises a `RunError` subclass when the run ends failed, cancelled, expired or
-        incomplete.
+        client's); it bounds every request, retry delay, poll and wait for a pooled
+        connection, and raises `APITimeoutError` when it passes. On a timeout or any
+        cancellation (anyio's or plain asyncio's) the remote run is cancelled before the error
+        is raised (docs/concepts.md, "Deadlines and cancellation"). Raises a `RunError`
+        subclass when the run ends failed, cancelled, expired or incomplete.
         """
         inv = self._invocation(
             agent,
@@ -417,7 +462,13 @@ class AsyncClient:
                     "cannot take new messages"
                 )
         elif run_id is not None:
-            raise ConfigurationError("run_id is only used with tool_outputs")
+            if thread_id is None:
+                raise ConfigurationError("run_id needs the thread_id of its run")
+            if messages:
+                raise ConfigurationError(
+                    "pass either new input or run_id (to follow a run that exists), not both"
+                )
+            mode = "poll"  # following a run that exists: there is no request to stream
         elif not messages and thread_id is None:
             raise ConfigurationError("input is empty: give a prompt or at least one message")
         if isinstance(timeout, _Default):
@@ -602,6 +653,10 @@ class RunStream:
     and an async context manager whose exit cancels the remote run if the invocation did not
     finish. It holds no task and no cancel scope between events: the invocation's deadline is
     applied around each step, so it can be iterated from any code, like any async iterator.
+
+    Whatever stops it early (an error, the deadline, a cancellation of the caller, `aclose()`,
+    the client closing, or the stream being dropped unfinished) cancels the remote run in a
+    cleanup task owned by the client; the caller waits for that cleanup unless cancelled again.
     """
 
     def __init__(self, client: AsyncClient, inv: _Invocation, *, emit: bool) -> None:
@@ -616,6 +671,14 @@ class RunStream:
         self._deadline = math.inf
         self._done = False
         self._result: RunResult | None = None
+        # A create the caller stopped waiting for after it may have been sent.
+        self._pending: asyncio.Task[Any] | None = None
+        # A streamed create whose reader stopped before the run id arrived.
+        self._orphan: tuple[BodyChunks, SSEDecoder] | None = None
+        self._cleanup: asyncio.Task[None] | None = None
+        self._scope: anyio.CancelScope | None = None
+        self._idle: anyio.Event | None = None
+        self._closed_by_client = False
 
     @property
     def thread_id(self) -> str | None:
@@ -640,15 +703,51 @@ class RunStream:
         await self.aclose()
 
     async def aclose(self) -> None:
-        """Stop: cancel the remote run if it is still going (shielded, bounded)."""
+        """Stop: cancel the remote run if it is still going, and wait for that (bounded)."""
         if self._done:
+            if self._cleanup is not None and not self._cleanup.done():
+                await self._await_cleanup(self._cleanup)
             return
         self._done = True
+        await self._stop("cancel")
+
+    def __del__(self) -> None:
+        self._abandon()
+
+    def _abandon(self) -> None:
+        """The stream was dropped unfinished (say, by `break`): cancel its run in the background."""
+        if self._done or self._gen is None:
+            return
+        self._done = True
+        loop = self._client._transport._loop
+        if loop is None or loop.is_closed():
+            return
         try:
-            with anyio.CancelScope(shield=True):
-                await self._cancel_remote("cancel")
-        finally:
-            await self._finish_gen()
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is loop:
+            self._begin_cleanup("abandoned")
+        else:
+            with contextlib.suppress(RuntimeError):  # the loop stopped meanwhile
+                loop.call_soon_threadsafe(self._begin_cleanup, "abandoned")
+
+    def _client_closing(self) -> None:
+        """`AsyncClient.aclose()`: stop the current step, or clean up if none is running."""
+        self._closed_by_client = True
+        if self._scope is not None:
+            self._scope.cancel()
+        elif not self._done and self._gen is not None:
+            self._done = True
+            self._begin_cleanup("client closed")
+
+    async def _stepped(self) -> None:
+        """Wait until no step runs (after `_client_closing`), then for the cleanup."""
+        if self._scope is not None:
+            self._idle = self._idle or anyio.Event()
+            await self._idle.wait()
+        if self._cleanup is not None:
+            await asyncio.wait({self._cleanup})
 
     async def __anext__(self) -> StreamEvent:
         if self._buffer:
@@ -656,37 +755,36 @@ class RunStream:
         if self._done:
             raise StopAsyncIteration
         if self._gen is None:
+            if self._client._closing:
+                self._done = True
+                raise ClientStateError("this client is closed; create a new one")
             self._mode = self._client._begin(self._inv)
+            self._client._live.add(self)
             self._gen = self._steps()
             if self._inv.timeout is not None:
                 self._deadline = anyio.current_time() + self._inv.timeout
+        scope = self._scope = anyio.CancelScope(deadline=self._deadline)
         try:
-            with anyio.CancelScope(deadline=self._deadline) as scope:
+            with scope:
                 batch = await self._gen.__anext__()
-        except anyio.get_cancelled_exc_class():
+        except BaseException as exc:
+            self._step_ended()
             self._done = True
-            with anyio.CancelScope(shield=True):
-                await self._cancel_remote("cancel")
-                await self._finish_gen()
+            cancelled = isinstance(exc, anyio.get_cancelled_exc_class())
+            await self._stop("cancel" if cancelled else "error")
+            if isinstance(exc, APITimeoutError) and anyio.current_time() >= self._deadline:
+                raise self._timeout_error() from exc
             raise
-        except BaseException:
-            self._done = True
-            await self._finish_gen()
-            raise
+        self._step_ended()
         if scope.cancelled_caught:
             self._done = True
-            with anyio.CancelScope(shield=True):
-                await self._cancel_remote("deadline")
-                await self._finish_gen()
-            m = self._machine
-            raise APITimeoutError(
-                f"the invocation of {self._inv.agent} did not finish within "
-                f"{self._inv.timeout:g} s"
-                + (f"; run {m.run_id} was cancelled" if m and m.run_id else ""),
-                thread_id=m.thread_id if m else None,
-                run_id=m.run_id if m else None,
-                history=m.history if m else (),
-            )
+            await self._stop("client closed" if self._closed_by_client else "deadline")
+            if self._closed_by_client:
+                raise ClientStateError(
+                    "the client was closed while this invocation was running"
+                    + (f"; run {self.run_id} was cancelled" if self.run_id else "")
+                )
+            raise self._timeout_error()
         if isinstance(batch[-1], RunFinished):
             self._done = True
             self._result = batch[-1].result
@@ -694,10 +792,97 @@ class RunStream:
         self._buffer.extend(batch)
         return self._buffer.popleft()
 
+    def _step_ended(self) -> None:
+        self._scope = None
+        if self._idle is not None:
+            self._idle.set()
+            self._idle = None
+
+    def _timeout_error(self) -> APITimeoutError:
+        m = self._machine
+        cancelled = m is not None and m.run_id is not None and m.state is State.CANCELLED
+        return APITimeoutError(
+            f"the invocation of {self._inv.agent} did not finish within "
+            f"{self._inv.timeout:g} s"
+            + (f"; run {m.run_id} was cancelled" if m and cancelled else ""),
+            thread_id=m.thread_id if m else None,
+            run_id=m.run_id if m else None,
+            history=m.history if m else (),
+        )
+
+    async def _stop(self, reason: str) -> None:
+        """End the invocation early: clean up (in a client task) and wait for it."""
+        m = self._machine
+        if (m is None or m.finished) and self._pending is None and self._orphan is None:
+            await self._finish_gen()  # nothing runs on the service: no task needed
+            return
+        await self._await_cleanup(self._begin_cleanup(reason))
+
+    @staticmethod
+    async def _await_cleanup(task: asyncio.Task[None]) -> None:
+        # anyio's shield keeps an anyio cancel from cutting the wait short; a native asyncio
+        # cancel does cut it short, but the cleanup task goes on (the client waits for it).
+        with anyio.CancelScope(shield=True):
+            await asyncio.shield(task)
+
+    def _begin_cleanup(self, reason: str) -> asyncio.Task[None]:
+        if self._cleanup is None:
+            self._cleanup = self._client._detach(self._clean_up(reason))
+        return self._cleanup
+
+    async def _clean_up(self, reason: str) -> None:
+        """Finish the steps, learn the run id of a create cut short, cancel the run. Never
+        raises; bounded by `CANCEL_GRACE`."""
+        try:
+            with anyio.move_on_after(CANCEL_GRACE):
+                await self._finish_gen()
+                await self._adopt(reason)
+                await self._cancel_remote(reason)
+        except Exception as exc:
+            logger.warning("cleanup of run %s failed: %s", self.run_id, exc)
+        finally:
+            pending, self._pending = self._pending, None
+            if pending is not None and not pending.done():
+                pending.cancel()
+            orphan, self._orphan = self._orphan, None
+            if orphan is not None:
+                orphan[0].finish()
+
+    async def _adopt(self, reason: str) -> None:
+        """Take over what a create cut short produced, until the run id is known."""
+        m = self._machine
+        pending = self._pending
+        if pending is not None:
+            await asyncio.wait({pending})
+            self._pending = None
+            if pending.cancelled() or pending.exception() is not None:
+                return
+            got = pending.result()
+            if isinstance(got, BodyChunks):
+                self._orphan = (got, SSEDecoder())
+            elif m is not None and not m.finished:
+                self._apply_run(wire.parse_run(got), "response")
+        if self._orphan is None or m is None:
+            return
+        body, decoder = self._orphan
+        with contextlib.suppress(StreamInterruptedError, APITimeoutError):
+            async for chunk in body:
+                for sse in decoder.feed(chunk):
+                    for ev in wire.parse_stream_event(sse):
+                        if m.finished:
+                            return
+                        if isinstance(ev, wire.RunEvent):
+                            self._apply_run(ev.run, "stream")
+                        elif isinstance(ev, wire.ThreadCreated):
+                            m.thread_created(ev.thread.id, anyio.current_time())
+                if m.run_id is not None:
+                    return
+
     async def _finish_gen(self) -> None:
         gen, self._gen = self._gen, None
         if gen is not None:
             self._client._end(self._machine, self._mode)
+            self._client._live.discard(self)
             await gen.aclose()
 
     # -- the steps ----------------------------------------------------------------------
@@ -720,6 +905,7 @@ class RunStream:
             poll_delay=schedule.delay,
             # /threads/runs takes no additional_instructions: create the thread first then.
             separate_thread=inv.options.additional_instructions is not None,
+            attach=inv.run_id is not None and not inv.tool_outputs,
         )
         action: Send | Sleep | ReadStream | Finish = m.start(start)
         while not isinstance(action, Finish):
@@ -732,11 +918,12 @@ class RunStream:
                 now = anyio.current_time()
                 action = m.replan(now) if learned.is_set() and now < action.until else m.timer(now)
             elif isinstance(action, Send) and action.stream:
-                async for item in self._stream(action):
-                    if isinstance(item, _Next):
-                        action = item.action
-                    else:
-                        yield item
+                async with contextlib.aclosing(self._stream(action)) as items:
+                    async for item in items:
+                        if isinstance(item, _Next):
+                            action = item.action
+                        else:
+                            yield item
             elif isinstance(action, Send):
                 action = await self._send(action)
             else:  # pragma: no cover - the machine only asks for ReadStream while streaming
@@ -826,18 +1013,57 @@ class RunStream:
                     logger.debug("streamed text of message %s differs from its final text", msg.id)
         return out
 
-    async def _request(self, req: wire.ApiRequest, meta: dict[str, str] | None = None) -> Any:
+    async def _request(
+        self,
+        req: wire.ApiRequest,
+        meta: dict[str, str] | None = None,
+        *,
+        progress: RequestProgress | None = None,
+        deadline: float | None = None,
+    ) -> Any:
+        """One request of the invocation, bounded by its deadline (or by `deadline`)."""
         self._col.requests += 1
         m = self._machine
+        if deadline is None and math.isfinite(self._deadline):
+            deadline = self._deadline
         return await self._client._transport.request_json(
             req.method,
             req.path,
             params=req.params,
             json=req.json,
+            deadline=deadline,
             thread_id=m.thread_id if m else self._inv.thread_id,
             run_id=m.run_id if m else self._inv.run_id,
             meta=meta,
+            progress=progress,
         )
+
+    async def _create(self, send: Callable[[RequestProgress], Awaitable[_T]]) -> _T:
+        """Send a create in a client-owned task, so that a cancelled caller cannot cut it
+        short once it may have reached the service (its run is then cleaned up, not lost).
+
+        A create still waiting for a connection, a token or a retry delay when the caller
+        is cancelled is cancelled too: nothing is sent after the cancel.
+        """
+        progress = RequestProgress()
+
+        async def run() -> _T:
+            return await send(progress)
+
+        task = self._client._detach(run())
+        self._pending = task
+        try:
+            result = await asyncio.shield(task)
+        except BaseException:
+            if not task.done() and not progress.sent:
+                task.cancel()  # it has sent nothing: stop it before it does
+                self._pending = None
+            elif task.done() and (task.cancelled() or task.exception() is not None):
+                self._pending = None  # it failed on its own: nothing to adopt
+            # Otherwise the cleanup adopts it: waits for its answer, then cancels the run.
+            raise
+        self._pending = None
+        return result
 
     async def _send(self, action: Send) -> Send | Sleep | ReadStream | Finish:
         m = self._machine
@@ -851,19 +1077,23 @@ class RunStream:
             return nxt
         if op in (Op.CREATE_THREAD_AND_RUN, Op.CREATE_RUN, Op.SUBMIT_TOOL_OUTPUTS):
             req = _create_request(self._inv, m, op, stream=False)
-            # Finish the create even if the caller gives up meanwhile: its run id is what lets
-            # the cleanup cancel the run instead of leaving it running unseen.
             meta: dict[str, str] = {}
-            with anyio.CancelScope(shield=True) as shield:
-                shield.deadline = anyio.current_time() + CREATE_GRACE
-                data = await self._request(req, meta)
+            data = await self._create(lambda p: self._request(req, meta, progress=p))
             self._col.request_id = meta.get("request_id")
-            if shield.cancelled_caught:
-                raise APITimeoutError("the create request did not finish", history=m.history)
             return self._apply_run(wire.parse_run(data), "response")
         if op is Op.GET_RUN:
             assert m.thread_id is not None and m.run_id is not None
-            data = await self._request(wire.get_run(m.thread_id, m.run_id))
+            try:
+                data = await self._request(wire.get_run(m.thread_id, m.run_id))
+            except (APIConnectionError, APIStatusError) as exc:
+                if isinstance(exc, APIStatusError) and exc.status_code not in _TRANSIENT_STATUSES:
+                    raise
+                if anyio.current_time() >= self._deadline:
+                    raise
+                # The run exists and may still finish: poll it again rather than fail the
+                # invocation and leave the run unseen. The deadline bounds this.
+                logger.debug("poll of run %s failed (%s); polling again", m.run_id, exc)
+                return m.poll_failed(anyio.current_time())
             return self._apply_run(wire.parse_run(data), "poll")
         if op is Op.CANCEL_RUN:
             assert m.thread_id is not None and m.run_id is not None
@@ -925,68 +1155,73 @@ class RunStream:
         transport = self._client._transport
         self._col.requests += 1
         decoder = SSEDecoder()
+        deadline = self._deadline if math.isfinite(self._deadline) else None
+
+        async def open_stream(progress: RequestProgress) -> BodyChunks:
+            context = transport.stream(
+                req.method,
+                req.path,
+                params=req.params,
+                json=req.json,
+                deadline=deadline,
+                thread_id=m.thread_id,
+                run_id=m.run_id,
+                progress=progress,
+            )
+            return await context.__aenter__()
+
+        body = await self._create(open_stream)
+        if self._col.request_id is None:
+            self._col.request_id = request_id_of(body.headers)
+        eof = False
+        handed_off = False
         try:
-            async with AsyncExitStack() as stack:
-                # Until the service has told us the run id, the caller's cancel waits (bounded):
-                # without the id, the cleanup could not cancel the run it started.
-                with anyio.CancelScope(shield=True) as shield:
-                    shield.deadline = anyio.current_time() + CREATE_GRACE
-                    body = await stack.enter_async_context(
-                        transport.stream(
-                            req.method,
-                            req.path,
-                            params=req.params,
-                            json=req.json,
-                            thread_id=m.thread_id,
-                            run_id=m.run_id,
-                        )
-                    )
-                if self._col.request_id is None:
-                    self._col.request_id = request_id_of(getattr(body, "headers", {}))
-                chunks = body.__aiter__()
-                eof = False
-                while not eof:
-                    try:
-                        if m.run_id is None:
-                            with anyio.CancelScope(shield=True) as shield:
-                                shield.deadline = anyio.current_time() + CREATE_GRACE
-                                chunk = await chunks.__anext__()
-                        else:
-                            chunk = await chunks.__anext__()
-                        frames = decoder.feed(chunk)
-                    except StopAsyncIteration:
-                        eof = True
-                        frames = decoder.close()
-                    # The events of one chunk go out together: one resume of this generator
-                    # (and one deadline scope in `__anext__`) per chunk, not per event.
-                    batch: list[StreamEvent] = []
-                    for sse in frames:
-                        if not self._emit and sse.event in _QUIET_SKIP:
+            while not eof:
+                try:
+                    frames = decoder.feed(await body.__anext__())
+                except StopAsyncIteration:
+                    eof = True
+                    frames = decoder.close()
+                # The events of one chunk go out together: one resume of this generator
+                # (and one deadline scope in `__anext__`) per chunk, not per event.
+                batch: list[StreamEvent] = []
+                for sse in frames:
+                    if not self._emit and sse.event in _QUIET_SKIP:
+                        continue
+                    for ev in wire.parse_stream_event(sse):
+                        nxt = self._on_stream_event(ev)
+                        if self._col.pending:
+                            batch.extend(self._col.pending)
+                            self._col.pending.clear()
+                        if isinstance(nxt, ReadStream):
+                            if self._emit:
+                                out = self._public_delta(ev)
+                                if out is not None:
+                                    batch.append(out)
                             continue
-                        for ev in wire.parse_stream_event(sse):
-                            nxt = self._on_stream_event(ev)
-                            if self._col.pending:
-                                batch.extend(self._col.pending)
-                                self._col.pending.clear()
-                            if isinstance(nxt, ReadStream):
-                                if self._emit:
-                                    out = self._public_delta(ev)
-                                    if out is not None:
-                                        batch.append(out)
-                                continue
-                            if batch:
-                                yield batch
-                            if isinstance(ev, wire.StreamDone):
-                                await _drain(chunks)
-                            yield _Next(nxt)
-                            return
-                    if batch:
-                        yield batch
+                        if batch:
+                            yield batch
+                        if isinstance(ev, wire.StreamDone):
+                            await _drain(body)
+                        yield _Next(nxt)
+                        return
+                if batch:
+                    yield batch
         except StreamInterruptedError:
             self._col.stream_broken = True
             logger.debug("stream of run %s broke; finishing it by polling", m.run_id)
             yield _Next(m.stream_lost(anyio.current_time()))
             return
+        except BaseException:
+            if m.run_id is None and not eof and not m.finished:
+                # Stopped before the service named the run: the cleanup reads on to learn
+                # its id and cancel it.
+                self._orphan = (body, decoder)
+                handed_off = True
+            raise
+        finally:
+            if not handed_off:
+                body.finish()
         yield _Next(m.stream_done(anyio.current_time()))
 
     def _on_stream_event(self, ev: wire.StreamEvent) -> Send | Sleep | ReadStream | Finish:
@@ -1119,7 +1354,10 @@ class RunStream:
             try:
                 action = m.cancel(anyio.current_time(), reason)
                 if isinstance(action, Send):
-                    data = await self._request(wire.cancel_run(m.thread_id, m.run_id))
+                    req = wire.cancel_run(m.thread_id, m.run_id)
+                    # The cleanup's own bound, not the invocation's (it may have passed).
+                    grace = anyio.current_time() + CANCEL_GRACE
+                    data = await self._request(req, deadline=grace)
                     self._apply_run(wire.parse_run(data), "response")
             except BadRequestError:
                 # Already terminal on the service: nothing left to cancel.
@@ -1301,8 +1539,12 @@ async def _aiter(items: Iterable[Any] | AsyncIterable[Any]) -> AsyncIterator[Any
 
 
 async def _drain(chunks: AsyncIterator[bytes]) -> None:
-    """Read what is left of a finished stream (normally nothing) so the connection is reused."""
-    with anyio.move_on_after(1.0):
+    """Read what is left of a finished stream (normally nothing) so the connection is reused.
+
+    The `done` event was read: the run's outcome is known, so a connection that breaks now
+    (reset, deadline) changes nothing.
+    """
+    with anyio.move_on_after(1.0), contextlib.suppress(StreamInterruptedError, APITimeoutError):
         async for _ in chunks:
             pass
 

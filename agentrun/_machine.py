@@ -195,7 +195,8 @@ class RunMachine:
 
     `mode` is "stream" (one streamed request; polling only if the stream breaks) or "poll".
     With `thread_id` the run continues that thread; with `run_id` as well, the invocation
-    resumes a run that waits in `requires_action` by submitting tool outputs.
+    resumes a run that waits in `requires_action` by submitting tool outputs, or, with
+    `attach`, follows that existing run: polls it to its end, creating nothing.
     """
 
     def __init__(
@@ -207,9 +208,13 @@ class RunMachine:
         run_id: str | None = None,
         poll_delay: PollDelay = _default_poll_delay,
         separate_thread: bool = False,
+        attach: bool = False,
     ) -> None:
         if run_id is not None and thread_id is None:
             raise LocalProtocolError("a run_id needs its thread_id")
+        if attach and (run_id is None or mode != "poll"):
+            raise LocalProtocolError("attaching needs a run_id, in poll mode")
+        self.attach = attach
         self.mode: Literal["stream", "poll"] = mode
         self.separate_thread = separate_thread
         self.thread_id = thread_id
@@ -221,7 +226,9 @@ class RunMachine:
         self._need_messages = mode == "poll"
         self._started = False
         self._finished: Finish | None = None
-        self.state = S.REQUIRES_ACTION if run_id is not None else S.PENDING
+        # An attached run's status is unknown until the first poll (which moves it on from
+        # pending, as the first sight of any run does).
+        self.state = S.REQUIRES_ACTION if run_id is not None and not attach else S.PENDING
         self.history: list[Transition] = [Transition(self.state, now, "start")]
 
     # -- inspection -----------------------------------------------------------------------
@@ -246,6 +253,8 @@ class RunMachine:
         self._started = True
         stream = self.mode == "stream"
         self.streaming = stream
+        if self.attach:
+            return Send(Op.GET_RUN)
         if self.run_id is not None:
             return Send(Op.SUBMIT_TOOL_OUTPUTS, stream=stream)
         if self.thread_id is not None:
@@ -326,6 +335,19 @@ class RunMachine:
         if self.run_id is None:
             raise LocalProtocolError("cannot poll before the run exists")
         return Send(Op.GET_RUN)
+
+    def poll_failed(self, now: float) -> Sleep:
+        """A poll of the known run failed (the transport used up its attempts): poll it again.
+
+        The run exists and may still finish, so the invocation keeps polling it until its
+        deadline instead of failing (and leaving the run unseen). The next poll waits at least
+        a second, and longer as the run gets older, like a planned poll.
+        """
+        self._check_live()
+        if self.run_id is None or self.streaming:
+            raise LocalProtocolError("poll_failed while the run is not being polled")
+        created = self._run_created_at if self._run_created_at is not None else now
+        return Sleep(now + max(1.0, self._poll_delay(now - created)))
 
     def replan(self, now: float) -> Sleep:
         """The poll schedule changed while sleeping: when should the next poll be now?"""

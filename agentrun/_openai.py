@@ -660,7 +660,8 @@ class CompletionStream:
     The first chunk carries the role, then content and tool-call deltas, then a chunk with
     `finish_reason`, then (with `stream_options={"include_usage": True}`) a usage chunk. Every
     chunk carries `thread_id`. A run that fails raises its typed error from the iterator.
-    Leaving early: call `aclose()` (or use `async with`) so the run is cancelled.
+    Leaving early cancels the run: at once with `aclose()` (or `async with`), else in the
+    background as soon as the stream is dropped (say, after `break`).
     """
 
     def __init__(self, events: RunStream, model: str, include_usage: bool) -> None:
@@ -689,8 +690,14 @@ class CompletionStream:
         await self.aclose()
 
     async def aclose(self) -> None:
+        """Stop: cancel the run on the service if it is still going, and wait for that."""
         self._done = True
         await self._events.aclose()
+
+    def __del__(self) -> None:
+        # Left unfinished (say, by `break` out of `async for`): the run is cancelled in the
+        # background, as `aclose()` would, and the client's `aclose()` waits for that.
+        self._events._abandon()
 
     def _chunk(
         self,

@@ -43,7 +43,13 @@ from agentrun._errors import (
 )
 from agentrun._retry import Failure, RetryPolicy, decide, retry_after_seconds
 
-__all__ = ["StreamInterruptedError", "Transport", "TransportStatistics"]
+__all__ = [
+    "BodyChunks",
+    "RequestProgress",
+    "StreamInterruptedError",
+    "Transport",
+    "TransportStatistics",
+]
 
 logger = logging.getLogger("agentrun.transport")
 
@@ -81,6 +87,19 @@ class StreamInterruptedError(APIConnectionError):
     Unlike other connection errors this one means the service DID receive and act on the
     request (a run may exist and keep going); the caller should recover by polling, not resend.
     """
+
+
+@attrs.define
+class RequestProgress:
+    """Whether a request may have reached the server, for a caller deciding how to give up.
+
+    `sent` turns True once an attempt holds a connection (from then on the server may act on
+    it) and back to False when the retry decision proves the attempt was not acted on (a 429
+    or 503, or a connection that could not be made). While it is False, cancelling the request
+    sends nothing: it is still waiting for a pooled connection, a token or a retry delay.
+    """
+
+    sent: bool = False
 
 
 @attrs.frozen
@@ -245,6 +264,8 @@ class Transport:
             return session
         trace = aiohttp.TraceConfig()
         trace.on_connection_create_end.append(self._on_connection_created)
+        trace.on_connection_create_end.append(_mark_sent)
+        trace.on_connection_reuseconn.append(_mark_sent)
         session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=self._limit, ssl=self._ssl),
             timeout=self._timeout,
@@ -279,10 +300,12 @@ class Transport:
         thread_id: str | None = None,
         run_id: str | None = None,
         meta: dict[str, str] | None = None,
+        progress: RequestProgress | None = None,
     ) -> Any:
         """Send a request (retrying as the policy allows) and return the parsed JSON body.
 
         With `meta`, the service's request id of the answer is stored under "request_id".
+        With `progress`, whether the request may have reached the server is kept up to date.
 
         `deadline` is an `anyio.current_time()` value bounding everything, retries included;
         when it passes, `APITimeoutError` is raised. Error statuses raise the matching
@@ -292,10 +315,10 @@ class Transport:
         result: tuple[int, bytes] | aiohttp.ClientResponse = (0, b"")
         args = (method, path, params, json, deadline, thread_id, run_id)
         if deadline is None:
-            result = await self._attempts(*args, read_body=True, meta=meta)
+            result = await self._attempts(*args, read_body=True, meta=meta, progress=progress)
         else:
             with anyio.CancelScope(deadline=deadline) as scope:
-                result = await self._attempts(*args, read_body=True, meta=meta)
+                result = await self._attempts(*args, read_body=True, meta=meta, progress=progress)
             if scope.cancelled_caught:
                 _raise_deadline(method, path, thread_id, run_id)
         assert isinstance(result, tuple)
@@ -321,14 +344,17 @@ class Transport:
         deadline: float | None = None,
         thread_id: str | None = None,
         run_id: str | None = None,
-    ) -> AbstractAsyncContextManager[AsyncIterator[bytes]]:
+        progress: RequestProgress | None = None,
+    ) -> AbstractAsyncContextManager[BodyChunks]:
         """Send a request and iterate over its body chunks as they arrive.
 
         The request is retried like `request_json` until a 2xx arrives; from then on nothing is
         resent: a broken connection raises `StreamInterruptedError`. Leaving the context
         releases (or, if the body was not read to the end, closes) the connection.
         """
-        return _StreamContext(self, method.upper(), path, params, json, deadline, thread_id, run_id)
+        return _StreamContext(
+            self, method.upper(), path, params, json, deadline, thread_id, run_id, progress
+        )
 
     async def _open_stream(
         self,
@@ -339,11 +365,20 @@ class Transport:
         deadline: float | None,
         thread_id: str | None,
         run_id: str | None,
+        progress: RequestProgress | None = None,
     ) -> aiohttp.ClientResponse:
         response: aiohttp.ClientResponse | None = None
         with anyio.CancelScope(deadline=_scope_deadline(deadline)) as scope:
             result = await self._attempts(
-                method, path, params, json, deadline, thread_id, run_id, read_body=False
+                method,
+                path,
+                params,
+                json,
+                deadline,
+                thread_id,
+                run_id,
+                read_body=False,
+                progress=progress,
             )
             assert isinstance(result, aiohttp.ClientResponse)
             response = result
@@ -365,6 +400,7 @@ class Transport:
         *,
         read_body: bool,
         meta: dict[str, str] | None = None,
+        progress: RequestProgress | None = None,
     ) -> tuple[int, bytes] | aiohttp.ClientResponse:
         """The retry loop. With `read_body`, returns (status, body) of a 2xx response, already
         released; without it, returns the open 2xx response (the caller must release it)."""
@@ -392,6 +428,7 @@ class Transport:
                     json=json,
                     headers=self._headers(token),
                     allow_redirects=False,
+                    trace_request_ctx=progress,
                 )
             except _TRANSPORT_ERRORS as exc:
                 failure, error, retryable, cause = self._classify(
@@ -453,6 +490,10 @@ class Transport:
                 logger.debug("%s %s: not retrying: %s", method, path, decision.reason)
                 raise error from cause
             self._retries += 1
+            if progress is not None:
+                # A retry is decided only when the server did not act on the attempt (for a
+                # POST: 429, 503, or no connection), so until the next one nothing is pending.
+                progress.sent = False
             logger.debug("%s %s: %s", method, path, decision.reason)
             await anyio.sleep(decision.delay)
 
@@ -561,6 +602,15 @@ class Transport:
         )
 
 
+async def _mark_sent(
+    session: aiohttp.ClientSession, context: SimpleNamespace, params: object
+) -> None:
+    """Trace hook: the request holds a connection now, so the server may receive it."""
+    progress = getattr(context, "trace_request_ctx", None)
+    if isinstance(progress, RequestProgress):
+        progress.sent = True
+
+
 def _scope_deadline(deadline: float | None) -> float:
     return float("inf") if deadline is None else deadline
 
@@ -571,8 +621,8 @@ def _raise_deadline(method: str, path: str, thread_id: str | None, run_id: str |
     )
 
 
-class _StreamContext(AbstractAsyncContextManager["_BodyChunks"]):
-    __slots__ = ("_args", "_chunks", "_transport")
+class _StreamContext(AbstractAsyncContextManager["BodyChunks"]):
+    __slots__ = ("_args", "_chunks", "_progress", "_transport")
 
     def __init__(
         self,
@@ -584,19 +634,21 @@ class _StreamContext(AbstractAsyncContextManager["_BodyChunks"]):
         deadline: float | None,
         thread_id: str | None,
         run_id: str | None,
+        progress: RequestProgress | None = None,
     ) -> None:
         self._transport = transport
         self._args = (method, path, params, json, deadline, thread_id, run_id)
-        self._chunks: _BodyChunks | None = None
+        self._progress = progress
+        self._chunks: BodyChunks | None = None
 
-    async def __aenter__(self) -> _BodyChunks:
+    async def __aenter__(self) -> BodyChunks:
         if self._chunks is not None:
             raise ClientStateError("a stream context can be entered only once")
         method, path, params, json, deadline, thread_id, run_id = self._args
         response = await self._transport._open_stream(
-            method, path, params, json, deadline, thread_id, run_id
+            method, path, params, json, deadline, thread_id, run_id, self._progress
         )
-        self._chunks = _BodyChunks(response, method, path, deadline, thread_id, run_id)
+        self._chunks = BodyChunks(response, method, path, deadline, thread_id, run_id)
         return self._chunks
 
     async def __aexit__(
@@ -609,7 +661,7 @@ class _StreamContext(AbstractAsyncContextManager["_BodyChunks"]):
             self._chunks.finish()
 
 
-class _BodyChunks(AsyncIterator[bytes]):
+class BodyChunks(AsyncIterator[bytes]):
     """The body of a streamed 2xx response, chunk by chunk as the bytes arrive."""
 
     __slots__ = ("_deadline", "_done", "_ids", "_method", "_path", "_response")

@@ -118,6 +118,15 @@ CLIENTS = {
             note="agentrun.acompletion(): OpenAI format, the drop-in for LiteLLM",
         ),
         Client(
+            "agentrun-acompletion-stream",
+            "agentrun acompletion stream",
+            "agentrun",
+            "run_agentrun.py",
+            "acompletion-stream",
+            streaming=True,
+            note="agentrun.acompletion(stream=True), every chunk read",
+        ),
+        Client(
             "agentrun-sync",
             "agentrun sync",
             "agentrun",
@@ -235,15 +244,20 @@ def full_plan() -> list[tuple[str, str, int]]:
                 if kind == "continue" and not CLIENTS[name].continues:
                     continue
                 plan.append((name, kind, n))
-    # Ten thousand at once: agentrun only (the peers would take minutes and open thousands
-    # of connections). Stream mode is left out: with a pool of 100 a streamed run holds a
-    # connection for its whole life, so 10,000 streams take 100 rounds (see the 1,000 row).
     # Pool size: what a pool as large as the batch buys.
     plan += [("agentrun-stream-p1000", "new", 1000), ("agentrun-auto-p1000", "new", 1000)]
     plan += [("agentrun-auto-half", "new", 1000), ("agentrun-auto-half", "new", 10000)]
+    # Ten thousand at once, in every mode and entry point: agentrun only (the peers would take
+    # minutes and open thousands of connections). Every call must end with its answer: with a
+    # pool of 100 a streamed run holds a connection for its whole life, so 10,000 streams take
+    # about 100 rounds, and the later ones wait for a connection, within their own deadline.
     plan += [
         ("agentrun-auto", "new", 10000),
         ("agentrun-poll", "new", 10000),
+        ("agentrun-stream", "new", 10000),
+        ("agentrun-acompletion", "new", 10000),
+        ("agentrun-acompletion-stream", "new", 10000),
+        ("agentrun-sync", "new", 10000),
         ("agentrun-sp", "new", 10000),
     ]
     return plan
@@ -255,6 +269,7 @@ def smoke_plan() -> list[tuple[str, str, int]]:
     plan += [(name, "new", 10) for name in AGENTRUN_NAMES]
     plan += [("agentrun-stream", "continue", 10), ("agentrun-poll", "continue", 10)]
     plan.append(("agentrun-sp", "new", 10))
+    plan.append(("agentrun-acompletion-stream", "new", 10))
     return plan
 
 
@@ -531,7 +546,8 @@ def run_one(
         threads_path = workdir / f"{tag}.threads"
         threads_path.write_text("\n".join(thread_ids) + "\n")
         threads_file = str(threads_path)
-    timeout = 240.0 if n >= 5000 else 120.0
+    # 10,000 streams on a pool of 100 take ~100 rounds of a run each: generous, not a goal.
+    timeout = 600.0 if n >= 10000 else 240.0 if n >= 5000 else 120.0
     cfg = {
         "variant": client.variant,
         "endpoint": emu.endpoint,
@@ -553,6 +569,9 @@ def run_one(
     }
     cfg.update(client.extra)
     env = clean_env()
+    if not client.peer:
+        # agentrun from this tree, not whichever checkout the venv was installed from.
+        env["PYTHONPATH"] = str(ROOT)
     if client.family == "sdk":
         env["SSL_CERT_FILE"] = str(emu.ca_path)  # see runners/run_sdk.py
     cfg_path = workdir / f"{tag}.json"

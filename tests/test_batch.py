@@ -222,3 +222,68 @@ def test_live_view_puts_bar_and_counts_on_their_own_lines() -> None:
     assert set(lines[1].strip()) <= {"━", "╺", "╸"}
     assert lines[2].split() == ["queued", "in", "progress", "completed", "failed", "rate", "ETA"]
     assert lines[3].split()[:4] == ["4", "1", "4", "1"]
+
+
+@pytest.mark.anyio
+async def test_retry_failed_follows_a_run_that_may_still_finish(tmp_path: pathlib.Path) -> None:
+    """An item whose failed line names a run that had not ended (a lost connection) is not
+    run again by `retry_failed` while that run may finish: its run is followed to its reply
+    (same run id, no new run). An item whose recorded run ended without a reply runs again."""
+    timing = Timing(queue_delay=0.005, run_duration=1.0, delta_interval=0.001)
+    async with Emulator(EmulatorSettings(timing=timing)) as emu:
+        async with AsyncClient(emu.endpoint, api_key=emu.api_key) as client:
+            # Runs an earlier attempt started: "a" still running, "b" cancelled since.
+            still = await client._transport.request_json(
+                "POST", "threads/runs", json=_thread_and_run("What is 7 * 6?")
+            )
+            gone = await client._transport.request_json(
+                "POST", "threads/runs", json=_thread_and_run("What is 1 + 1?")
+            )
+            await client._transport.request_json(
+                "POST", f"threads/{gone['thread_id']}/runs/{gone['id']}/cancel"
+            )
+            src, dst = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+            _write(
+                src,
+                [
+                    {"custom_id": "a", "prompt": "What is 7 * 6?"},
+                    {"custom_id": "b", "prompt": "What is 1 + 1?"},
+                ],
+            )
+            _write(
+                dst,
+                [
+                    _lost_line("a", 1, still["thread_id"], still["id"]),
+                    _lost_line("b", 2, gone["thread_id"], gone["id"]),
+                ],
+            )
+            runner = BatchRunner(BatchConfig(src, dst, MODEL, retry_failed=True))
+            summary = await runner.run(client)
+        assert (summary.ran, summary.completed) == (2, 2)
+        lines = {x["custom_id"]: x for x in _read(dst)[2:]}
+        assert lines["a"]["error"] is None and lines["a"]["run_id"] == still["id"]
+        assert "42" in lines["a"]["response"]["body"]["choices"][0]["message"]["content"]
+        assert lines["b"]["error"] is None and lines["b"]["run_id"] != gone["id"]
+        assert len(emu.runs()) == 3  # the two earlier runs, and one new run for "b"
+
+
+def _thread_and_run(prompt: str) -> dict[str, Any]:
+    return {
+        "assistant_id": "asst_abc123",
+        "thread": {"messages": [{"role": "user", "content": prompt}]},
+    }
+
+
+def _lost_line(custom_id: str, line: int, thread_id: str, run_id: str) -> dict[str, Any]:
+    """An output line as a failed attempt writes it when the connection was lost."""
+    return {
+        "id": f"batch_req_{custom_id}",
+        "custom_id": custom_id,
+        "response": None,
+        "error": {"code": "connection_error", "message": "lost", "type": "APIConnectionError"},
+        "thread_id": thread_id,
+        "run_id": run_id,
+        "line": line,
+        "timings": {},
+        "requests": None,
+    }

@@ -491,3 +491,17 @@ async def test_emulator_answers_carry_request_ids(emu: Emulator) -> None:
         assert resp.headers["x-request-id"] != resp.headers["apim-request-id"]
         assert len(resp.headers["x-request-id"]) == 32
         assert request_id_of(resp.headers) == resp.headers["apim-request-id"]
+
+
+async def test_following_an_existing_run_by_id(client: AsyncClient, emu: Emulator) -> None:
+    """`run(agent, thread_id=..., run_id=...)` without input follows that run to its end and
+    returns its result, creating nothing; input together with a run_id is refused."""
+    first = await client.run("asst_abc123", "What is 7 * 6?", mode="stream")
+    again = await client.run("asst_abc123", thread_id=first.thread_id, run_id=first.run_id)
+    assert (again.state, again.run_id, again.text) == (State.COMPLETED, first.run_id, first.text)
+    assert again.mode == "poll"
+    assert len(_runs(emu)) == 1
+    with pytest.raises(agentrun.ConfigurationError, match="run_id"):
+        await client.run("asst_abc123", "more", thread_id=first.thread_id, run_id=first.run_id)
+    with pytest.raises(agentrun.ConfigurationError, match="thread_id"):
+        await client.run("asst_abc123", run_id=first.run_id)

@@ -336,3 +336,44 @@ def test_replan_recomputes_the_sleep_from_the_schedule() -> None:
     _poll("queued", s, 0.1, "stream")
     with pytest.raises(LocalProtocolError):
         s.replan(0.2)
+
+
+def test_a_failed_poll_plans_another_poll_of_the_same_run() -> None:
+    """`poll_failed` (a poll used up its attempts) plans the next poll at least a second later,
+    and the run is then polled as before: the invocation does not fail."""
+    m = RunMachine(mode="poll", now=0.0)
+    m.start(0.0)
+    assert isinstance(
+        m.run_update("queued", run_id="r", thread_id="t", now=0.1, via="response"), Sleep
+    )
+    nxt = m.poll_failed(0.5)
+    assert isinstance(nxt, Sleep) and nxt.until >= 1.5
+    assert m.timer(nxt.until) == Send(Op.GET_RUN)
+    assert not m.finished
+
+
+def test_poll_failed_needs_a_polled_run() -> None:
+    """Before the run exists there is nothing to poll again."""
+    m = RunMachine(mode="poll", now=0.0)
+    m.start(0.0)
+    with pytest.raises(LocalProtocolError):
+        m.poll_failed(0.1)
+
+
+def test_attach_follows_an_existing_run_by_polling() -> None:
+    """With `attach`, the first request is a poll of the given run (nothing is created); the
+    first sight of it moves pending -> run_queued -> its status; a completed run then has its
+    messages listed."""
+    m = RunMachine(mode="poll", now=0.0, thread_id="t", run_id="r", attach=True)
+    assert m.state is State.PENDING
+    assert m.start(0.0) == Send(Op.GET_RUN)
+    assert m.run_update("completed", run_id="r", thread_id="t", now=0.2, via="poll") == Send(
+        Op.LIST_MESSAGES
+    )
+    assert [t.state for t in m.history] == [State.PENDING, State.RUN_QUEUED, State.COMPLETED]
+    with pytest.raises(RemoteProtocolError):
+        RunMachine(mode="poll", now=0.0, thread_id="t", run_id="r", attach=True).run_update(
+            "queued", run_id="other", thread_id="t", now=0.1, via="poll"
+        )
+    with pytest.raises(LocalProtocolError):
+        RunMachine(mode="stream", now=0.0, thread_id="t", run_id="r", attach=True)

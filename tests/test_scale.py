@@ -14,7 +14,9 @@ pytestmark = pytest.mark.anyio
 
 async def test_1000_concurrent_runs_one_token_request_bounded_pool() -> None:
     """1,000 concurrent runs on a cold cache, through a real ClientSecretCredential over TLS,
-    make exactly one token request and use at most the pool limit of connections."""
+    all complete with their own answers, make exactly one token request and use at most the
+    pool limit of connections. No duration is asserted: on a loaded machine the creates just
+    wait longer for a connection."""
     settings = EmulatorSettings(
         timing=Timing(queue_delay=0.01, run_duration=0.05, delta_interval=0.001)
     )
@@ -36,7 +38,9 @@ async def test_1000_concurrent_runs_one_token_request_bounded_pool() -> None:
                 assert str(i + 1) in result.text
                 states.append(result.state)
 
-            with anyio.fail_after(120):
+            # Behaviour, not speed: every call waits for the pool within its own deadline (the
+            # client's 600 s), however loaded the machine; this bound only stops a hang.
+            with anyio.fail_after(900):
                 async with anyio.create_task_group() as tg:
                     for i in range(1000):
                         tg.start_soon(one, i)

@@ -39,7 +39,7 @@ from agentrun import (
 )
 from agentrun._auth import AccessToken, StaticTokenSource, TokenCache
 from agentrun._retry import RetryPolicy
-from agentrun._transport import StreamInterruptedError, Transport
+from agentrun._transport import RequestProgress, StreamInterruptedError, Transport
 
 TOKEN = "test-token-abc"
 FAST = RetryPolicy(max_attempts=3, base_delay=0.01, max_delay=0.02)
@@ -758,3 +758,52 @@ async def test_tls_with_ca_path(tls: tuple[ssl.SSLContext, str]) -> None:
         Transport(url, token_cache=static_cache(), verify=ca_path) as transport,
     ):
         assert await transport.request_json("GET", "x") == {"tls": True}
+
+
+# -- the deadline and the progress of a request ------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_a_retry_that_would_outlive_the_deadline_is_not_waited_for() -> None:
+    """A POST throttled with `429 Retry-After: 30` and 2 s left before its deadline raises
+    `RateLimitError` (with `retry_after`) after one attempt: the retry decision gets the
+    deadline, and waiting would outlive it."""
+    sent = 0
+
+    async def handler(request: web.Request) -> web.Response:
+        nonlocal sent
+        sent += 1
+        return json_error(429, "too_many_requests", "slow down", **{"Retry-After": "30"})
+
+    async with serve(handler) as url, Transport(url, token_cache=static_cache()) as t:
+        with anyio.fail_after(10):
+            with pytest.raises(RateLimitError) as info:
+                await t.request_json(
+                    "POST", "threads/runs", json={}, deadline=anyio.current_time() + 2
+                )
+    assert info.value.retry_after == 30
+    assert sent == 1
+
+
+@pytest.mark.anyio
+async def test_progress_says_whether_a_request_may_have_been_sent() -> None:
+    """`RequestProgress.sent` stays False while a request waits for a pooled connection and
+    turns True once it holds one (from then on the server may act on it)."""
+    release = anyio.Event()
+
+    async def handler(request: web.Request) -> web.Response:
+        await release.wait()
+        return web.json_response({"ok": True})
+
+    async with serve(handler) as url, Transport(url, token_cache=static_cache(), limit=1) as t:
+        first, second = RequestProgress(), RequestProgress()
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(lambda: t.request_json("GET", "a", progress=first))
+            with anyio.fail_after(10):
+                while not first.sent:
+                    await anyio.sleep(0.01)
+            tg.start_soon(lambda: t.request_json("GET", "b", progress=second))
+            await anyio.sleep(0.2)
+            assert first.sent and not second.sent  # the second waits for the only connection
+            release.set()
+        assert second.sent

@@ -471,7 +471,11 @@ class V2Service(V2State):
             self._run(rec, history, outputs), name=f"emulator-v2-{rec.id}"
         )
         if stream:
-            return await self._stream(request, rec, -1, self.faults.stream_cut(route))
+            rule = self.faults.stream_cut(route)
+            # v2 streams take the "stream_cut" kind (a network cut after N frames); the
+            # classic-only kinds (stall, stream_error) are not applied here.
+            cut = rule.after_events if rule is not None and rule.kind == "stream_cut" else None
+            return await self._stream(request, rec, -1, cut)
         if background:
             return self.ok(rec.to_json())
         await rec.done.wait()

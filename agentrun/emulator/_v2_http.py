@@ -15,6 +15,7 @@ from typing import Any, Protocol
 
 from aiohttp import web
 
+from ._settings import FaultRule
 from ._util import dumps
 from ._v2_store import new_v2_id
 
@@ -59,7 +60,7 @@ class FaultSource(Protocol):
 
     def run_fault(self, route: str) -> str | None: ...
 
-    def stream_cut(self, route: str) -> int | None: ...
+    def stream_cut(self, route: str) -> FaultRule | None: ...
 
 
 class V2Error(Exception):

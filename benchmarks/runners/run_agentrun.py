@@ -5,6 +5,7 @@ Variants (config `variant`):
   poll        AsyncClient(mode="poll"), `client.run()`
   auto        AsyncClient(mode="auto"), `client.run()`
   acompletion `agentrun.acompletion()` (OpenAI format, the drop-in for LiteLLM), default mode
+  acompletion-stream  `agentrun.acompletion(stream=True)`, every chunk read
   sync        `agentrun.Client` from `n` threads (the sync wrapper), default mode
   auto-half   a candidate `auto` rule, emulated per call: the first pool_limit/2 invocations
               stream, the rest poll, so polls keep half of the pool (`client.run(mode=...)`)
@@ -66,6 +67,27 @@ async def main_async(cfg: dict[str, Any]) -> None:
                         res = ev.result
                         rec.update(run_id=res.run_id, thread_id=res.thread_id, chars=len(res.text))
                         rec["requests"] = res.requests
+        elif variant == "acompletion-stream":
+            chunks = await agentrun.acompletion(
+                model=model,
+                messages=[{"role": "user", "content": text}],
+                api_base=cfg["endpoint"],
+                thread_id=thread_id,
+                stream=True,
+                **kw,
+            )
+            chars = 0
+            async with chunks:
+                async for chunk in chunks:
+                    choice = chunk.choices[0] if chunk.choices else None
+                    content = choice.delta.content if choice is not None else None
+                    if content:
+                        if rec["first_delta_ms"] is None:
+                            rec["first_delta_ms"] = common.now_ms()
+                        chars += len(content)
+            rec["done_ms"] = common.now_ms()
+            rec.update(run_id=chunks.result.run_id if chunks.result else None, chars=chars)
+            rec["thread_id"] = chunks.thread_id
         elif variant == "acompletion":
             resp = await agentrun.acompletion(
                 model=model,
@@ -112,7 +134,7 @@ async def main_async(cfg: dict[str, Any]) -> None:
         }
     finally:
         await client.aclose()
-        if variant == "acompletion":
+        if variant.startswith("acompletion"):
             from agentrun._openai import aclose_clients
 
             await aclose_clients()
