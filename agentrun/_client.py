@@ -35,6 +35,7 @@ import anyio.abc
 import attrs
 from anyio.streams.memory import MemoryObjectSendStream
 
+from agentrun import _otel
 from agentrun import _wire as wire
 from agentrun._auth import TokenCache
 from agentrun._credentials import default_api_base, resolve_token_source
@@ -173,6 +174,8 @@ class AsyncClient:
         timeout: float | None = 600.0,
         retry_policy: RetryPolicy | None = None,
         env: Mapping[str, str] | None = None,
+        tracer_provider: Any = None,
+        meter_provider: Any = None,
     ) -> None:
         base = api_base or default_api_base(env)
         if not base:
@@ -209,6 +212,12 @@ class AsyncClient:
             limit=pool_limit,
             verify=verify,
             retry_policy=retry_policy or RetryPolicy(),
+        )
+        self._telemetry = _otel.Telemetry(
+            self.api_base,
+            tracer_provider=tracer_provider,
+            meter_provider=meter_provider,
+            pool=self._transport,
         )
         self._schedules: dict[str, PollSchedule] = {}
         self._in_flight = 0
@@ -604,6 +613,7 @@ class RunStream:
         self._deadline = math.inf
         self._done = False
         self._result: RunResult | None = None
+        self._obs: _otel.Observer | None = None
 
     @property
     def thread_id(self) -> str | None:
@@ -637,6 +647,7 @@ class RunStream:
                 await self._cancel_remote("cancel")
         finally:
             await self._finish_gen()
+            self._observed("cancelled")
 
     async def __anext__(self) -> StreamEvent:
         if self._buffer:
@@ -645,21 +656,27 @@ class RunStream:
             raise StopAsyncIteration
         if self._gen is None:
             self._mode = self._client._begin(self._inv)
+            inv = self._inv
+            self._obs = self._client._telemetry.start(
+                inv.agent, self._mode, inv.thread_id, inv.messages, inv.options.model
+            )
             self._gen = self._steps()
             if self._inv.timeout is not None:
                 self._deadline = anyio.current_time() + self._inv.timeout
         try:
-            with anyio.CancelScope(deadline=self._deadline) as scope:
+            with anyio.CancelScope(deadline=self._deadline) as scope, _otel.current(self._obs):
                 batch = await self._gen.__anext__()
-        except anyio.get_cancelled_exc_class():
+        except anyio.get_cancelled_exc_class() as exc:
             self._done = True
             with anyio.CancelScope(shield=True):
                 await self._cancel_remote("cancel")
                 await self._finish_gen()
+            self._observed(exc)
             raise
-        except BaseException:
+        except BaseException as exc:
             self._done = True
             await self._finish_gen()
+            self._observed(exc)
             raise
         if scope.cancelled_caught:
             self._done = True
@@ -667,6 +684,7 @@ class RunStream:
                 await self._cancel_remote("deadline")
                 await self._finish_gen()
             m = self._machine
+            self._observed("timeout")
             raise APITimeoutError(
                 f"the invocation of {self._inv.agent} did not finish within "
                 f"{self._inv.timeout:g} s"
@@ -679,8 +697,15 @@ class RunStream:
             self._done = True
             self._result = batch[-1].result
             await self._finish_gen()
+            self._observed(None)
         self._buffer.extend(batch)
         return self._buffer.popleft()
+
+    def _observed(self, error: BaseException | str | None) -> None:
+        """Report the invocation's end to its telemetry observer (once)."""
+        obs, self._obs = self._obs, None
+        if obs is not None:
+            obs.end(self._machine, self._result, error)
 
     async def _finish_gen(self) -> None:
         gen, self._gen = self._gen, None
@@ -862,6 +887,10 @@ class RunStream:
                 t.state.value,
                 t.cause,
             )
+            if self._obs is not None:
+                self._obs.state(
+                    prev.state.value, t.state.value, t.at, t.cause, m.thread_id, m.run_id
+                )
             if self._emit:
                 self._col.pending.append(
                     StateChanged(t.state, prev.state, t.at, m.thread_id, m.run_id)
@@ -1001,7 +1030,7 @@ class RunStream:
         if m.run_id is None or m.thread_id is None:
             m.cancel(anyio.current_time(), reason)
             return
-        with anyio.move_on_after(CANCEL_GRACE):
+        with anyio.move_on_after(CANCEL_GRACE), _otel.current(self._obs):
             try:
                 action = m.cancel(anyio.current_time(), reason)
                 if isinstance(action, Send):
