@@ -1027,12 +1027,15 @@ class RunStream:
         m = self._machine
         if m is None or m.finished:
             return
+        seen = len(m.history)
         if m.run_id is None or m.thread_id is None:
             m.cancel(anyio.current_time(), reason)
+            self._note_moves(seen)
             return
         with anyio.move_on_after(CANCEL_GRACE), _otel.current(self._obs):
             try:
                 action = m.cancel(anyio.current_time(), reason)
+                self._note_moves(seen)
                 if isinstance(action, Send):
                     data = await self._request(wire.cancel_run(m.thread_id, m.run_id))
                     self._apply_run(wire.parse_run(data), "response")
