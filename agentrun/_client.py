@@ -155,6 +155,10 @@ class AsyncClient:
     only). A CA path applies to the service and to the service-principal credential agentrun
     builds; an `SSLContext` applies to the service only (azure-identity takes a path), so
     pass a path when the token endpoint needs the same private CA.
+
+    `tracer_provider` / `meter_provider` (OpenTelemetry) receive the invocation spans and
+    metrics; by default OpenTelemetry's global providers are used, and with none configured
+    nothing is recorded (docs/observability.md).
     """
 
     def __init__(

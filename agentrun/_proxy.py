@@ -324,7 +324,9 @@ class ProxyServer:
 
     `grace` is how long `stop()` lets in-flight requests run before cancelling them.
     Without a master key the server listens only on loopback addresses, unless
-    `allow_unauthenticated=True`.
+    `allow_unauthenticated=True`. `tracer_provider` / `meter_provider` go to the clients
+    (default: OpenTelemetry's global ones); an incoming W3C `traceparent` becomes the parent
+    of a request's spans (docs/observability.md).
     """
 
     def __init__(

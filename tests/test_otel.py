@@ -584,3 +584,20 @@ def test_route_templates() -> None:
     )
     assert t("assistants/asst_1") == "assistants/{agent_id}"
     assert t("openai/conversations/conv_1/items") == "openai/conversations/{conversation_id}/items"
+
+
+def test_sync_client_span_joins_the_callers_trace(emu: Emulator, otel: Otel) -> None:
+    """The sync `Client` (runs on agentrun's portal thread) takes the providers too, and its
+    invocation span is a child of the span current in the calling thread."""
+    tracer = otel.tracer_provider.get_tracer("test")
+    with (
+        agentrun.Client(
+            emu.endpoint, api_key=emu.api_key, tracer_provider=otel.tracer_provider
+        ) as client,
+        tracer.start_as_current_span("caller") as caller,
+    ):
+        result = client.run("asst_abc123", "Hi")
+    (span,) = otel.invocations()
+    assert span.parent is not None
+    assert span.parent.span_id == caller.get_span_context().span_id
+    assert (span.attributes or {})["gen_ai.response.id"] == result.run_id
