@@ -38,25 +38,36 @@ import weakref
 from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
-try:
+if TYPE_CHECKING:
     from opentelemetry import context as _context
     from opentelemetry import metrics as _metrics
     from opentelemetry import propagate as _propagate
     from opentelemetry import trace as _trace
-    from opentelemetry.trace import SpanKind, Status, StatusCode
-
-    HAVE_OTEL = True
-except ImportError:  # pragma: no cover - exercised only without the extra installed
-    HAVE_OTEL = False
-
-if TYPE_CHECKING:
     from opentelemetry.metrics import MeterProvider
     from opentelemetry.trace import Span, Tracer, TracerProvider
 
+# The API is imported on first use, not with agentrun (it costs ~20 ms of import time).
+_LOADED: bool | None = None
+
+
+def available() -> bool:
+    """Whether opentelemetry-api is installed (imports it on the first call)."""
+    global _LOADED, _context, _metrics, _propagate, _trace
+    if _LOADED is None:
+        try:
+            from opentelemetry import context, metrics, propagate, trace
+        except ImportError:  # pragma: no cover - exercised only without the extra installed
+            _LOADED = False
+        else:
+            _context, _metrics, _propagate, _trace = context, metrics, propagate, trace
+            _LOADED = True
+    return _LOADED
+
+
 __all__ = [
-    "HAVE_OTEL",
     "Observer",
     "Telemetry",
+    "available",
     "extracted",
     "http_done",
     "inject",
@@ -229,12 +240,21 @@ class _Instruments:
 
 
 _INSTRUMENTS: weakref.WeakKeyDictionary[Any, _Instruments] = weakref.WeakKeyDictionary()
+# Providers that cannot be weakly referenced (kept for the process's life; rare).
+_INSTRUMENTS_KEPT: dict[int, tuple[Any, _Instruments]] = {}
 
 
 def _instruments(provider: MeterProvider) -> _Instruments:
-    inst = _INSTRUMENTS.get(provider)
-    if inst is None:
-        inst = _INSTRUMENTS[provider] = _Instruments(provider)
+    """The instruments of `provider`, made once (an observable's callback registers once)."""
+    try:
+        inst = _INSTRUMENTS.get(provider)
+        if inst is None:
+            inst = _INSTRUMENTS[provider] = _Instruments(provider)
+    except TypeError:
+        kept = _INSTRUMENTS_KEPT.get(id(provider))
+        if kept is None:
+            kept = _INSTRUMENTS_KEPT[id(provider)] = (provider, _Instruments(provider))
+        inst = kept[1]
     return inst
 
 
@@ -274,7 +294,7 @@ class Telemetry:
 
     def tracer(self) -> Tracer | None:
         """The tracer to use now, or None when no tracer provider is configured."""
-        if not HAVE_OTEL:
+        if not available():
             return None
         provider = _enabled_tracer_provider(self._tracer_provider)
         if provider is None:
@@ -285,7 +305,7 @@ class Telemetry:
         return self._tracer
 
     def instruments(self) -> _Instruments | None:
-        if not HAVE_OTEL:
+        if not available():
             return None
         provider = _enabled_meter_provider(self._meter_provider)
         if provider is None:
@@ -304,7 +324,7 @@ class Telemetry:
         model: str | None = None,
     ) -> Observer | None:
         """An invocation starts: its observer, or None when telemetry is off."""
-        if not HAVE_OTEL:
+        if not available():
             return None
         tracer = self.tracer()
         inst = self.instruments()
@@ -359,7 +379,7 @@ class Observer:
             if not self.latest:
                 attributes["gen_ai.system"] = LEGACY_SYSTEM
             self.span = tracer.start_span(
-                f"{OPERATION} {agent}", kind=SpanKind.CLIENT, attributes=attributes
+                f"{OPERATION} {agent}", kind=_trace.SpanKind.CLIENT, attributes=attributes
             )
             self.ctx = _trace.set_span_in_context(self.span)
             self._ids(thread_id, None)
@@ -451,7 +471,7 @@ class Observer:
         if error_type is not None:
             span.set_attribute("error.type", error_type)
             description = str(error) if isinstance(error, BaseException) else error_type
-            span.set_status(Status(StatusCode.ERROR, description))
+            span.set_status(_trace.Status(_trace.StatusCode.ERROR, description))
             if isinstance(error, Exception):
                 span.record_exception(error)
         span.end()
@@ -498,12 +518,12 @@ class Observer:
         span = self.tracer.start_span(
             f"{method} {route}",
             context=self.ctx,
-            kind=SpanKind.CLIENT,
+            kind=_trace.SpanKind.CLIENT,
             attributes=span_attrs,
             start_time=start_ns,
         )
         if error_type is not None:
-            span.set_status(Status(StatusCode.ERROR))
+            span.set_status(_trace.Status(_trace.StatusCode.ERROR))
         span.end(end_time=start_ns + int(elapsed * 1e9))
 
     def retry(
@@ -705,7 +725,7 @@ def job_span(
     opentelemetry-api is missing): then it costs nothing. An exception leaving the block is
     recorded on the span and re-raised.
     """
-    if not HAVE_OTEL:
+    if not available():
         yield None
         return
     provider = _enabled_tracer_provider(tracer_provider)
@@ -714,7 +734,7 @@ def job_span(
         return
     tracer = provider.get_tracer(SCOPE, _version())
     with tracer.start_as_current_span(
-        name, kind=SpanKind.INTERNAL, attributes=dict(attributes or {})
+        name, kind=_trace.SpanKind.INTERNAL, attributes=dict(attributes or {})
     ) as span:
         yield span
 
@@ -726,7 +746,7 @@ def inject(carrier: dict[str, str] | None = None) -> dict[str, str]:
     `extracted(carrier)` there: the work's spans join this trace. Empty without the API.
     """
     out: dict[str, str] = {} if carrier is None else carrier
-    if HAVE_OTEL:
+    if available():
         _propagate.inject(out)
     return out
 
@@ -734,7 +754,7 @@ def inject(carrier: dict[str, str] | None = None) -> dict[str, str]:
 @contextlib.contextmanager
 def extracted(carrier: Mapping[str, str] | None) -> Iterator[None]:
     """Make the trace context in `carrier` (W3C ``traceparent`` headers) current."""
-    if not HAVE_OTEL or not carrier:
+    if not carrier or not available():
         yield
         return
     ctx = _propagate.extract(carrier)

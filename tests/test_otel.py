@@ -601,3 +601,32 @@ def test_sync_client_span_joins_the_callers_trace(emu: Emulator, otel: Otel) -> 
     assert span.parent is not None
     assert span.parent.span_id == caller.get_span_context().span_id
     assert (span.attributes or {})["gen_ai.response.id"] == result.run_id
+
+
+async def test_batch_logs_its_progress_at_info(
+    emu: Emulator,
+    tmp_path: pathlib.Path,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """While a batch runs, the `agentrun.batch` logger reports its progress at INFO every
+    LOG_INTERVAL (made short here): done, failed, in progress, rate."""
+    from agentrun import _batch
+
+    monkeypatch.setattr(_batch, "LOG_INTERVAL", 0.05)
+    inp = tmp_path / "in.jsonl"
+    items = [{"custom_id": "slow", "model": "asst_abc123", "prompt": "Hi [emulator:sleep=1.5]"}]
+    items.append({"custom_id": "x", "model": "asst_abc123", "prompt": "Hello"})
+    inp.write_text("".join(json.dumps(x) + "\n" for x in items))
+    config = BatchConfig(input_path=inp, output_path=tmp_path / "out.jsonl", concurrency=2)
+    async with AsyncClient(emu.endpoint, api_key=emu.api_key) as client:
+        with caplog.at_level(logging.INFO, logger="agentrun"):
+            await BatchRunner(config).run(client)
+    progress = [
+        r.getMessage()
+        for r in caplog.records
+        if r.name == "agentrun.batch" and "in progress" in r.getMessage()
+    ]
+    assert progress
+    assert all(r.levelno == logging.INFO for r in caplog.records if r.name == "agentrun.batch")
+    assert any("/2 done (0 failed), 1 in progress" in m for m in progress)
