@@ -878,7 +878,8 @@ class RunStream:
         return action
 
     def _note_moves(self, seen: int) -> None:
-        """Log the moves recorded since `seen` history entries, and queue their events."""
+        """Log the moves recorded since `seen` history entries, report them to telemetry, and
+        queue their events."""
         m = self._machine
         assert m is not None
         for i in range(max(seen, 1), len(m.history)):

@@ -357,7 +357,6 @@ class Observer:
         self.wall_offset = time.time_ns() - int(time.monotonic() * 1e9)
         self._conversation: str | None = None
         self._response: str | None = None
-        self.mode = mode
         self.metric_attrs: dict[str, Any] = {
             "gen_ai.operation.name": OPERATION,
             "gen_ai.provider.name": PROVIDER,
