@@ -630,3 +630,26 @@ async def test_batch_logs_its_progress_at_info(
     assert progress
     assert all(r.levelno == logging.INFO for r in caplog.records if r.name == "agentrun.batch")
     assert any("/2 done (0 failed), 1 in progress" in m for m in progress)
+
+
+async def test_without_the_api_everything_is_a_no_op(
+    emu: Emulator, otel: Otel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As if opentelemetry-api were not installed: even with providers given, no observer is
+    made, runs work, and the public helpers do nothing."""
+    monkeypatch.setattr(_otel, "_LOADED", False)
+    async with AsyncClient(
+        emu.endpoint, api_key=emu.api_key, tracer_provider=otel.tracer_provider
+    ) as client:
+        assert client._telemetry.start("asst_abc123", "poll", None) is None
+        result = await client.run("asst_abc123", "Hi")
+    assert result.state is State.COMPLETED
+    assert otel.spans() == []
+    with _otel.job_span("job", tracer_provider=otel.tracer_provider) as span:
+        assert span is None
+        assert _otel.inject() == {}
+    with _otel.extracted(
+        {"traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"}
+    ):
+        pass
+    assert otel.spans() == []
