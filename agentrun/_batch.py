@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import logging
 import os
 import pathlib
 import random
@@ -37,6 +38,7 @@ import anyio.abc
 import anyio.lowlevel
 import attrs
 
+from agentrun import _otel
 from agentrun._client import AsyncClient, Mode
 from agentrun._errors import (
     AgentRunError,
@@ -88,6 +90,11 @@ _RATE_WINDOW = 10.0
 _RUN_ENDED_ERRORS = frozenset(
     {"RunFailedError", "RunCancelledError", "RunExpiredError", "RunIncompleteError"}
 )
+
+#: How often (seconds) the `agentrun` logger reports a running batch's progress at INFO.
+LOG_INTERVAL = 30.0
+
+logger = logging.getLogger("agentrun.batch")
 
 
 class BatchError(AgentRunError):
@@ -722,10 +729,32 @@ class BatchRunner:
         progress = self.progress
         progress.started_at = time.monotonic()
         limit = anyio.Semaphore(cfg.concurrency)
+        logger.info(
+            "batch %s -> %s: %d to run, %d already done, %d failed before and skipped; "
+            "concurrency %d",
+            cfg.input_path,
+            cfg.output_path,
+            progress.to_run,
+            progress.skipped_ok,
+            progress.skipped_failed,
+            cfg.concurrency,
+        )
+        job = _otel.job_span(
+            "agentrun.batch",
+            {
+                "agentrun.batch.input": str(cfg.input_path),
+                "agentrun.batch.to_run": progress.to_run,
+                "agentrun.batch.concurrency": cfg.concurrency,
+            },
+            tracer_provider=client._telemetry.tracer_provider,
+        )
         try:
-            with OutputWriter(
-                cfg.output_path, sync_interval=cfg.sync_interval, sync_lines=cfg.sync_lines
-            ) as out:
+            with (
+                job,
+                OutputWriter(
+                    cfg.output_path, sync_interval=cfg.sync_interval, sync_lines=cfg.sync_lines
+                ) as out,
+            ):
                 try:
                     async with anyio.create_task_group() as tg:
                         tg.start_soon(self._sync_ticker, out)
@@ -738,6 +767,15 @@ class BatchRunner:
                     self._output_lines = out.lines
         finally:
             progress.finished_at = time.monotonic()
+            logger.info(
+                "batch %s: %d succeeded, %d failed, %d not run, in %.1fs%s",
+                cfg.input_path,
+                progress.completed,
+                progress.failed,
+                progress.to_run - progress.completed - progress.failed,
+                progress.elapsed,
+                f"; stopped: {type(self._fatal).__name__}" if self._fatal is not None else "",
+            )
         if self._fatal is not None:
             raise self._fatal
         return self.summary()
@@ -774,9 +812,22 @@ class BatchRunner:
             tg.start_soon(self._one, client, entry, out, limit, tg)
 
     async def _sync_ticker(self, out: OutputWriter) -> None:
+        logged = time.monotonic()
         while True:
-            await anyio.sleep(self.config.sync_interval)
+            await anyio.sleep(min(self.config.sync_interval, LOG_INTERVAL))
             out.maybe_sync()
+            if time.monotonic() - logged >= LOG_INTERVAL:
+                logged = time.monotonic()
+                p = self.progress
+                logger.info(
+                    "batch %s: %d/%d done (%d failed), %d in progress, %.1f/s",
+                    self.config.input_path,
+                    p.done,
+                    p.to_run,
+                    p.failed,
+                    p.in_progress,
+                    p.rate(),
+                )
 
     async def _one(
         self,
@@ -788,27 +839,33 @@ class BatchRunner:
     ) -> None:
         cfg = self.config
         start = anyio.current_time()
+        item_span = _otel.job_span(
+            "agentrun.batch.item",
+            {"agentrun.batch.custom_id": item.custom_id or "", "agentrun.batch.line": item.line},
+            tracer_provider=client._telemetry.tracer_provider,
+        )
         try:
             try:
-                known = self.resume.runs.get(item.custom_id) if cfg.retry_failed else None
-                resp: ChatCompletion | CompletionStream | None = None
-                if known is not None:
-                    # Follow the run the item already has: never start a second run while
-                    # it may still finish.
-                    resp = await self._follow(client, item, *known)
-                if resp is None:
-                    resp = await chat(
-                        client,
-                        model=item.model,
-                        messages=item.messages,
-                        thread_id=item.thread_id,
-                        instructions=item.instructions,
-                        timeout=cfg.timeout,
-                        mode=cfg.mode,
-                        drop_params=cfg.drop_params,
-                        metadata=dict(item.metadata),
-                        **item.params,
-                    )
+                with item_span:
+                    known = self.resume.runs.get(item.custom_id) if cfg.retry_failed else None
+                    resp: ChatCompletion | CompletionStream | None = None
+                    if known is not None:
+                        # Follow the run the item already has: never start a second run while
+                        # it may still finish.
+                        resp = await self._follow(client, item, *known)
+                    if resp is None:
+                        resp = await chat(
+                            client,
+                            model=item.model,
+                            messages=item.messages,
+                            thread_id=item.thread_id,
+                            instructions=item.instructions,
+                            timeout=cfg.timeout,
+                            mode=cfg.mode,
+                            drop_params=cfg.drop_params,
+                            metadata=dict(item.metadata),
+                            **item.params,
+                        )
             except (AuthenticationError, PermissionDeniedError) as exc:
                 # Every other item would fail the same way: stop, and write no line for it.
                 if self._fatal is None:

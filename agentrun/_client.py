@@ -45,6 +45,7 @@ import anyio.abc
 import attrs
 from anyio.streams.memory import MemoryObjectSendStream
 
+from agentrun import _otel
 from agentrun import _wire as wire
 from agentrun._auth import TokenCache
 from agentrun._credentials import default_api_base, resolve_token_source
@@ -186,6 +187,10 @@ class AsyncClient:
     only). A CA path applies to the service and to the service-principal credential agentrun
     builds; an `SSLContext` applies to the service only (azure-identity takes a path), so
     pass a path when the token endpoint needs the same private CA.
+
+    `tracer_provider` / `meter_provider` (OpenTelemetry) receive the invocation spans and
+    metrics; by default OpenTelemetry's global providers are used, and with none configured
+    nothing is recorded (docs/observability.md).
     """
 
     def __init__(
@@ -205,6 +210,8 @@ class AsyncClient:
         timeout: float | None = 600.0,
         retry_policy: RetryPolicy | None = None,
         env: Mapping[str, str] | None = None,
+        tracer_provider: Any = None,
+        meter_provider: Any = None,
     ) -> None:
         base = api_base or default_api_base(env)
         if not base:
@@ -241,6 +248,12 @@ class AsyncClient:
             limit=pool_limit,
             verify=verify,
             retry_policy=retry_policy or RetryPolicy(),
+        )
+        self._telemetry = _otel.Telemetry(
+            self.api_base,
+            tracer_provider=tracer_provider,
+            meter_provider=meter_provider,
+            pool=self._transport,
         )
         self._schedules: dict[str, PollSchedule] = {}
         self._in_flight = 0
@@ -679,6 +692,7 @@ class RunStream:
         self._scope: anyio.CancelScope | None = None
         self._idle: anyio.Event | None = None
         self._closed_by_client = False
+        self._obs: _otel.Observer | None = None
 
     @property
     def thread_id(self) -> str | None:
@@ -710,6 +724,7 @@ class RunStream:
             return
         self._done = True
         await self._stop("cancel")
+        self._observed("cancelled")
 
     def __del__(self) -> None:
         self._abandon()
@@ -760,12 +775,16 @@ class RunStream:
                 raise ClientStateError("this client is closed; create a new one")
             self._mode = self._client._begin(self._inv)
             self._client._live.add(self)
+            inv = self._inv
+            self._obs = self._client._telemetry.start(
+                inv.agent, self._mode, inv.thread_id, inv.messages, inv.options.model
+            )
             self._gen = self._steps()
             if self._inv.timeout is not None:
                 self._deadline = anyio.current_time() + self._inv.timeout
         scope = self._scope = anyio.CancelScope(deadline=self._deadline)
         try:
-            with scope:
+            with scope, _otel.current(self._obs):
                 batch = await self._gen.__anext__()
         except BaseException as exc:
             self._step_ended()
@@ -773,12 +792,15 @@ class RunStream:
             cancelled = isinstance(exc, anyio.get_cancelled_exc_class())
             await self._stop("cancel" if cancelled else "error")
             if isinstance(exc, APITimeoutError) and anyio.current_time() >= self._deadline:
+                self._observed("timeout")
                 raise self._timeout_error() from exc
+            self._observed(exc)
             raise
         self._step_ended()
         if scope.cancelled_caught:
             self._done = True
             await self._stop("client closed" if self._closed_by_client else "deadline")
+            self._observed("cancelled" if self._closed_by_client else "timeout")
             if self._closed_by_client:
                 raise ClientStateError(
                     "the client was closed while this invocation was running"
@@ -789,6 +811,7 @@ class RunStream:
             self._done = True
             self._result = batch[-1].result
             await self._finish_gen()
+            self._observed(None)
         self._buffer.extend(batch)
         return self._buffer.popleft()
 
@@ -847,6 +870,8 @@ class RunStream:
             orphan, self._orphan = self._orphan, None
             if orphan is not None:
                 orphan[0].finish()
+            if reason == "abandoned":
+                self._observed("cancelled")
 
     async def _adopt(self, reason: str) -> None:
         """Take over what a create cut short produced, until the run id is known."""
@@ -877,6 +902,12 @@ class RunStream:
                             m.thread_created(ev.thread.id, anyio.current_time())
                 if m.run_id is not None:
                     return
+
+    def _observed(self, error: BaseException | str | None) -> None:
+        """Report the invocation's end to its telemetry observer (once)."""
+        obs, self._obs = self._obs, None
+        if obs is not None:
+            obs.end(self._machine, self._result, error)
 
     async def _finish_gen(self) -> None:
         gen, self._gen = self._gen, None
@@ -1130,7 +1161,8 @@ class RunStream:
         return action
 
     def _note_moves(self, seen: int) -> None:
-        """Log the moves recorded since `seen` history entries, and queue their events."""
+        """Log the moves recorded since `seen` history entries, report them to telemetry, and
+        queue their events."""
         m = self._machine
         assert m is not None
         for i in range(max(seen, 1), len(m.history)):
@@ -1143,6 +1175,10 @@ class RunStream:
                 t.state.value,
                 t.cause,
             )
+            if self._obs is not None:
+                self._obs.state(
+                    prev.state.value, t.state.value, t.at, t.cause, m.thread_id, m.run_id
+                )
             if self._emit:
                 self._col.pending.append(
                     StateChanged(t.state, prev.state, t.at, m.thread_id, m.run_id)
@@ -1347,12 +1383,15 @@ class RunStream:
         m = self._machine
         if m is None or m.finished:
             return
+        seen = len(m.history)
         if m.run_id is None or m.thread_id is None:
             m.cancel(anyio.current_time(), reason)
+            self._note_moves(seen)
             return
-        with anyio.move_on_after(CANCEL_GRACE):
+        with anyio.move_on_after(CANCEL_GRACE), _otel.current(self._obs):
             try:
                 action = m.cancel(anyio.current_time(), reason)
+                self._note_moves(seen)
                 if isinstance(action, Send):
                     req = wire.cancel_run(m.thread_id, m.run_id)
                     # The cleanup's own bound, not the invocation's (it may have passed).

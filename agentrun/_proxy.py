@@ -41,6 +41,7 @@ import anyio
 import attrs
 from aiohttp import web
 
+from agentrun import _otel
 from agentrun._client import AsyncClient
 from agentrun._errors import (
     APIConnectionError,
@@ -379,7 +380,9 @@ class ProxyServer:
 
     `grace` is how long `stop()` lets in-flight requests run before cancelling them.
     Without a master key the server listens only on loopback addresses, unless
-    `allow_unauthenticated=True`.
+    `allow_unauthenticated=True`. `tracer_provider` / `meter_provider` go to the clients
+    (default: OpenTelemetry's global ones); an incoming W3C `traceparent` becomes the parent
+    of a request's spans (docs/observability.md).
     """
 
     def __init__(
@@ -391,6 +394,8 @@ class ProxyServer:
         grace: float = 30.0,
         allow_unauthenticated: bool = False,
         backlog: int = 1024,
+        tracer_provider: Any = None,
+        meter_provider: Any = None,
     ) -> None:
         if grace < 0 or not math.isfinite(grace):
             raise ConfigurationError(f"grace must be a non-negative number, got {grace!r}")
@@ -400,6 +405,8 @@ class ProxyServer:
         self.grace = grace
         self.allow_unauthenticated = allow_unauthenticated
         self.backlog = backlog
+        # OpenTelemetry providers for the clients (None: the global ones; docs/observability.md)
+        self._telemetry = {"tracer_provider": tracer_provider, "meter_provider": meter_provider}
         self.draining = False
         self.created = int(time.time())
         self._clients: dict[tuple[Any, ...], AsyncClient] = {}
@@ -496,7 +503,7 @@ class ProxyServer:
             )
             client = self._clients.get(key)
             if client is None:
-                kwargs: dict[str, Any] = {}
+                kwargs: dict[str, Any] = dict(self._telemetry)
                 if d.max_retries is not None:
                     kwargs["retry_policy"] = RetryPolicy(max_attempts=d.max_retries + 1)
                 if d.pool_limit is not None:
@@ -562,7 +569,9 @@ class ProxyServer:
         self._active += 1
         self._idle.clear()
         try:
-            response = await handler(request)
+            # An incoming W3C `traceparent` becomes the parent of this request's spans.
+            with _otel.extracted(request.headers):
+                response = await handler(request)
             status = response.status
             return response
         except web.HTTPException as exc:  # pragma: no cover - the error middleware answers

@@ -599,6 +599,8 @@ class Client:
         retry_policy: RetryPolicy | None = None,
         env: Mapping[str, str] | None = None,
         portal: BlockingPortal | None = None,
+        tracer_provider: Any = None,
+        meter_provider: Any = None,
     ) -> None:
         self._closed = True  # until the AsyncClient exists (for __del__)
         self._runner: _Runner = _PORTAL if portal is None else _ExternalPortal(portal)
@@ -619,6 +621,8 @@ class Client:
                 timeout=timeout,
                 retry_policy=retry_policy,
                 env=env,
+                tracer_provider=tracer_provider,
+                meter_provider=meter_provider,
             )
 
         self._async = self._runner.run(make)

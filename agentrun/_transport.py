@@ -30,6 +30,7 @@ import anyio
 import attrs
 import yarl
 
+from agentrun import _otel
 from agentrun._auth import TokenCache
 from agentrun._errors import (
     AgentRunError,
@@ -212,6 +213,13 @@ class Transport:
             responses_by_status=dict(self._by_status),
             token_requests=self._token_cache.statistics().token_requests,
         )
+
+    def connections_in_use(self) -> int:
+        """Pooled connections now serving a request or a stream (0 before the first request)."""
+        session = self._session
+        if session is None or session.connector is None:
+            return 0
+        return len(getattr(session.connector, "_acquired", ()))
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -421,6 +429,7 @@ class Transport:
             cause: BaseException | None = None
             retryable = True
             self._requests_sent += 1
+            started = time.monotonic()
             try:
                 response = await session.request(
                     method,
@@ -431,6 +440,7 @@ class Transport:
                     trace_request_ctx=progress,
                 )
             except _TRANSPORT_ERRORS as exc:
+                _otel.http_done(method, path, None, attempt, None, started, exc)
                 failure, error, retryable, cause = self._classify(
                     exc, method, path, thread_id, run_id
                 )
@@ -438,16 +448,19 @@ class Transport:
                 status = response.status
                 self._by_status[status] = self._by_status.get(status, 0) + 1
                 if 200 <= status < 300 and not read_body:
+                    _otel.http_done(method, path, status, attempt, response.headers, started)
                     return response
                 try:
                     body = await response.read()
                 except _TRANSPORT_ERRORS as exc:
+                    _otel.http_done(method, path, None, attempt, None, started, exc)
                     response.close()
                     status = None
                     failure, error, retryable, cause = self._classify(
                         exc, method, path, thread_id, run_id
                     )
                 else:
+                    _otel.http_done(method, path, status, attempt, response.headers, started)
                     if 200 <= status < 300:
                         if meta is not None:
                             rid = request_id_of(response.headers)
@@ -469,7 +482,7 @@ class Transport:
                     if await self._token_cache.get_token() != token:
                         self._retries += 1
                         attempt -= 1  # a re-authentication does not use up an attempt
-                        logger.debug("%s %s: 401, retrying with a fresh token", method, path)
+                        _otel.retry(method, path, 401, "401: a fresh token", 0.0, attempt)
                         continue
 
             if not retryable:
@@ -494,7 +507,7 @@ class Transport:
                 # A retry is decided only when the server did not act on the attempt (for a
                 # POST: 429, 503, or no connection), so until the next one nothing is pending.
                 progress.sent = False
-            logger.debug("%s %s: %s", method, path, decision.reason)
+            _otel.retry(method, path, status, decision.reason, decision.delay, attempt)
             await anyio.sleep(decision.delay)
 
     def _headers(self, token: str) -> dict[str, str]:

@@ -19,7 +19,11 @@ def _scripts(name: str) -> list[str]:
     return [b for b in BLOCK.findall((DOCS / name).read_text()) if "anyio.run(main)" in b]
 
 
-SCRIPTS = [(name, i, code) for name in ("async.md",) for i, code in enumerate(_scripts(name))]
+SCRIPTS = [
+    (name, i, code)
+    for name in ("async.md", "observability.md")
+    for i, code in enumerate(_scripts(name))
+]
 
 
 def test_async_doc_has_runnable_examples() -> None:
