@@ -15,10 +15,13 @@ from agentrun._errors import (
     APIStatusError,
     APITimeoutError,
     AuthenticationError,
+    BadGatewayError,
     BadRequestError,
+    CertificateVerificationError,
     ClientStateError,
     ConfigurationError,
     ConflictError,
+    ContextWindowExceededError,
     InternalServerError,
     LocalProtocolError,
     NotFoundError,
@@ -31,7 +34,16 @@ from agentrun._errors import (
     RunExpiredError,
     RunFailedError,
     RunIncompleteError,
+    ServiceUnavailableError,
     UnprocessableEntityError,
+    UnsupportedParamsError,
+)
+from agentrun import exceptions
+from agentrun.exceptions import (
+    APIResponseValidationError,
+    InvalidRequestError,
+    OpenAIError,
+    Timeout,
 )
 
 if TYPE_CHECKING:
@@ -64,6 +76,10 @@ if TYPE_CHECKING:
     )
 
 __version__ = "0.1.0"
+
+#: LiteLLM's global switch: True leaves out parameters the service cannot honour instead of
+#: raising `UnsupportedParamsError` (a `drop_params=` argument wins over it).
+drop_params: bool = False
 
 # Names whose modules import aiohttp/anyio are loaded on first use, so that importing
 # agentrun (the CLI's --help, the pytest plugin in every test run) stays cheap.
@@ -110,12 +126,15 @@ def __dir__() -> list[str]:
 __all__ = [
     "APIConnectionError",
     "APIError",
+    "APIResponseValidationError",
     "APIStatusError",
     "APITimeoutError",
     "AgentRunError",
     "AsyncClient",
     "AuthenticationError",
+    "BadGatewayError",
     "BadRequestError",
+    "CertificateVerificationError",
     "ChatCompletion",
     "ChatCompletionChunk",
     "Client",
@@ -124,11 +143,14 @@ __all__ = [
     "CompletionStream",
     "ConfigurationError",
     "ConflictError",
+    "ContextWindowExceededError",
     "InternalServerError",
+    "InvalidRequestError",
     "LocalProtocolError",
     "MapIterator",
     "MapResult",
     "NotFoundError",
+    "OpenAIError",
     "PermissionDeniedError",
     "ProtocolError",
     "RateLimitError",
@@ -142,17 +164,22 @@ __all__ = [
     "RunRequest",
     "RunResult",
     "RunStream",
+    "ServiceUnavailableError",
     "State",
     "StateChanged",
     "StreamEvent",
     "SyncCompletionStream",
     "SyncRunStream",
     "TextDelta",
+    "Timeout",
     "ToolCallDelta",
     "Transition",
     "UnprocessableEntityError",
+    "UnsupportedParamsError",
     "__version__",
     "aclose_clients",
     "acompletion",
     "completion",
+    "drop_params",
+    "exceptions",
 ]

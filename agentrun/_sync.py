@@ -765,17 +765,79 @@ def completion(
     model: str,
     messages: Any,
     *,
+    temperature: float | None = None,
+    top_p: float | None = None,
+    max_tokens: int | None = None,
+    max_completion_tokens: int | None = None,
+    response_format: Any = None,
+    tools: Any = None,
+    tool_choice: Any = None,
+    parallel_tool_calls: bool | None = None,
+    metadata: Mapping[str, str] | None = None,
+    user: str | None = None,
     stream: bool = False,
-    **kwargs: Any,
+    stream_options: Any = None,
+    thread_id: str | None = None,
+    instructions: str | None = None,
+    timeout: float | None = None,
+    api_base: str | None = None,
+    api_key: str | None = None,
+    tenant_id: str | None = None,
+    client_id: str | None = None,
+    client_secret: str | None = None,
+    api_version: str | None = None,
+    credential: Any = None,
+    authority: str | None = None,
+    verify: Any = None,
+    ssl_verify: Any = None,
+    allow_insecure_http: bool | None = None,
+    drop_params: bool | None = None,
+    num_retries: int | None = None,
+    max_retries: int | None = None,
+    extra_headers: Mapping[str, str] | None = None,
+    mock_response: Any = None,
+    **params: Any,
 ) -> ChatCompletion | SyncCompletionStream:
     """Call an Azure AI Foundry agent in the OpenAI chat-completions format (sync).
 
-    Takes the arguments of `acompletion` (`api_base`, `api_key`, `tenant_id`, `client_id`,
-    `client_secret`, `api_version`, `thread_id`, `instructions`, `stream_options`, `timeout`,
-    `drop_params` and the OpenAI parameters) and runs it on agentrun's portal. Returns a
-    `ChatCompletion`, or with `stream=True` a `SyncCompletionStream` of chunks as they arrive
-    (close it, or use `with`, if you stop early). Ctrl-C cancels the remote run.
+    Takes the arguments of `acompletion` (see there, or docs/sync.md) and runs it on
+    agentrun's portal. Returns a `ChatCompletion`, or with `stream=True` a
+    `SyncCompletionStream` of chunks as they arrive (close it, or use `with`, if you stop
+    early). Ctrl-C cancels the remote run.
     """
+    kwargs: dict[str, Any] = dict(
+        temperature=temperature,
+        top_p=top_p,
+        max_tokens=max_tokens,
+        max_completion_tokens=max_completion_tokens,
+        response_format=response_format,
+        tools=tools,
+        tool_choice=tool_choice,
+        parallel_tool_calls=parallel_tool_calls,
+        metadata=metadata,
+        user=user,
+        stream_options=stream_options,
+        thread_id=thread_id,
+        instructions=instructions,
+        timeout=timeout,
+        api_base=api_base,
+        api_key=api_key,
+        tenant_id=tenant_id,
+        client_id=client_id,
+        client_secret=client_secret,
+        api_version=api_version,
+        credential=credential,
+        authority=authority,
+        verify=verify,
+        ssl_verify=ssl_verify,
+        allow_insecure_http=allow_insecure_http,
+        drop_params=drop_params,
+        num_retries=num_retries,
+        max_retries=max_retries,
+        extra_headers=extra_headers,
+        mock_response=mock_response,
+        **params,
+    )
     result = _PORTAL.run(
         functools.partial(_openai.acompletion, model, messages, stream=stream, **kwargs)
     )
