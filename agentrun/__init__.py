@@ -8,6 +8,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from agentrun import exceptions
 from agentrun._errors import (
     AgentRunError,
     APIConnectionError,
@@ -38,7 +39,6 @@ from agentrun._errors import (
     UnprocessableEntityError,
     UnsupportedParamsError,
 )
-from agentrun import exceptions
 from agentrun.exceptions import (
     APIResponseValidationError,
     InvalidRequestError,

@@ -23,17 +23,16 @@ from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from typing import Any
 
 from agentrun._client import AsyncClient, RunStream
-from agentrun._credentials import default_api_base
-from agentrun._credentials import check_api_base
+from agentrun._credentials import check_api_base, default_api_base
 from agentrun._errors import (
     BadRequestError,
     ConfigurationError,
     RunIncompleteError,
     UnsupportedParamsError,
 )
-from agentrun._retry import RetryPolicy
 from agentrun._machine import State
 from agentrun._results import RunFinished, RunResult, StateChanged, TextDelta, ToolCallDelta
+from agentrun._retry import RetryPolicy
 from agentrun._wire import TEXT_PART_SEPARATOR
 
 __all__ = [

@@ -46,6 +46,7 @@ from agentrun._errors import (
     APIConnectionError,
     APIStatusError,
     APITimeoutError,
+    CertificateVerificationError,
     ConfigurationError,
     RateLimitError,
     RemoteProtocolError,
@@ -187,6 +188,7 @@ def error_for(exc: BaseException) -> ErrorInfo:
     | service 429 | 429, with its `Retry-After` |
     | service 503 | 503, with its `Retry-After` |
     | other service errors, no response, malformed response | 502 |
+    | token endpoint unreachable / its certificate not trusted | 502 (`token_endpoint_...`) |
     | `APITimeoutError` (the deployment's `timeout` passed; the run is cancelled) | 504 |
     | run failed with `rate_limit_exceeded` | 429 |
     | run failed with another code (`server_error`, ...) | 500 |
@@ -209,6 +211,20 @@ def error_for(exc: BaseException) -> ErrorInfo:
         return ErrorInfo(500, exc.message, "server_error", code=code or "run_failed", **ids)
     if isinstance(exc, APITimeoutError):
         return ErrorInfo(504, exc.message, "server_error", code="timeout", **ids)
+    if isinstance(exc, CertificateVerificationError):
+        if exc.token_endpoint:
+            message = (
+                "the proxy could not get an access token: the token endpoint's TLS certificate "
+                f"is not trusted: {exc.message}"
+            )
+            return ErrorInfo(
+                502, message, "server_error", code="token_endpoint_certificate_error", **ids
+            )
+        message = f"the Agent Service's TLS certificate is not trusted: {exc.message}"
+        return ErrorInfo(502, message, "server_error", code="upstream_certificate_error", **ids)
+    if isinstance(exc, APIConnectionError) and exc.token_endpoint:
+        message = f"the proxy could not reach the token endpoint: {exc.message}"
+        return ErrorInfo(502, message, "server_error", code="token_endpoint_unreachable", **ids)
     if isinstance(exc, APIConnectionError):
         message = f"the Agent Service could not be reached: {exc.message}"
         return ErrorInfo(502, message, "server_error", code="upstream_connection_error", **ids)
