@@ -446,7 +446,7 @@ def token_error(cause: BaseException) -> APIError:
             if isinstance(cause, CertificateVerificationError)
             else APIConnectionError
         )
-        error: APIError = cls(cause.message)
+        error: APIConnectionError = cls(cause.message)
     elif is_certificate_failure(cause):
         error = CertificateVerificationError(
             "could not reach the token endpoint: TLS certificate verification failed "

@@ -47,7 +47,7 @@ __all__ = [
 ]
 
 MODEL_PREFIX = "azure_ai/agents/"
-_AGENT_ID = re.compile(r"^[A-Za-z0-9_\-.:]{1,256}$")
+_AGENT_ID = re.compile(r"[A-Za-z0-9_\-.:]{1,256}")  # checked with fullmatch
 
 #: OpenAI parameters the Agent Service can honour, and the run option each one becomes.
 SUPPORTED_PARAMS = {
@@ -111,7 +111,7 @@ def parse_model(model: str) -> str:
             "e.g. 'azure_ai/agents/asst_abc123'"
         )
     agent = model[len(MODEL_PREFIX) :]
-    if not _AGENT_ID.match(agent):
+    if not _AGENT_ID.fullmatch(agent):
         raise ConfigurationError(f"model {model!r} has no valid agent id after 'azure_ai/agents/'")
     return agent
 
