@@ -516,6 +516,9 @@ class ProxyServer:
             access_log=None,
             shutdown_timeout=1.0,
             keepalive_timeout=self.header_timeout,
+            # After an early answer (401, 408, 413), unread body bytes are drained for at most
+            # this long before the connection is closed.
+            lingering_time=min(2.0, self.header_timeout),
         )
         try:
             await runner.setup()
