@@ -62,6 +62,13 @@ async def read_all(stream: anyio.abc.ByteStream) -> bytes:
                 return data
 
 
+async def send_and_read(port: int, data: bytes) -> bytes:
+    """Send raw bytes on a new connection; everything the server answers until it closes."""
+    async with await anyio.connect_tcp("127.0.0.1", port) as conn:
+        await conn.send(data)
+        return await read_all(conn)
+
+
 async def completion_ok(server: ProxyServer) -> bool:
     async with openai.AsyncOpenAI(
         base_url=server.url + "/v1", api_key=KEY, max_retries=0, timeout=30
@@ -119,13 +126,12 @@ async def test_slow_body_gets_408(emu: Emulator) -> None:
     """A client (with the key) that sends headers promising a body and then stalls gets 408
     after the body timeout, and the connection is closed."""
     async with serving(emu, header_timeout=5.0, body_timeout=0.5) as server:
-        async with await anyio.connect_tcp("127.0.0.1", server.port) as conn:
-            await conn.send(
-                b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
-                + f"Authorization: Bearer {KEY}\r\n".encode()
-                + b"Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{"
-            )
-            answer = await read_all(conn)
+        answer = await send_and_read(
+            server.port,
+            b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
+            + f"Authorization: Bearer {KEY}\r\n".encode()
+            + b"Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{",
+        )
     assert answer.startswith(b"HTTP/1.1 408 ")
     assert b"request_timeout" in answer
 
@@ -133,12 +139,11 @@ async def test_slow_body_gets_408(emu: Emulator) -> None:
 async def test_request_without_key_is_answered_401_at_once(emu: Emulator) -> None:
     """A complete request without a key is answered 401 at once (never waits for a body)."""
     async with serving(emu) as server:
-        async with await anyio.connect_tcp("127.0.0.1", server.port) as conn:
-            await conn.send(
-                b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n"
-                b"Connection: close\r\n\r\n"
-            )
-            answer = await read_all(conn)
+        answer = await send_and_read(
+            server.port,
+            b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n"
+            b"Connection: close\r\n\r\n",
+        )
     assert answer.startswith(b"HTTP/1.1 401 ")
 
 
@@ -182,15 +187,17 @@ def test_model_names_are_whole_string_checked(name: str) -> None:
 async def test_thread_ids_are_whole_string_checked(emu: Emulator, thread_id: str) -> None:
     """A thread id with a trailing newline (or a space, a slash) is a 400 naming thread_id,
     and no request reaches the service."""
-    async with serving(emu) as server:
-        async with openai.AsyncOpenAI(
+    async with (
+        serving(emu) as server,
+        openai.AsyncOpenAI(
             base_url=server.url + "/v1", api_key=KEY, max_retries=0, timeout=30
-        ) as client:
-            with pytest.raises(openai.BadRequestError) as info:
-                await client.chat.completions.create(
-                    model="agent",
-                    messages=[{"role": "user", "content": "hi"}],
-                    extra_body={"thread_id": thread_id},
-                )
+        ) as client,
+    ):
+        with pytest.raises(openai.BadRequestError) as info:
+            await client.chat.completions.create(
+                model="agent",
+                messages=[{"role": "user", "content": "hi"}],
+                extra_body={"thread_id": thread_id},
+            )
     assert "thread_id" in str(info.value)
     assert emu.stats()["requests_total"] == 0
