@@ -26,7 +26,6 @@ from agentrun._errors import (
     APITimeoutError,
     AuthenticationError,
     BadRequestError,
-    CertificateVerificationError,
     ConfigurationError,
     NotFoundError,
     PermissionDeniedError,
@@ -155,7 +154,9 @@ def check_connection_arguments(args: argparse.Namespace) -> str | None:
 def describe_error(exc: BaseException) -> tuple[int, str]:
     """(exit code, one-line message saying what to do) for an error that ended a command."""
     text = " ".join(str(exc).split()) or type(exc).__name__
-    if isinstance(exc, CertificateVerificationError):
+    from agentrun._auth import is_certificate_failure
+
+    if isinstance(exc, APIConnectionError) and is_certificate_failure(exc):
         where = "the token endpoint" if exc.token_endpoint else "the service"
         return EXIT_AUTH_CONFIG, (
             f"TLS certificate verification failed for {where}: {text}; trust its CA "
