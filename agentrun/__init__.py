@@ -48,6 +48,7 @@ from agentrun.exceptions import (
 
 if TYPE_CHECKING:
     from agentrun._client import AsyncClient, RunStream
+    from agentrun._litellm import stream_chunk_builder
     from agentrun._machine import State, Transition
     from agentrun._openai import (
         ChatCompletion,
@@ -101,6 +102,7 @@ _LAZY = {
     "ChatCompletionChunk": "agentrun._openai",
     "CompletionStream": "agentrun._openai",
     "acompletion": "agentrun._openai",
+    "stream_chunk_builder": "agentrun._litellm",
     "aclose_clients": "agentrun._openai",
     "Client": "agentrun._sync",
     "completion": "agentrun._sync",
@@ -182,4 +184,5 @@ __all__ = [
     "completion",
     "drop_params",
     "exceptions",
+    "stream_chunk_builder",
 ]

@@ -4,6 +4,7 @@ real emulator (docs/openai-format.md, "LiteLLM compatibility")."""
 from __future__ import annotations
 
 import inspect
+import json
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -235,3 +236,48 @@ def test_check_api_base_rules() -> None:
             check_api_base(bad, env=env)
     assert check_api_base("http://10.0.0.5/x", allow_insecure_http=True, env=env)
     assert check_api_base("http://10.0.0.5/x", env={"AGENTRUN_ALLOW_INSECURE_HTTP": "true"})
+
+
+WEATHER_TOOL = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "Current weather in a city",
+        "parameters": {
+            "type": "object",
+            "properties": {"city": {"type": "string"}},
+            "required": ["city"],
+        },
+    },
+}
+
+
+async def test_stream_chunk_builder_rebuilds_the_completion(emu: Emulator) -> None:
+    """`stream_chunk_builder(chunks)` (LiteLLM's) turns a streamed reply into the same
+    message the non-streamed call gives: text, finish_reason, thread, usage; and a streamed
+    tool call into one tool_calls entry with its whole arguments."""
+    whole = await agentrun.acompletion(MODEL, ASK, **kw(emu))
+    stream = await agentrun.acompletion(
+        MODEL, ASK, stream=True, stream_options={"include_usage": True}, **kw(emu)
+    )
+    chunks = [c async for c in stream]
+    built = agentrun.stream_chunk_builder(chunks, messages=ASK)
+    assert built is not None
+    assert built.object == "chat.completion"
+    assert built.choices[0].message.content == whole.choices[0].message.content
+    assert built.choices[0].finish_reason == "stop"
+    assert built.thread_id == chunks[0].thread_id
+    assert built.usage is not None and built.usage.total_tokens > 0
+
+    ask = [{"role": "user", "content": "What is the weather in Paris? Use get_weather"}]
+    stream = await agentrun.acompletion(MODEL, ask, tools=[WEATHER_TOOL], stream=True, **kw(emu))
+    built = agentrun.stream_chunk_builder([c async for c in stream])
+    assert built is not None
+    calls = built.choices[0].message.tool_calls
+    assert len(calls) == 1
+    assert calls[0].function.name == "get_weather"
+    assert json.loads(calls[0].function.arguments) == {"city": "Paris"}
+    assert built.choices[0].finish_reason == "tool_calls"
+    assert agentrun.stream_chunk_builder([]) is None
+    with pytest.raises(agentrun.ConfigurationError):
+        agentrun.stream_chunk_builder(["not a chunk"])
