@@ -23,6 +23,7 @@ request per concurrent caller), which is why this layer exists.
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import math
@@ -83,7 +84,8 @@ class TokenSource(Protocol):
     """Something that can fetch an access token, and be closed.
 
     `fetch(fresh=True)` asks for a token the source has not handed out before (the service
-    rejected the last one); a source that cannot do better may return its current token.
+    rejected the last one); a source that cannot do better may return its current token. A
+    source whose `fetch()` takes no `fresh` argument is called without it.
     """
 
     async def fetch(self, *, fresh: bool = False) -> AccessToken: ...
@@ -238,6 +240,7 @@ class TokenCache:
         refresh_margin: float = 300.0,
     ) -> None:
         self._source = source
+        self._fresh_fetch = _accepts_fresh(source)
         self._clock = clock
         self._refresh_margin = refresh_margin
         self._current: AccessToken | None = None
@@ -358,7 +361,10 @@ class TokenCache:
         """
         fresh = self._force_fresh
         try:
-            token = await self._source.fetch(fresh=True) if fresh else await self._source.fetch()
+            if fresh and self._fresh_fetch:
+                token = await self._source.fetch(fresh=True)
+            else:
+                token = await self._source.fetch()
         except Exception as exc:
             self._failures += 1
             flight.error = exc
@@ -389,6 +395,17 @@ class TokenCache:
     @staticmethod
     def _auth_error(cause: BaseException) -> APIError:
         return token_error(cause)
+
+
+def _accepts_fresh(source: TokenSource) -> bool:
+    """Whether `source.fetch` takes `fresh=` (sources written before it existed do not)."""
+    try:
+        parameters = inspect.signature(source.fetch).parameters
+    except (TypeError, ValueError):
+        return False
+    return "fresh" in parameters or any(
+        p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()
+    )
 
 
 def _chain(exc: BaseException) -> list[BaseException]:
