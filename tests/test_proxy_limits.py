@@ -201,3 +201,42 @@ async def test_thread_ids_are_whole_string_checked(emu: Emulator, thread_id: str
             )
     assert "thread_id" in str(info.value)
     assert emu.stats()["requests_total"] == 0
+
+
+async def test_token_endpoint_certificate_failure_is_named(
+    emulator_factory: Callable[..., Emulator],
+) -> None:
+    """A deployment whose service principal's token endpoint has an untrusted certificate:
+    the client gets a 502 whose code and message name the token endpoint's certificate (not
+    a generic 'service could not be reached' or an authentication error)."""
+    tls = emulator_factory(EmulatorSettings(timing=FAST), tls=True)
+    text = (
+        "model_list:\n"
+        "  - model_name: agent\n"
+        "    litellm_params:\n"
+        "      model: azure_ai/agents/asst_abc123\n"
+        f"      api_base: {tls.endpoint}\n"
+        f"      tenant_id: {tls.tenant_id}\n"
+        f"      client_id: {tls.client_id}\n"
+        f"      client_secret: {tls.client_secret}\n"
+        f"      authority: {tls.authority}\n"
+        f"general_settings:\n  master_key: {KEY}\n"
+    )
+    server = ProxyServer(parse_config(text, env={}), host="127.0.0.1", port=0)
+    await server.start()
+    try:
+        async with openai.AsyncOpenAI(
+            base_url=server.url + "/v1", api_key=KEY, max_retries=0, timeout=60
+        ) as client:
+            with pytest.raises(openai.APIStatusError) as info:
+                await client.chat.completions.create(
+                    model="agent", messages=[{"role": "user", "content": "hi"}]
+                )
+    finally:
+        await server.stop()
+    assert info.value.status_code == 502
+    body = info.value.body
+    assert isinstance(body, dict)
+    assert body.get("code") == "token_endpoint_certificate_error", body
+    assert "token endpoint" in str(body.get("message"))
+    assert tls.stats()["runs_created"] == 0
