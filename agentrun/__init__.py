@@ -8,6 +8,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from agentrun import exceptions
 from agentrun._errors import (
     AgentRunError,
     APIConnectionError,
@@ -15,10 +16,13 @@ from agentrun._errors import (
     APIStatusError,
     APITimeoutError,
     AuthenticationError,
+    BadGatewayError,
     BadRequestError,
+    CertificateVerificationError,
     ClientStateError,
     ConfigurationError,
     ConflictError,
+    ContextWindowExceededError,
     InternalServerError,
     LocalProtocolError,
     NotFoundError,
@@ -31,11 +35,20 @@ from agentrun._errors import (
     RunExpiredError,
     RunFailedError,
     RunIncompleteError,
+    ServiceUnavailableError,
     UnprocessableEntityError,
+    UnsupportedParamsError,
+)
+from agentrun.exceptions import (
+    APIResponseValidationError,
+    InvalidRequestError,
+    OpenAIError,
+    Timeout,
 )
 
 if TYPE_CHECKING:
     from agentrun._client import AsyncClient, RunStream
+    from agentrun._litellm import stream_chunk_builder
     from agentrun._machine import State, Transition
     from agentrun._openai import (
         ChatCompletion,
@@ -65,6 +78,10 @@ if TYPE_CHECKING:
 
 __version__ = "0.1.0"
 
+#: LiteLLM's global switch: True leaves out parameters the service cannot honour instead of
+#: raising `UnsupportedParamsError` (a `drop_params=` argument wins over it).
+drop_params: bool = False
+
 # Names whose modules import aiohttp/anyio are loaded on first use, so that importing
 # agentrun (the CLI's --help, the pytest plugin in every test run) stays cheap.
 _LAZY = {
@@ -85,6 +102,7 @@ _LAZY = {
     "ChatCompletionChunk": "agentrun._openai",
     "CompletionStream": "agentrun._openai",
     "acompletion": "agentrun._openai",
+    "stream_chunk_builder": "agentrun._litellm",
     "aclose_clients": "agentrun._openai",
     "Client": "agentrun._sync",
     "completion": "agentrun._sync",
@@ -110,12 +128,15 @@ def __dir__() -> list[str]:
 __all__ = [
     "APIConnectionError",
     "APIError",
+    "APIResponseValidationError",
     "APIStatusError",
     "APITimeoutError",
     "AgentRunError",
     "AsyncClient",
     "AuthenticationError",
+    "BadGatewayError",
     "BadRequestError",
+    "CertificateVerificationError",
     "ChatCompletion",
     "ChatCompletionChunk",
     "Client",
@@ -124,11 +145,14 @@ __all__ = [
     "CompletionStream",
     "ConfigurationError",
     "ConflictError",
+    "ContextWindowExceededError",
     "InternalServerError",
+    "InvalidRequestError",
     "LocalProtocolError",
     "MapIterator",
     "MapResult",
     "NotFoundError",
+    "OpenAIError",
     "PermissionDeniedError",
     "ProtocolError",
     "RateLimitError",
@@ -142,17 +166,23 @@ __all__ = [
     "RunRequest",
     "RunResult",
     "RunStream",
+    "ServiceUnavailableError",
     "State",
     "StateChanged",
     "StreamEvent",
     "SyncCompletionStream",
     "SyncRunStream",
     "TextDelta",
+    "Timeout",
     "ToolCallDelta",
     "Transition",
     "UnprocessableEntityError",
+    "UnsupportedParamsError",
     "__version__",
     "aclose_clients",
     "acompletion",
     "completion",
+    "drop_params",
+    "exceptions",
+    "stream_chunk_builder",
 ]

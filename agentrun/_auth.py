@@ -6,8 +6,16 @@ request for a token is in flight. The cache refreshes ahead of expiry (at the to
 `refresh_on`, else `refresh_margin` seconds before `expires_on`) in the first caller that
 notices, while every other caller keeps using the current token. If that refresh fails while the
 current token is still valid, the current token keeps being served and the refresh is tried
-again after a short backoff. Only when there is no valid token does a failure reach callers, as
-`agentrun.AuthenticationError`.
+again after a short backoff. Only when there is no valid token does a failure reach callers:
+`agentrun.AuthenticationError` when the token endpoint refused the credential,
+`agentrun.APIConnectionError` when it could not be reached (refused, reset, DNS, timeout), and
+`agentrun.CertificateVerificationError` (an `APIConnectionError`) when its TLS certificate is not
+trusted. The last two have `token_endpoint = True`.
+
+After the service rejects a token (401), `invalidate` makes the next fetch a *forced* one:
+azure-identity credentials serve their own cached token until near expiry, so the forced fetch
+asks for a token issued not before now (an `nbf` claims request, the mechanism of Entra's
+claims challenges), which bypasses that cache and yields a new token.
 
 azure-identity credentials do not single-flight by themselves (a cold cache sends one token
 request per concurrent caller), which is why this layer exists.
@@ -15,8 +23,11 @@ request per concurrent caller), which is why this layer exists.
 
 from __future__ import annotations
 
+import inspect
+import json
 import logging
 import math
+import ssl
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol, runtime_checkable
@@ -24,7 +35,13 @@ from typing import Any, Protocol, runtime_checkable
 import anyio
 import attrs
 
-from agentrun._errors import AuthenticationError, ClientStateError
+from agentrun._errors import (
+    APIConnectionError,
+    APIError,
+    AuthenticationError,
+    CertificateVerificationError,
+    ClientStateError,
+)
 
 __all__ = [
     "DEFAULT_SCOPE",
@@ -34,6 +51,9 @@ __all__ = [
     "TokenCache",
     "TokenCacheStatistics",
     "TokenSource",
+    "fresh_token_claims",
+    "is_certificate_failure",
+    "token_error",
 ]
 
 DEFAULT_SCOPE = "https://ai.azure.com/.default"
@@ -61,9 +81,14 @@ class AccessToken:
 
 @runtime_checkable
 class TokenSource(Protocol):
-    """Something that can fetch an access token, and be closed."""
+    """Something that can fetch an access token, and be closed.
 
-    async def fetch(self) -> AccessToken: ...
+    `fetch(fresh=True)` asks for a token the source has not handed out before (the service
+    rejected the last one); a source that cannot do better may return its current token. A
+    source whose `fetch()` takes no `fresh` argument is called without it.
+    """
+
+    async def fetch(self, *, fresh: bool = False) -> AccessToken: ...
 
     async def aclose(self) -> None: ...
 
@@ -81,7 +106,7 @@ class StaticTokenSource:
     def __repr__(self) -> str:
         return "StaticTokenSource(token=<hidden>)"
 
-    async def fetch(self) -> AccessToken:
+    async def fetch(self, *, fresh: bool = False) -> AccessToken:
         return self._token
 
     async def aclose(self) -> None:
@@ -92,8 +117,12 @@ class CredentialTokenSource:
     """Tokens from an azure-identity async credential (or anything shaped like one).
 
     Uses `get_token_info(scope)` when the credential has it (it carries `refresh_on`), else
-    `get_token(scope)`. `aclose()` closes the credential only when `owns_credential` is true:
-    a credential the caller passed in stays the caller's to close.
+    `get_token(scope)`. `fetch(fresh=True)` passes a claims request for a token issued not
+    before now (`{"access_token": {"nbf": {"essential": true, "value": "<unix time>"}}}`, via
+    `options={"claims": ...}` or `claims=`, azure-core's credential protocols): azure-identity
+    never answers a claims request from its cache, so this gets a new token. `aclose()` closes
+    the credential only when `owns_credential` is true: a credential the caller passed in stays
+    the caller's to close.
     """
 
     __slots__ = ("_credential", "_owns_credential", "_scope")
@@ -120,19 +149,26 @@ class CredentialTokenSource:
     def credential(self) -> Any:
         return self._credential
 
-    async def fetch(self) -> AccessToken:
-        get_token_info: Callable[[str], Awaitable[Any]] | None = getattr(
+    async def fetch(self, *, fresh: bool = False) -> AccessToken:
+        claims = fresh_token_claims(time.time()) if fresh else None
+        get_token_info: Callable[..., Awaitable[Any]] | None = getattr(
             self._credential, "get_token_info", None
         )
         if get_token_info is not None:
-            info = await get_token_info(self._scope)
+            if claims is not None:
+                info = await get_token_info(self._scope, options={"claims": claims})
+            else:
+                info = await get_token_info(self._scope)
             refresh_on = getattr(info, "refresh_on", None)
             return AccessToken(
                 str(info.token),
                 expires_on=float(info.expires_on),
                 refresh_on=None if refresh_on is None else float(refresh_on),
             )
-        token = await self._credential.get_token(self._scope)
+        if claims is not None:
+            token = await self._credential.get_token(self._scope, claims=claims)
+        else:
+            token = await self._credential.get_token(self._scope)
         return AccessToken(str(token.token), expires_on=float(token.expires_on))
 
     async def aclose(self) -> None:
@@ -140,6 +176,14 @@ class CredentialTokenSource:
             close = getattr(self._credential, "close", None)
             if close is not None:
                 await close()
+
+
+def fresh_token_claims(now: float) -> str:
+    """The claims request (JSON) for an access token issued not before `now` (Unix seconds)."""
+    return json.dumps(
+        {"access_token": {"nbf": {"essential": True, "value": str(int(now))}}},
+        separators=(",", ":"),
+    )
 
 
 @attrs.frozen
@@ -196,6 +240,7 @@ class TokenCache:
         refresh_margin: float = 300.0,
     ) -> None:
         self._source = source
+        self._fresh_fetch = _accepts_fresh(source)
         self._clock = clock
         self._refresh_margin = refresh_margin
         self._current: AccessToken | None = None
@@ -203,6 +248,7 @@ class TokenCache:
         self._flight: _Flight | None = None
         self._refresh_not_before = -math.inf  # backoff after a failed refresh
         self._refresh_failures = 0
+        self._force_fresh = False
         self._closed = False
         self._token_requests = 0
         self._failures = 0
@@ -279,16 +325,17 @@ class TokenCache:
             raise self._auth_error(flight.error) from flight.error
 
     def invalidate(self, token: str) -> None:
-        """The service rejected `token` (401): the next `get_token` fetches a fresh one.
+        """The service rejected `token` (401): the next `get_token` fetches a new one.
 
-        Does nothing if the cache has already moved on to another token. Note that an
-        azure-identity credential may hand the same token back from its own cache.
+        That fetch is a forced one (`TokenSource.fetch(fresh=True)`), which bypasses the
+        credential's own cache. Does nothing if the cache has already moved on to another token.
         """
         current = self._current
         if current is not None and current.token == token:
             self._current = None
             self._refresh_at = math.inf
             self._refresh_not_before = -math.inf
+            self._force_fresh = True
 
     async def aclose(self) -> None:
         """Close the token source (which closes the credential if the source owns it)."""
@@ -312,8 +359,12 @@ class TokenCache:
         Errors are recorded on the flight, not raised; cancellation of this caller marks the
         flight aborted (waiters then fetch again) and propagates.
         """
+        fresh = self._force_fresh
         try:
-            token = await self._source.fetch()
+            if fresh and self._fresh_fetch:
+                token = await self._source.fetch(fresh=True)
+            else:
+                token = await self._source.fetch()
         except Exception as exc:
             self._failures += 1
             flight.error = exc
@@ -322,6 +373,8 @@ class TokenCache:
             raise
         else:
             flight.result = token
+            if fresh:
+                self._force_fresh = False
             self._store(token)
         finally:
             if self._flight is flight:
@@ -340,10 +393,92 @@ class TokenCache:
         self._refresh_not_before = now + _MIN_REFRESH_INTERVAL if refresh_at <= now else -math.inf
 
     @staticmethod
-    def _auth_error(cause: BaseException) -> AuthenticationError:
-        if isinstance(cause, AuthenticationError):
-            return AuthenticationError(cause.message, code=cause.code)
+    def _auth_error(cause: BaseException) -> APIError:
+        return token_error(cause)
+
+
+def _accepts_fresh(source: TokenSource) -> bool:
+    """Whether `source.fetch` takes `fresh=` (sources written before it existed do not)."""
+    try:
+        parameters = inspect.signature(source.fetch).parameters
+    except (TypeError, ValueError):
+        return False
+    return "fresh" in parameters or any(
+        p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()
+    )
+
+
+def _chain(exc: BaseException) -> list[BaseException]:
+    """`exc` and its causes/contexts (azure-core also keeps one in `inner_exception`)."""
+    seen: list[BaseException] = []
+    todo: list[BaseException | None] = [exc]
+    while todo:
+        item = todo.pop()
+        if item is None or any(item is s for s in seen) or len(seen) > 20:
+            continue
+        seen.append(item)
+        inner = getattr(item, "inner_exception", None)
+        todo.extend(
+            [item.__cause__, item.__context__, inner if isinstance(inner, BaseException) else None]
+        )
+    return seen
+
+
+def is_certificate_failure(exc: BaseException) -> bool:
+    """True if `exc` is, or was caused by, a TLS certificate verification failure (an
+    untrusted, expired or mismatched certificate), which no retry can fix."""
+    return any(
+        isinstance(e, (CertificateVerificationError, ssl.SSLCertVerificationError))
+        or type(e).__name__ == "ClientConnectorCertificateError"
+        for e in _chain(exc)
+    )
+
+
+def _is_connection_failure(exc: BaseException) -> bool:
+    # azure-core: ServiceRequestError (nothing sent: refused, DNS, TLS) and ServiceResponseError
+    # (no usable answer: reset, timeout). Plain socket errors from other credentials too.
+    for e in _chain(exc):
+        names = {cls.__name__ for cls in type(e).__mro__}
+        if names & {"ServiceRequestError", "ServiceResponseError"}:
+            return True
+        if isinstance(e, (ConnectionError, TimeoutError, ssl.SSLError)) or (
+            isinstance(e, OSError) and e.errno is not None
+        ):
+            return True
+    return False
+
+
+def token_error(cause: BaseException) -> APIError:
+    """Our error for a failed token fetch: which kind tells the caller what can help.
+
+    An untrusted certificate is `CertificateVerificationError`; no answer from the token
+    endpoint is `APIConnectionError` (a retry later may succeed); anything else (the endpoint
+    refused the credential) is `AuthenticationError`. Messages never include the secret.
+    """
+    if isinstance(cause, AuthenticationError):
+        return AuthenticationError(cause.message, code=cause.code)
+    if isinstance(cause, APIConnectionError):
+        cls = (
+            CertificateVerificationError
+            if isinstance(cause, CertificateVerificationError)
+            else APIConnectionError
+        )
+        error: APIConnectionError = cls(cause.message)
+    elif is_certificate_failure(cause):
+        error = CertificateVerificationError(
+            "could not reach the token endpoint: TLS certificate verification failed "
+            f"({_describe(cause)}); trust its CA (verify= / SSL_CERT_FILE) or check "
+            "the authority"
+        )
+    elif _is_connection_failure(cause):
+        error = APIConnectionError(
+            f"could not reach the token endpoint ({_describe(cause)}); check the authority "
+            "(AZURE_AUTHORITY_HOST) and the network"
+        )
+    else:
         return AuthenticationError(
             f"could not acquire an access token ({_describe(cause)})",
             code="token_acquisition_failed",
         )
+    error.token_endpoint = True
+    return error

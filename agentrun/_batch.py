@@ -39,6 +39,7 @@ import anyio.lowlevel
 import attrs
 
 from agentrun import _otel
+from agentrun._auth import is_certificate_failure
 from agentrun._client import AsyncClient, Mode
 from agentrun._errors import (
     AgentRunError,
@@ -46,6 +47,7 @@ from agentrun._errors import (
     APIStatusError,
     APITimeoutError,
     AuthenticationError,
+    CertificateVerificationError,
     ConfigurationError,
     PermissionDeniedError,
     RunError,
@@ -55,7 +57,6 @@ from agentrun._machine import State
 from agentrun._openai import (
     MODEL_PREFIX,
     ChatCompletion,
-    CompletionStream,
     chat,
     completion_from_result,
     parse_model,
@@ -85,6 +86,9 @@ CHAT_URLS = ("/v1/chat/completions", "/chat/completions")
 _BATCH_API_KEYS = frozenset({"custom_id", "method", "url", "body"})
 #: Per-state samples kept for the percentiles (a reservoir: memory stays bounded).
 _SAMPLES = 50_000
+#: How long an item waits for an unreachable token endpoint when the batch has no --timeout.
+_TOKEN_WAIT_DEFAULT = 600.0
+logger = logging.getLogger("agentrun.batch")
 _RATE_WINDOW = 10.0
 #: Error types that say the item's run ended (so running the item again cannot duplicate it).
 _RUN_ENDED_ERRORS = frozenset(
@@ -93,8 +97,6 @@ _RUN_ENDED_ERRORS = frozenset(
 
 #: How often (seconds) the `agentrun` logger reports a running batch's progress at INFO.
 LOG_INTERVAL = 30.0
-
-logger = logging.getLogger("agentrun.batch")
 
 
 class BatchError(AgentRunError):
@@ -638,9 +640,10 @@ class BatchConfig:
 class BatchRunner:
     """Runs one batch: `prepare()` (no network), then `await run(client)`; `progress` is live.
 
-    A failure of one item becomes its error line. An authentication or permission error stops
-    the batch (every other item would fail the same way): `run` raises it after cancelling what
-    is in flight, and writes no line for the items it did not finish.
+    A failure of one item becomes its error line. An authentication or permission error, or an
+    untrusted TLS certificate, stops the batch (every other item would fail the same way): `run`
+    raises it after cancelling what is in flight, and writes no line for the items it did not
+    finish. An unreachable token endpoint makes items wait and try again (see `_invoke`).
     """
 
     def __init__(self, config: BatchConfig) -> None:
@@ -658,6 +661,8 @@ class BatchRunner:
         self._measured = 0
         self._tokens = [0, 0, 0]
         self._fatal: BaseException | None = None
+        #: times an item waited for an unreachable token endpoint
+        self.token_waits = 0
         self._client: AsyncClient | None = None
         self._output_lines = 0
         self._prepared = False
@@ -829,6 +834,53 @@ class BatchRunner:
                     p.rate(),
                 )
 
+    async def _invoke(self, client: AsyncClient, item: BatchItem, start: float) -> Any:
+        """The item's invocation. While the token endpoint cannot be reached (nothing was sent
+        to the service, so a retry cannot duplicate work) it waits and tries again, with
+        backoff, within the item's timeout. An untrusted TLS certificate (service or token
+        endpoint) is raised as `CertificateVerificationError`: it stops the batch."""
+        cfg = self.config
+        known = self.resume.runs.get(item.custom_id) if cfg.retry_failed else None
+        if known is not None:
+            # Follow the run the item already has: never start a second run while it may
+            # still finish.
+            followed = await self._follow(client, item, *known)
+            if followed is not None:
+                return followed
+        budget = cfg.timeout if cfg.timeout is not None else _TOKEN_WAIT_DEFAULT
+        attempt = 0
+        while True:
+            try:
+                return await chat(
+                    client,
+                    model=item.model,
+                    messages=item.messages,
+                    thread_id=item.thread_id,
+                    instructions=item.instructions,
+                    timeout=cfg.timeout,
+                    mode=cfg.mode,
+                    drop_params=cfg.drop_params,
+                    metadata=dict(item.metadata),
+                    **item.params,
+                )
+            except APIConnectionError as exc:
+                if is_certificate_failure(exc):
+                    if isinstance(exc, CertificateVerificationError):
+                        raise
+                    raise CertificateVerificationError(
+                        exc.message, thread_id=exc.thread_id, run_id=exc.run_id
+                    ) from exc
+                if not exc.token_endpoint:
+                    raise
+                delay = min(2.0**attempt, 30.0) * (0.5 + self._rng.random() / 2)
+                if anyio.current_time() - start + delay > budget:
+                    raise
+                attempt += 1
+                self.token_waits += 1
+                if attempt == 1:
+                    logger.warning("%s; waiting and trying again", exc.message)
+                await anyio.sleep(delay)
+
     async def _one(
         self,
         client: AsyncClient,
@@ -837,7 +889,6 @@ class BatchRunner:
         limit: anyio.Semaphore,
         tg: anyio.abc.TaskGroup,
     ) -> None:
-        cfg = self.config
         start = anyio.current_time()
         item_span = _otel.job_span(
             "agentrun.batch.item",
@@ -847,26 +898,12 @@ class BatchRunner:
         try:
             try:
                 with item_span:
-                    known = self.resume.runs.get(item.custom_id) if cfg.retry_failed else None
-                    resp: ChatCompletion | CompletionStream | None = None
-                    if known is not None:
-                        # Follow the run the item already has: never start a second run while
-                        # it may still finish.
-                        resp = await self._follow(client, item, *known)
-                    if resp is None:
-                        resp = await chat(
-                            client,
-                            model=item.model,
-                            messages=item.messages,
-                            thread_id=item.thread_id,
-                            instructions=item.instructions,
-                            timeout=cfg.timeout,
-                            mode=cfg.mode,
-                            drop_params=cfg.drop_params,
-                            metadata=dict(item.metadata),
-                            **item.params,
-                        )
-            except (AuthenticationError, PermissionDeniedError) as exc:
+                    resp = await self._invoke(client, item, start)
+            except (
+                AuthenticationError,
+                PermissionDeniedError,
+                CertificateVerificationError,
+            ) as exc:
                 # Every other item would fail the same way: stop, and write no line for it.
                 if self._fatal is None:
                     self._fatal = exc

@@ -33,6 +33,7 @@ from agentrun._errors import (
 )
 from agentrun.cli import (
     EXIT_AUTH_CONFIG,
+    EXIT_BROKEN_PIPE,
     EXIT_INTERRUPTED,
     EXIT_OK,
     EXIT_RUN_FAILED,
@@ -70,9 +71,16 @@ def add_connection_arguments(parser: argparse.ArgumentParser) -> None:
         help="service principal secret (prefer env AZURE_CLIENT_SECRET: flags show in ps)",
     )
     group.add_argument(
+        "--allow-insecure-http",
+        action="store_true",
+        help="allow an http:// --api-base on a host other than the loopback (the token then "
+        "travels in clear text; also env AGENTRUN_ALLOW_INSECURE_HTTP=1)",
+    )
+    group.add_argument(
         "--emulator",
         action="store_true",
-        help="start the local Agent Service emulator in process and use it",
+        help="start a fresh local Agent Service emulator in process for this command and use "
+        "it (its threads are gone when the command ends)",
     )
 
 
@@ -104,6 +112,13 @@ async def open_client(
             ) as client:
                 yield client
         return
+    from agentrun._credentials import check_api_base, default_api_base
+
+    base = args.api_base or default_api_base()
+    if base:
+        check_api_base(
+            base, allow_insecure_http=getattr(args, "allow_insecure_http", False) or None
+        )
     async with AsyncClient(
         args.api_base,
         api_key=args.api_key,
@@ -139,6 +154,19 @@ def check_connection_arguments(args: argparse.Namespace) -> str | None:
 def describe_error(exc: BaseException) -> tuple[int, str]:
     """(exit code, one-line message saying what to do) for an error that ended a command."""
     text = " ".join(str(exc).split()) or type(exc).__name__
+    from agentrun._auth import is_certificate_failure
+
+    if isinstance(exc, APIConnectionError) and is_certificate_failure(exc):
+        where = "the token endpoint" if exc.token_endpoint else "the service"
+        return EXIT_AUTH_CONFIG, (
+            f"TLS certificate verification failed for {where}: {text}; trust its CA "
+            "(SSL_CERT_FILE=/path/ca.pem) or check --api-base / AZURE_AUTHORITY_HOST"
+        )
+    if isinstance(exc, APIConnectionError) and exc.token_endpoint:
+        return EXIT_RUN_FAILED, (
+            f"cannot reach the token endpoint: {text}; check the network and "
+            "AZURE_AUTHORITY_HOST, then try again"
+        )
     if isinstance(exc, ConfigurationError):
         hint = " (on the command line: --api-base URL)" if "api_base" in text else ""
         return EXIT_AUTH_CONFIG, f"configuration error: {text}{hint}"
@@ -253,6 +281,8 @@ def main(args: argparse.Namespace) -> int:
         return fail(prog, EXIT_USAGE, problem)
     if args.timeout is not None and not args.timeout > 0:
         return fail(prog, EXIT_USAGE, "--timeout must be a positive number of seconds")
+    if args.emulator and args.thread:
+        return fail(prog, EXIT_USAGE, EMULATOR_THREAD_NOTE.format(thread=args.thread))
     prompt: str = args.prompt
     if prompt == "-":
         prompt = sys.stdin.read()
@@ -265,7 +295,63 @@ def main(args: argparse.Namespace) -> int:
     return code
 
 
+EMULATOR_THREAD_NOTE = (
+    "--emulator starts a fresh emulator for each command, so thread {thread} cannot exist in "
+    "it. To continue threads locally, keep one emulator running (`agentrun emulator` in "
+    "another terminal) and point at it with --api-base and --api-key as it prints"
+)
+
+
+class WaitingNote:
+    """ "waiting for the reply (N s)" on stderr until the first token, only when stderr is a
+    terminal (never in a pipe or a file, never on stdout). `clear()` erases it."""
+
+    def __init__(self, stream: Any = None) -> None:
+        self._stream = sys.stderr if stream is None else stream
+        self._shown = False
+        self._done = False
+        try:
+            self.enabled = bool(self._stream.isatty())
+        except (AttributeError, ValueError):
+            self.enabled = False
+
+    async def run(self) -> None:
+        """Update the note every second until cleared (run it in a task)."""
+        if not self.enabled:
+            return
+        start = anyio.current_time()
+        while not self._done:
+            elapsed = anyio.current_time() - start
+            self._write(f"\r\x1b[Kwaiting for the reply ({elapsed:.0f} s)... ")
+            self._shown = True
+            await anyio.sleep(1.0)
+
+    def clear(self) -> None:
+        self._done = True
+        if self._shown:
+            self._shown = False
+            self._write("\r\x1b[K")
+
+    def _write(self, text: str) -> None:
+        with contextlib.suppress(OSError, ValueError):
+            self._stream.write(text)
+            self._stream.flush()
+
+
 async def _run(args: argparse.Namespace, model: str, prompt: str) -> int:
+    note = WaitingNote()
+    code = EXIT_RUN_FAILED
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(note.run)
+        try:
+            code = await _run_inner(args, model, prompt, note)
+        finally:
+            note.clear()
+            tg.cancel_scope.cancel()
+    return code
+
+
+async def _run_inner(args: argparse.Namespace, model: str, prompt: str, note: WaitingNote) -> int:
     from agentrun._openai import ChatCompletion, CompletionStream, chat
 
     prog = "agentrun run"
@@ -296,6 +382,7 @@ async def _run(args: argparse.Namespace, model: str, prompt: str) -> int:
                             for choice in chunk.to_dict()["choices"]:
                                 text = (choice.get("delta") or {}).get("content")
                                 if text:
+                                    note.clear()
                                     sys.stdout.write(text)
                                     sys.stdout.flush()
                                     wrote = True
@@ -312,6 +399,7 @@ async def _run(args: argparse.Namespace, model: str, prompt: str) -> int:
                         sys.stdout.flush()
                 else:
                     assert isinstance(resp, ChatCompletion)
+                    note.clear()
                     data = resp.to_dict()
                     if args.json:
                         print(json.dumps(data, indent=2, ensure_ascii=False), flush=True)
@@ -327,10 +415,19 @@ async def _run(args: argparse.Namespace, model: str, prompt: str) -> int:
                             usage["completion_tokens"],
                             usage["total_tokens"],
                         )
+        except BrokenPipeError:
+            # `agentrun run ... | head`: the reader is gone. Leaving the stream above has
+            # cancelled the run; exit quietly, as `yes | head` does.
+            from agentrun.cli import silence_stdout
+
+            silence_stdout()
+            return EXIT_BROKEN_PIPE
         except Exception as exc:
-            if wrote:
-                sys.stdout.write("\n")
-                sys.stdout.flush()
+            note.clear()
+            with contextlib.suppress(BrokenPipeError):
+                if wrote:
+                    sys.stdout.write("\n")
+                    sys.stdout.flush()
             code, message = describe_error(exc)
             return fail(prog, code, message)
     if intr.interrupted or scope.cancelled_caught:
@@ -351,7 +448,13 @@ async def _run(args: argparse.Namespace, model: str, prompt: str) -> int:
     reason = info.get("finish_reason")
     if reason in ("length", "content_filter"):
         print(f"note: the reply was cut short ({reason})", file=err)
-    if info.get("thread_id"):
+    if info.get("thread_id") and args.emulator:
+        print(
+            "note: this embedded emulator (and its thread) is gone now; to continue threads "
+            "locally, run `agentrun emulator` and use --api-base",
+            file=err,
+        )
+    elif info.get("thread_id"):
         print(
             f"continue with: agentrun run {args.agent} PROMPT --thread {info['thread_id']}",
             file=err,

@@ -42,6 +42,27 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="listen on a non-loopback address without general_settings.master_key",
     )
     parser.add_argument(
+        "--header-timeout",
+        type=float,
+        default=10.0,
+        metavar="S",
+        help="seconds a connection gets to send complete request headers, else 408 (10)",
+    )
+    parser.add_argument(
+        "--body-timeout",
+        type=float,
+        default=60.0,
+        metavar="S",
+        help="seconds a request body gets to arrive, else 408 (60)",
+    )
+    parser.add_argument(
+        "--max-connections",
+        type=int,
+        default=1024,
+        metavar="N",
+        help="open connections at most; more are answered 503 and closed (1024)",
+    )
+    parser.add_argument(
         "--check", action="store_true", help="validate the config and exit without serving"
     )
     parser.add_argument(
@@ -63,6 +84,16 @@ def main(args: argparse.Namespace) -> int:
     )
     if args.grace < 0:
         print("agentrun serve: --grace must be >= 0", file=sys.stderr)
+        return EXIT_USAGE
+    for flag, value in (
+        ("--header-timeout", args.header_timeout),
+        ("--body-timeout", args.body_timeout),
+    ):
+        if not value > 0:
+            print(f"agentrun serve: {flag} must be > 0", file=sys.stderr)
+            return EXIT_USAGE
+    if args.max_connections < 1:
+        print("agentrun serve: --max-connections must be >= 1", file=sys.stderr)
         return EXIT_USAGE
     try:
         config = load_config(args.config)
@@ -92,6 +123,9 @@ async def _serve(config: object, args: argparse.Namespace) -> int:
         port=args.port,
         grace=args.grace,
         allow_unauthenticated=args.allow_unauthenticated,
+        header_timeout=args.header_timeout,
+        body_timeout=args.body_timeout,
+        max_connections=args.max_connections,
     )
     try:
         await server.start()

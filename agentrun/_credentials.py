@@ -14,7 +14,9 @@ Secrets are never put in a repr or an error message.
 
 from __future__ import annotations
 
+import ipaddress
 import os
+import urllib.parse
 from collections.abc import Mapping
 from typing import Any
 
@@ -26,7 +28,11 @@ from agentrun._auth import (
 )
 from agentrun._errors import ConfigurationError
 
-__all__ = ["default_api_base", "resolve_token_source"]
+__all__ = ["ALLOW_INSECURE_HTTP_ENV", "check_api_base", "default_api_base", "resolve_token_source"]
+
+#: Set to 1/true/yes to allow an http:// api_base on a host other than the loopback.
+ALLOW_INSECURE_HTTP_ENV = "AGENTRUN_ALLOW_INSECURE_HTTP"
+_TRUE = frozenset({"1", "true", "yes", "on"})
 
 _SP_ARGS = ("tenant_id", "client_id", "client_secret")
 _SP_ENV = ("AZURE_TENANT_ID", "AZURE_CLIENT_ID", "AZURE_CLIENT_SECRET")
@@ -37,6 +43,54 @@ def default_api_base(env: Mapping[str, str] | None = None) -> str | None:
     env = os.environ if env is None else env
     value = env.get("AZURE_AI_API_BASE", "").strip()
     return value or None
+
+
+def _is_loopback(host: str) -> bool:
+    if host.lower() in ("localhost", "localhost.") or host.lower().endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def check_api_base(
+    api_base: str,
+    *,
+    allow_insecure_http: bool | None = None,
+    env: Mapping[str, str] | None = None,
+) -> str:
+    """`api_base` without its trailing slash, if it is safe to send a bearer token to.
+
+    `https://` is always accepted; `http://` only on a loopback host (127.0.0.0/8, ::1,
+    localhost: the emulator, a local proxy), since the token would otherwise travel in clear
+    text. `allow_insecure_http=True` (else env `AGENTRUN_ALLOW_INSECURE_HTTP=1`) allows it
+    anywhere. Raises `ConfigurationError` for any other scheme, a URL without a host, a query
+    or fragment, or a refused `http://` URL.
+    """
+    env = os.environ if env is None else env
+    if not isinstance(api_base, str) or not api_base.strip():
+        raise ConfigurationError("api_base is empty: pass the project endpoint URL")
+    base = api_base.strip().rstrip("/")
+    parts = urllib.parse.urlsplit(base)
+    if parts.scheme not in ("https", "http") or not parts.hostname:
+        raise ConfigurationError(
+            f"api_base must be an https:// URL with a host, like https://<resource>.services.ai."
+            f"azure.com/api/projects/<project>; got {base!r}"
+        )
+    if parts.query or parts.fragment or any(c in base for c in "\r\n\t "):
+        raise ConfigurationError(f"api_base must not contain a query, fragment or spaces: {base!r}")
+    if parts.scheme == "http" and not _is_loopback(parts.hostname):
+        if allow_insecure_http is None:
+            allow_insecure_http = env.get(ALLOW_INSECURE_HTTP_ENV, "").strip().lower() in _TRUE
+        if not allow_insecure_http:
+            raise ConfigurationError(
+                f"api_base {base!r} is plain http:// on a host that is not the loopback: the "
+                "access token would travel in clear text. Use https://, or allow it explicitly "
+                f"with allow_insecure_http=True (env {ALLOW_INSECURE_HTTP_ENV}=1, CLI "
+                "--allow-insecure-http)"
+            )
+    return base
 
 
 def resolve_token_source(

@@ -67,9 +67,20 @@ def _settings() -> Any:
     return EmulatorSettings(timing=Timing(queue_delay=0.05, run_duration=0.25, delta_interval=0.02))
 
 
+#: The examples are written to fit this many columns, so an 80-column terminal shows them
+#: whole; a narrower one wraps them (`word_wrap=True`) instead of cutting them off.
+CODE_WIDTH = 78
+
+
 def _code(console: Console, source: str) -> None:
     console.print(
-        Syntax(source.strip("\n"), "python", theme="ansi_dark", background_color="default")
+        Syntax(
+            source.strip("\n"),
+            "python",
+            theme="ansi_dark",
+            background_color="default",
+            word_wrap=True,
+        )
     )
 
 
@@ -140,7 +151,8 @@ async def _demo(args: argparse.Namespace) -> int:
             _code(
                 out,
                 """
-response = await agentrun.acompletion(  # agentrun.completion(...) in sync code
+# agentrun.completion(...) in sync code
+response = await agentrun.acompletion(
     model="azure_ai/agents/asst_abc123", api_base=API_BASE,
     messages=[{"role": "user",
                "content": "Explain machine learning in simple terms"}])
@@ -163,8 +175,10 @@ print(f"Usage: {response.usage}")
                 """
 response = await agentrun.acompletion(
     model="azure_ai/agents/asst_abc123",
-    messages=[{"role": "user",
-               "content": "What are the key principles of software architecture?"}],
+    messages=[{
+        "role": "user",
+        "content": "What are the key principles of software architecture?",
+    }],
     api_base=API_BASE, stream=True)
 async for chunk in response:
     if chunk.choices[0].delta.content:
@@ -232,7 +246,8 @@ response = await agentrun.acompletion(
     model="azure_ai/agents/asst_abc123", api_base=API_BASE,
     messages=[{"role": "user",
                "content": "Analyze this data and provide insights"}],
-    instructions="Be concise and focus on key insights")  # overrides the agent's
+    # instructions override the agent's own
+    instructions="Be concise and focus on key insights")
 """,
             )
             r3 = await acompletion(

@@ -8,17 +8,22 @@ AgentRunError
 │   ├── LocalProtocolError        we tried an illegal state-machine move (a bug in agentrun)
 │   └── RemoteProtocolError       the service sent something impossible or malformed
 ├── APIError                      anything that came back from (or failed to reach) the service
-│   ├── APIConnectionError        no HTTP response at all
-│   │   └── APITimeoutError       the caller's deadline passed
+│   ├── APIConnectionError        no HTTP response at all (service or token endpoint)
+│   │   ├── APITimeoutError       the caller's deadline passed
+│   │   └── CertificateVerificationError  TLS certificate not trusted (no retry can help)
 │   └── APIStatusError            an HTTP error status
 │       ├── BadRequestError               400
-│       ├── AuthenticationError           401 (and token acquisition failures)
+│       │   ├── UnsupportedParamsError        a parameter the service can't honour
+│       │   └── ContextWindowExceededError    400 context_length_exceeded
+│       ├── AuthenticationError           401 (the token endpoint refused the credential)
 │       ├── PermissionDeniedError         403
 │       ├── NotFoundError                 404
 │       ├── ConflictError                 409
 │       ├── UnprocessableEntityError      422
 │       ├── RateLimitError                429
 │       └── InternalServerError           5xx
+│           ├── BadGatewayError                 502
+│           └── ServiceUnavailableError         503
 └── RunError                      the run reached a terminal state other than `completed`
     ├── RunFailedError
     ├── RunCancelledError
@@ -27,6 +32,10 @@ AgentRunError
 ```
 
 Messages never contain secrets: tokens, keys and client secrets are not passed to these classes.
+
+LiteLLM's exception names are available too (`agentrun.exceptions`, and on `agentrun` itself),
+as the same classes or subclasses: `Timeout` is `APITimeoutError`, `APIError` is `APIError`, and
+so on (see docs/openai-format.md).
 """
 
 from __future__ import annotations
@@ -41,10 +50,13 @@ __all__ = [
     "APITimeoutError",
     "AgentRunError",
     "AuthenticationError",
+    "BadGatewayError",
     "BadRequestError",
+    "CertificateVerificationError",
     "ClientStateError",
     "ConfigurationError",
     "ConflictError",
+    "ContextWindowExceededError",
     "InternalServerError",
     "LocalProtocolError",
     "NotFoundError",
@@ -57,7 +69,9 @@ __all__ = [
     "RunExpiredError",
     "RunFailedError",
     "RunIncompleteError",
+    "ServiceUnavailableError",
     "UnprocessableEntityError",
+    "UnsupportedParamsError",
     "status_error_class",
 ]
 
@@ -106,7 +120,13 @@ class APIError(AgentRunError):
 
 
 class APIConnectionError(APIError):
-    """The request got no HTTP response: connection refused, reset, TLS failure, DNS, ..."""
+    """The request got no HTTP response: connection refused, reset, TLS failure, DNS, ...
+
+    `token_endpoint` is True when it was the Entra token endpoint that could not be reached
+    (no request went to the service, so retrying the invocation later is safe).
+    """
+
+    token_endpoint: bool = False
 
 
 class APITimeoutError(APIConnectionError, TimeoutError):
@@ -125,6 +145,11 @@ class APITimeoutError(APIConnectionError, TimeoutError):
     ) -> None:
         super().__init__(message, thread_id=thread_id, run_id=run_id)
         self.history = tuple(history)
+
+
+class CertificateVerificationError(APIConnectionError):
+    """The TLS certificate of the service or of the token endpoint was not trusted (unknown CA,
+    expired, wrong host). A configuration problem: retrying cannot fix it."""
 
 
 class APIStatusError(APIError):
@@ -161,6 +186,15 @@ class BadRequestError(APIStatusError):
     status_code = 400
 
 
+class UnsupportedParamsError(BadRequestError):
+    """A parameter the Agent Service cannot honour (refused before anything is sent; pass
+    `drop_params=True` to leave such parameters out). LiteLLM's name for the same refusal."""
+
+
+class ContextWindowExceededError(BadRequestError):
+    """400 with code `context_length_exceeded`: the input is longer than the model takes."""
+
+
 class AuthenticationError(APIStatusError):
     status_code = 401
 
@@ -189,6 +223,14 @@ class InternalServerError(APIStatusError):
     status_code = 500
 
 
+class BadGatewayError(InternalServerError):
+    status_code = 502
+
+
+class ServiceUnavailableError(InternalServerError):
+    status_code = 503
+
+
 _BY_STATUS: dict[int, type[APIStatusError]] = {
     400: BadRequestError,
     401: AuthenticationError,
@@ -197,14 +239,20 @@ _BY_STATUS: dict[int, type[APIStatusError]] = {
     409: ConflictError,
     422: UnprocessableEntityError,
     429: RateLimitError,
+    502: BadGatewayError,
+    503: ServiceUnavailableError,
 }
 
 
-def status_error_class(status: int) -> type[APIStatusError]:
-    """The most specific error class for an HTTP status."""
+def status_error_class(status: int, code: str | None = None) -> type[APIStatusError]:
+    """The most specific error class for an HTTP status (and the service's error code)."""
+    if status == 400 and code == "context_length_exceeded":
+        return ContextWindowExceededError
+    if status in _BY_STATUS:
+        return _BY_STATUS[status]
     if status >= 500:
         return InternalServerError
-    return _BY_STATUS.get(status, APIStatusError)
+    return APIStatusError
 
 
 class RunError(AgentRunError):

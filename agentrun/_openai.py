@@ -23,10 +23,16 @@ from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from typing import Any
 
 from agentrun._client import AsyncClient, RunStream
-from agentrun._credentials import default_api_base
-from agentrun._errors import BadRequestError, ConfigurationError, RunIncompleteError
+from agentrun._credentials import check_api_base, default_api_base
+from agentrun._errors import (
+    BadRequestError,
+    ConfigurationError,
+    RunIncompleteError,
+    UnsupportedParamsError,
+)
 from agentrun._machine import State
 from agentrun._results import RunFinished, RunResult, StateChanged, TextDelta, ToolCallDelta
+from agentrun._retry import RetryPolicy
 from agentrun._wire import TEXT_PART_SEPARATOR
 
 __all__ = [
@@ -41,7 +47,7 @@ __all__ = [
 ]
 
 MODEL_PREFIX = "azure_ai/agents/"
-_AGENT_ID = re.compile(r"^[A-Za-z0-9_\-.:]{1,256}$")
+_AGENT_ID = re.compile(r"[A-Za-z0-9_\-.:]{1,256}")  # checked with fullmatch
 
 #: OpenAI parameters the Agent Service can honour, and the run option each one becomes.
 SUPPORTED_PARAMS = {
@@ -89,7 +95,6 @@ UNSUPPORTED_PARAMS = frozenset(
         "service_tier",
         "store",
         "web_search_options",
-        "extra_headers",
     }
 )
 
@@ -106,7 +111,7 @@ def parse_model(model: str) -> str:
             "e.g. 'azure_ai/agents/asst_abc123'"
         )
     agent = model[len(MODEL_PREFIX) :]
-    if not _AGENT_ID.match(agent):
+    if not _AGENT_ID.fullmatch(agent):
         raise ConfigurationError(f"model {model!r} has no valid agent id after 'azure_ai/agents/'")
     return agent
 
@@ -296,12 +301,12 @@ def _check_params(params: Mapping[str, Any], drop_params: bool) -> dict[str, Any
                 if name in UNSUPPORTED_PARAMS
                 else "it is not a parameter agentrun knows"
             )
-            raise BadRequestError(
+            raise UnsupportedParamsError(
                 f"unsupported parameter {name!r}: {hint}; remove it or pass drop_params=True"
             )
     if options.get("tool_choice") == "required":
         if not drop_params:
-            raise BadRequestError(
+            raise UnsupportedParamsError(
                 "unsupported parameter 'tool_choice': 'required' is not supported by the Azure "
                 "AI Agent Service; use 'auto', 'none' or a specific function, or pass "
                 "drop_params=True"
@@ -310,7 +315,7 @@ def _check_params(params: Mapping[str, Any], drop_params: bool) -> dict[str, Any
     tokens = options.get("max_completion_tokens")
     if isinstance(tokens, int) and tokens < 256:
         if not drop_params:
-            raise BadRequestError(
+            raise UnsupportedParamsError(
                 f"unsupported parameter 'max_tokens': {tokens} is below the Azure AI Agent "
                 "Service's minimum of 256; raise it or pass drop_params=True to leave it out"
             )
@@ -957,15 +962,26 @@ def get_client(
     credential: Any = None,
     verify: Any = None,
     authority: str | None = None,
+    max_retries: int | None = None,
+    allow_insecure_http: bool | None = None,
 ) -> AsyncClient:
     """The shared client of the running event loop for these endpoint and credentials.
 
     Arguments left out come from the environment, as for `AsyncClient`; `verify=None` means a
     CA bundle named by `SSL_CERT_FILE` or `REQUESTS_CA_BUNDLE`, else the system's trust store
-    (it applies to the service and to the token endpoint of a service principal). Clients
-    are closed by `aclose_clients()`, or when the event loop's `asyncio.run` ends.
+    (it applies to the service and to the token endpoint of a service principal).
+    `max_retries` (None: the default policy, 3) is how many times one failed request may be
+    retried. An `http://` api_base is refused (`ConfigurationError`) unless its host is the
+    loopback or `allow_insecure_http` (env `AGENTRUN_ALLOW_INSECURE_HTTP=1`) allows it.
+    Clients are closed by `aclose_clients()`, or when the event loop's `asyncio.run` ends.
     """
     base = (api_base or default_api_base() or "").rstrip("/")
+    if base:
+        base = check_api_base(base, allow_insecure_http=allow_insecure_http)
+    if max_retries is not None and (
+        isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0
+    ):
+        raise ConfigurationError(f"max_retries must be a whole number >= 0, got {max_retries!r}")
     if verify is None:
         verify = _env_verify()
     key = (
@@ -978,6 +994,7 @@ def get_client(
         id(credential) if credential is not None else None,
         verify if isinstance(verify, (bool, str)) else id(verify),
         authority,
+        max_retries,
         # Credentials from the environment: a changed environment gets its own client.
         tuple(os.environ.get(name) for name in _ENV_KEYS),
         tuple(_secret_key(os.environ.get(name)) for name in _ENV_SECRET_KEYS),
@@ -994,6 +1011,7 @@ def get_client(
             credential=credential,
             verify=verify,
             authority=authority,
+            retry_policy=None if max_retries is None else RetryPolicy(max_attempts=max_retries + 1),
         )
 
     return _REGISTRY.get(key, make)
@@ -1004,40 +1022,173 @@ async def aclose_clients() -> None:
     await _REGISTRY.aclose_current_loop()
 
 
+def module_drop_params() -> bool:
+    """LiteLLM's global switch: `agentrun.drop_params = True` (default False)."""
+    import agentrun
+
+    return bool(getattr(agentrun, "drop_params", False))
+
+
+def _check_extra_headers(extra_headers: Any) -> None:
+    if extra_headers is None:
+        return
+    if not isinstance(extra_headers, Mapping):
+        raise ConfigurationError("extra_headers must be a mapping of header names to values")
+    for name, value in extra_headers.items():
+        if not isinstance(name, str) or not _HEADER_NAME.fullmatch(name):
+            raise ConfigurationError(f"extra_headers: {name!r} is not a valid header name")
+        if not isinstance(value, str) or any(c in value for c in "\r\n\0"):
+            raise ConfigurationError(f"extra_headers: the value of {name!r} is not a valid header")
+
+
+_HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]{1,256}")
+
+
+def _mock_completion(
+    content: str, model: str, messages: Any, thread_id: str | None
+) -> dict[str, Any]:
+    """The JSON of LiteLLM's `mock_response` answer: the given text, nothing sent."""
+    return {
+        "id": f"chatcmpl-mock-{os.urandom(8).hex()}",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": model,
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": content, "refusal": None},
+                "finish_reason": "stop",
+                "logprobs": None,
+            }
+        ],
+        "usage": {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0},
+        "system_fingerprint": None,
+        "thread_id": thread_id,
+        "run_id": None,
+    }
+
+
+class MockCompletionStream(CompletionStream):
+    """The chunks of a `mock_response` with `stream=True`: the role and the text, then
+    `finish_reason: stop` (and a usage chunk with `include_usage`). Sends nothing."""
+
+    def __init__(self, data: Mapping[str, Any], include_usage: bool) -> None:
+        self._mock: collections.deque[ChatCompletionChunk] = collections.deque()
+        self._mock_thread_id = data.get("thread_id")
+        base = {k: data[k] for k in ("id", "created", "model", "system_fingerprint", "run_id")}
+        base["object"] = "chat.completion.chunk"
+        base["thread_id"] = self._mock_thread_id
+        text = data["choices"][0]["message"]["content"]
+        for delta, finish in (({"role": "assistant", "content": text}, None), ({}, "stop")):
+            choice = {"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}
+            self._mock.append(ChatCompletionChunk({**base, "choices": [choice]}))
+        if include_usage:
+            self._mock.append(ChatCompletionChunk({**base, "choices": [], "usage": data["usage"]}))
+        self.result = None
+
+    @property
+    def thread_id(self) -> str | None:
+        value = self._mock_thread_id
+        return value if isinstance(value, str) else None
+
+    async def aclose(self) -> None:
+        self._mock.clear()
+
+    async def __anext__(self) -> ChatCompletionChunk:
+        if not self._mock:
+            raise StopAsyncIteration
+        return self._mock.popleft()
+
+
 async def acompletion(
     model: str,
     messages: Any,
     *,
+    temperature: float | None = None,
+    top_p: float | None = None,
+    max_tokens: int | None = None,
+    max_completion_tokens: int | None = None,
+    response_format: Any = None,
+    tools: Any = None,
+    tool_choice: Any = None,
+    parallel_tool_calls: bool | None = None,
+    metadata: Mapping[str, str] | None = None,
+    user: str | None = None,
+    stream: bool = False,
+    stream_options: Any = None,
+    thread_id: str | None = None,
+    instructions: str | None = None,
+    timeout: float | None = None,
     api_base: str | None = None,
     api_key: str | None = None,
     tenant_id: str | None = None,
     client_id: str | None = None,
     client_secret: str | None = None,
     api_version: str | None = None,
-    thread_id: str | None = None,
-    instructions: str | None = None,
-    stream: bool = False,
-    stream_options: Any = None,
-    timeout: float | None = None,
-    drop_params: bool = False,
+    credential: Any = None,
+    authority: str | None = None,
+    verify: Any = None,
+    ssl_verify: Any = None,
+    allow_insecure_http: bool | None = None,
+    drop_params: bool | None = None,
+    num_retries: int | None = None,
+    max_retries: int | None = None,
+    extra_headers: Mapping[str, str] | None = None,
+    mock_response: Any = None,
     **params: Any,
 ) -> Any:
     """Call an Azure AI Foundry agent in the OpenAI chat-completions format.
 
-    `model` is `azure_ai/agents/<agent id>`. Returns a `ChatCompletion`, or with `stream=True`
-    an async iterator of `ChatCompletionChunk`s. `thread_id` continues a thread (the response's
-    `thread_id` / `_hidden_params["thread_id"]`); `instructions` overrides the agent's.
+    `model` is `azure_ai/agents/<agent id>`; `messages` a list of OpenAI chat messages.
+    Returns a `ChatCompletion`, or with `stream=True` a `CompletionStream` (an async iterator
+    of `ChatCompletionChunk`s; `aclose()` it if you stop early).
+
+    OpenAI parameters the service honours: `temperature`, `top_p`, `max_tokens` /
+    `max_completion_tokens` (at least 256), `response_format`, `tools`, `tool_choice`,
+    `parallel_tool_calls`, `metadata` (the run's metadata: up to 16 string pairs), `stream`,
+    `stream_options`; `user` is accepted and not sent (the service has no such field). Others
+    raise `UnsupportedParamsError` unless `drop_params` (default: the module attribute
+    `agentrun.drop_params`, False) leaves them out.
+
+    Agent: `thread_id` continues a thread (the response's `thread_id` /
+    `_hidden_params["thread_id"]`); `instructions` overrides the agent's. `timeout` is the
+    whole invocation's deadline in seconds (`APITimeoutError`; the run is cancelled).
+
+    Connection: `api_base` (else env `AZURE_AI_API_BASE`), `api_key` (an Entra ID token) or
+    `tenant_id`/`client_id`/`client_secret` or `credential` (azure-identity async credential),
+    else the environment; `api_version`; `authority`; `verify` / `ssl_verify` (LiteLLM's name)
+    True, False or a CA bundle path; `allow_insecure_http` allows an `http://` api_base on a
+    non-loopback host.
+
+    LiteLLM compatibility: `num_retries` / `max_retries` set how many times one failed request
+    is retried (only where that cannot duplicate work; never a second run); `extra_headers` is
+    checked and accepted but not forwarded (the Agents API takes no caller headers);
+    `mock_response` (a string) returns that text as the reply without calling the service, an
+    exception instance is raised instead. See docs/openai-format.md.
     """
-    credential = params.pop("credential", None)
-    verify = params.pop("verify", None)
-    ssl_verify = params.pop("ssl_verify", None)  # LiteLLM's name for it
+    openai_params = {
+        "temperature": temperature,
+        "top_p": top_p,
+        "max_tokens": max_tokens,
+        "max_completion_tokens": max_completion_tokens,
+        "response_format": response_format,
+        "tools": tools,
+        "tool_choice": tool_choice,
+        "parallel_tool_calls": parallel_tool_calls,
+        "metadata": metadata,
+        "user": user,
+    }
+    params = {**{k: v for k, v in openai_params.items() if v is not None}, **params}
+    if drop_params is None:
+        drop_params = module_drop_params()
     if verify is None:
         verify = ssl_verify
-    authority = params.pop("authority", None)
+    retries = max_retries if max_retries is not None else num_retries
+    _check_extra_headers(extra_headers)
     # Validate before anything is opened: a bad call must not cost a connection.
     parse_model(model)
     checked = _with_extra_body(thread_id, instructions, params)
-    _map_request(
+    req = _map_request(
         messages,
         thread_id=checked[0],
         instructions=checked[1],
@@ -1045,6 +1196,15 @@ async def acompletion(
         stream_options=stream_options,
         params=checked[2],
     )
+    if mock_response is not None:
+        if isinstance(mock_response, BaseException):
+            raise mock_response
+        if not isinstance(mock_response, str):
+            raise ConfigurationError("mock_response must be a string or an exception instance")
+        data = _mock_completion(mock_response, model, messages, req.thread_id)
+        if stream:
+            return MockCompletionStream(data, req.include_usage)
+        return ChatCompletion(data)
     client = get_client(
         api_base=api_base,
         api_key=api_key,
@@ -1055,6 +1215,8 @@ async def acompletion(
         credential=credential,
         verify=verify,
         authority=authority,
+        max_retries=retries,
+        allow_insecure_http=allow_insecure_http,
     )
     return await chat(
         client,

@@ -47,6 +47,7 @@ from agentrun._errors import (
     APIConnectionError,
     APIStatusError,
     APITimeoutError,
+    CertificateVerificationError,
     ConfigurationError,
     RateLimitError,
     RemoteProtocolError,
@@ -64,7 +65,7 @@ logger = logging.getLogger("agentrun.proxy")
 
 THREAD_HEADER = "x-agentrun-thread-id"
 RUN_HEADER = "x-agentrun-run-id"
-_THREAD_ID = re.compile(r"^[A-Za-z0-9_\-]{1,128}$")
+_THREAD_ID = re.compile(r"[A-Za-z0-9_\-]{1,128}")  # checked with fullmatch
 #: Request fields that would pick another endpoint, credential or agent: never honoured.
 FORBIDDEN_FIELDS = frozenset(
     {
@@ -108,6 +109,61 @@ _OPEN_PATHS = frozenset(
 )
 #: How long `stop()` waits for cancelled requests to cancel their runs on the service.
 CANCEL_WAIT = 15.0
+#: Defaults of the limits that keep idle or slow clients from exhausting the server.
+DEFAULT_HEADER_TIMEOUT = 10.0
+DEFAULT_BODY_TIMEOUT = 60.0
+DEFAULT_MAX_CONNECTIONS = 1024
+#: A valid id in a response header (thread and run ids), checked against the whole string.
+_HEADER_ID = re.compile(r"[A-Za-z0-9_\-.:]{1,256}")
+
+
+def _raw_error(status: int, reason: str, message: str, code: str, extra: str = "") -> bytes:
+    """A complete HTTP/1.1 error response that closes the connection, for answers written
+    before aiohttp has a request to answer (a connection over the cap, headers too slow)."""
+    body = json.dumps(
+        {"error": {"message": message, "type": "server_error", "param": None, "code": code}},
+        separators=(",", ":"),
+    ).encode()
+    head = (
+        f"HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\nConnection: close\r\n{extra}\r\n"
+    )
+    return head.encode("ascii") + body
+
+
+_TOO_MANY_CONNECTIONS = _raw_error(
+    503,
+    "Service Unavailable",
+    "the proxy has too many open connections; try again shortly",
+    "too_many_connections",
+    "Retry-After: 1\r\n",
+)
+_HEADERS_TOO_SLOW = _raw_error(
+    408,
+    "Request Timeout",
+    "the request headers did not arrive in time",
+    "request_timeout",
+)
+
+
+def _header_id(value: Any) -> str | None:
+    """`value` if it may go into a response header as an id; None (left out) otherwise."""
+    if isinstance(value, str) and _HEADER_ID.fullmatch(value):
+        return value
+    if value:
+        logger.warning("not sending an id that is not a valid id in a header: %r", value)
+    return None
+
+
+class _Conn:
+    """One accepted connection: its transport and the timer for its first request's headers."""
+
+    __slots__ = ("served", "timer", "transport")
+
+    def __init__(self, transport: asyncio.Transport) -> None:
+        self.transport = transport
+        self.timer: asyncio.TimerHandle | None = None
+        self.served = False
 
 
 def is_loopback(host: str) -> bool:
@@ -157,8 +213,9 @@ class ErrorInfo:
             delay = max(0.0, self.retry_after)
             headers["Retry-After"] = str(math.ceil(delay))
             headers["retry-after-ms"] = str(round(delay * 1000))
-        if self.thread_id:
-            headers[THREAD_HEADER] = self.thread_id
+        thread_id = _header_id(self.thread_id)
+        if thread_id:
+            headers[THREAD_HEADER] = thread_id
         if self.status == 401:
             headers["WWW-Authenticate"] = "Bearer"
         if self.retryable is not None:
@@ -192,6 +249,7 @@ def error_for(exc: BaseException) -> ErrorInfo:
     | service 429 | 429, with its `Retry-After` |
     | service 503 | 503, with its `Retry-After` |
     | other service errors, no response, malformed response | 502 |
+    | token endpoint unreachable / its certificate not trusted | 502 (`token_endpoint_...`) |
     | `APITimeoutError` (the deployment's `timeout` passed; the run is cancelled) | 504 |
     | run failed with `rate_limit_exceeded` | 429, `Retry-After` from "Try again in N seconds" |
     | run failed with a permanent code (`invalid_prompt`, `invalid_request_error`, ...) | 400 |
@@ -215,6 +273,20 @@ def error_for(exc: BaseException) -> ErrorInfo:
         return _run_error_info(exc, ids)
     if isinstance(exc, APITimeoutError):
         return ErrorInfo(504, exc.message, "server_error", code="timeout", **ids)
+    if isinstance(exc, CertificateVerificationError):
+        if exc.token_endpoint:
+            message = (
+                "the proxy could not get an access token: the token endpoint's TLS certificate "
+                f"is not trusted: {exc.message}"
+            )
+            return ErrorInfo(
+                502, message, "server_error", code="token_endpoint_certificate_error", **ids
+            )
+        message = f"the Agent Service's TLS certificate is not trusted: {exc.message}"
+        return ErrorInfo(502, message, "server_error", code="upstream_certificate_error", **ids)
+    if isinstance(exc, APIConnectionError) and exc.token_endpoint:
+        message = f"the proxy could not reach the token endpoint: {exc.message}"
+        return ErrorInfo(502, message, "server_error", code="token_endpoint_unreachable", **ids)
     if isinstance(exc, APIConnectionError):
         message = f"the Agent Service could not be reached: {exc.message}"
         return ErrorInfo(502, message, "server_error", code="upstream_connection_error", **ids)
@@ -383,6 +455,13 @@ class ProxyServer:
     `allow_unauthenticated=True`. `tracer_provider` / `meter_provider` go to the clients
     (default: OpenTelemetry's global ones); an incoming W3C `traceparent` becomes the parent
     of a request's spans (docs/observability.md).
+
+    Limits against idle or slow clients (with or without a key): a connection whose request
+    headers are not complete within `header_timeout` seconds is answered 408 and closed (an
+    idle keep-alive connection is closed after the same time); a request body not read within
+    `body_timeout` seconds is answered 408; a connection beyond `max_connections` open ones
+    is answered 503 (`Retry-After: 1`) and closed at once. `refused_connections` and
+    `timed_out_connections` count them.
     """
 
     def __init__(
@@ -396,9 +475,27 @@ class ProxyServer:
         backlog: int = 1024,
         tracer_provider: Any = None,
         meter_provider: Any = None,
+        header_timeout: float = DEFAULT_HEADER_TIMEOUT,
+        body_timeout: float = DEFAULT_BODY_TIMEOUT,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
     ) -> None:
         if grace < 0 or not math.isfinite(grace):
             raise ConfigurationError(f"grace must be a non-negative number, got {grace!r}")
+        for name, value in (("header_timeout", header_timeout), ("body_timeout", body_timeout)):
+            if not isinstance(value, (int, float)) or not (0 < value < math.inf):
+                raise ConfigurationError(f"{name} must be a positive number, got {value!r}")
+        if isinstance(max_connections, bool) or not isinstance(max_connections, int):
+            raise ConfigurationError(
+                f"max_connections must be a whole number, got {max_connections!r}"
+            )
+        if max_connections < 1:
+            raise ConfigurationError(f"max_connections must be at least 1, got {max_connections!r}")
+        self.header_timeout = float(header_timeout)
+        self.body_timeout = float(body_timeout)
+        self.max_connections = max_connections
+        self.refused_connections = 0
+        self.timed_out_connections = 0
+        self._conns: dict[Any, _Conn] = {}
         self.config = config
         self.host = host
         self.port = port
@@ -460,7 +557,12 @@ class ProxyServer:
             raise
         app = web.Application(
             client_max_size=self.config.max_request_bytes,
-            middlewares=[self._log_middleware, self._error_middleware, self._auth_middleware],
+            middlewares=[
+                self._limits_middleware,
+                self._log_middleware,
+                self._error_middleware,
+                self._auth_middleware,
+            ],
         )
         chat_handler = self._chat_completions
         for prefix in ("/v1", ""):
@@ -472,10 +574,18 @@ class ProxyServer:
         for path in ("/health/readiness", "/health/readyz"):
             app.router.add_get(path, self._readiness)
         runner = web.AppRunner(
-            app, handler_cancellation=True, access_log=None, shutdown_timeout=1.0
+            app,
+            handler_cancellation=True,
+            access_log=None,
+            shutdown_timeout=1.0,
+            keepalive_timeout=self.header_timeout,
+            # After an early answer (401, 408, 413), unread body bytes are drained for at most
+            # this long before the connection is closed.
+            lingering_time=min(2.0, self.header_timeout),
         )
         try:
             await runner.setup()
+            self._hook_connections(runner)
             site = web.TCPSite(runner, self.host, self.port, backlog=self.backlog)
             await site.start()
         except BaseException:
@@ -486,6 +596,45 @@ class ProxyServer:
         address = runner.addresses[0]
         if isinstance(address, tuple):
             self.port = int(address[1])
+
+    def _hook_connections(self, runner: web.AppRunner) -> None:
+        """Count connections, refuse those over the cap, time the first request's headers."""
+        server = runner.server
+        assert server is not None
+        made, lost = server.connection_made, server.connection_lost
+        loop = asyncio.get_running_loop()
+
+        def connection_made(handler: Any, transport: asyncio.Transport) -> None:
+            made(handler, transport)
+            if len(self._conns) >= self.max_connections:
+                self.refused_connections += 1
+                _note_refused(transport, "too many connections")
+                transport.write(_TOO_MANY_CONNECTIONS)
+                transport.close()
+                return
+            conn = _Conn(transport)
+            conn.timer = loop.call_later(self.header_timeout, self._headers_too_slow, handler)
+            self._conns[handler] = conn
+
+        def connection_lost(handler: Any, exc: BaseException | None = None) -> None:
+            conn = self._conns.pop(handler, None)
+            if conn is not None and conn.timer is not None:
+                conn.timer.cancel()
+            lost(handler, exc)
+
+        server.connection_made = connection_made  # type: ignore[method-assign]
+        server.connection_lost = connection_lost  # type: ignore[method-assign]
+
+    def _headers_too_slow(self, handler: Any) -> None:
+        conn = self._conns.get(handler)
+        if conn is None or conn.served:
+            return
+        conn.timer = None
+        self.timed_out_connections += 1
+        _note_refused(conn.transport, "request headers too slow")
+        if not conn.transport.is_closing():
+            conn.transport.write(_HEADERS_TOO_SLOW)
+            conn.transport.close()
 
     def _make_clients(self) -> None:
         for d in self.config.deployments:
@@ -559,6 +708,19 @@ class ProxyServer:
         await self._close_clients()
 
     # -- middlewares -----------------------------------------------------------------------
+
+    @web.middleware
+    async def _limits_middleware(
+        self, request: web.Request, handler: _Handler
+    ) -> web.StreamResponse:
+        conn = self._conns.get(request.protocol)
+        if conn is not None and not conn.served:
+            # The headers are in: from here on the body timeout and keep-alive apply.
+            conn.served = True
+            if conn.timer is not None:
+                conn.timer.cancel()
+                conn.timer = None
+        return await handler(request)
 
     @web.middleware
     async def _log_middleware(self, request: web.Request, handler: _Handler) -> web.StreamResponse:
@@ -683,7 +845,10 @@ class ProxyServer:
             args = await self._read_chat(request)
         except _Reject as rej:
             _note(error=rej.info.code or rej.info.status)
-            return rej.info.response()
+            response = rej.info.response()
+            if rej.info.status == 408:
+                response.force_close()  # the rest of a late body must not be read as a request
+            return response
         _note(model=args.deployment.model_name)
         _note(stream=args.stream or None)
         if args.thread_id:
@@ -694,7 +859,18 @@ class ProxyServer:
 
     async def _read_chat(self, request: web.Request) -> _ChatArgs:
         try:
-            raw = await request.read()
+            raw = b""
+            with anyio.move_on_after(self.body_timeout) as body_scope:
+                raw = await request.read()
+            if body_scope.cancelled_caught:
+                raise _Reject(
+                    ErrorInfo(
+                        408,
+                        f"the request body did not arrive within {self.body_timeout:g} seconds",
+                        "invalid_request_error",
+                        code="request_timeout",
+                    )
+                )
         except web.HTTPRequestEntityTooLarge:
             raise _Reject(
                 ErrorInfo(
@@ -763,7 +939,7 @@ class ProxyServer:
                 )
             )
         thread_id = thread_id or header_thread
-        if thread_id is not None and not _THREAD_ID.match(thread_id):
+        if thread_id is not None and not _THREAD_ID.fullmatch(thread_id):
             raise _Reject(
                 _bad_request(
                     "thread_id must be a thread id like 'thread_abc123' (letters, digits, '_', "
@@ -832,14 +1008,14 @@ class ProxyServer:
         if error is not None:
             return self._fail(request, error_for(error))
         assert isinstance(result, ChatCompletion)
-        thread_id = result.get("thread_id")
+        thread_id = _header_id(result.get("thread_id"))
         headers = {}
         if thread_id:
-            headers[THREAD_HEADER] = str(thread_id)
+            headers[THREAD_HEADER] = thread_id
             _note(thread_id=thread_id)
-        run_id = result.get("run_id")
+        run_id = _header_id(result.get("run_id"))
         if run_id:
-            headers[RUN_HEADER] = str(run_id)
+            headers[RUN_HEADER] = run_id
         return web.Response(
             text=result.to_json(separators=(",", ":")),
             content_type="application/json",
@@ -908,9 +1084,10 @@ class ProxyServer:
         )
         response.content_type = "text/event-stream"
         response.charset = "utf-8"
-        if stream.thread_id:
-            response.headers[THREAD_HEADER] = stream.thread_id
-            _note(thread_id=stream.thread_id)
+        stream_thread = _header_id(stream.thread_id)
+        if stream_thread:
+            response.headers[THREAD_HEADER] = stream_thread
+            _note(thread_id=stream_thread)
         relay.response = response
         try:
             await response.prepare(request)
@@ -934,6 +1111,11 @@ class _Relay:
 
 
 _NOTES: contextvars.ContextVar[dict[str, Any]] = contextvars.ContextVar("agentrun_proxy_notes")
+
+
+def _note_refused(transport: asyncio.Transport, why: str) -> None:
+    peer = transport.get_extra_info("peername")
+    logger.warning("%s: closing connection from %s", why, peer[0] if peer else "?")
 
 
 def _note(**fields: Any) -> None:

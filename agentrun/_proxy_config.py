@@ -25,13 +25,14 @@ import logging
 import math
 import os
 import pathlib
+import re
 from collections.abc import Mapping
 from typing import Any
 
 import attrs
 import yaml
 
-from agentrun._credentials import default_api_base
+from agentrun._credentials import check_api_base, default_api_base
 from agentrun._errors import ConfigurationError
 from agentrun._openai import parse_model
 
@@ -69,8 +70,12 @@ _PARAM_KEYS = frozenset(
         "verify",
         "authority",
         "pool_limit",
+        "allow_insecure_http",
     }
 )
+#: A model name: what clients send as `model` and what responses carry. Checked against the
+#: whole string (`fullmatch`): printable, no line breaks or control characters, 1-256 long.
+_MODEL_NAME = re.compile(r"[^\x00-\x1f\x7f]{1,256}")
 _GENERAL_KEYS = frozenset({"master_key", "max_request_size_mb"})
 _LITELLM_SETTINGS_KEYS = frozenset({"drop_params"})
 
@@ -260,6 +265,12 @@ class _Reader:
         name = self.req_str(entry, "model_name", path + ".", node)
         if not name.strip():
             raise self.error(entry["model_name"][1], path + ".model_name", "must not be empty")
+        if not _MODEL_NAME.fullmatch(name):
+            raise self.error(
+                entry["model_name"][1],
+                path + ".model_name",
+                "must be 1 to 256 printable characters (no line breaks or control characters)",
+            )
         if "litellm_params" not in entry:
             raise self.error(node, path + ".litellm_params", "is missing")
         pnode = entry["litellm_params"][1]
@@ -282,8 +293,14 @@ class _Reader:
                     "is missing and AZURE_AI_API_BASE is not set: give the project endpoint, "
                     "https://<resource>.services.ai.azure.com/api/projects/<project>",
                 )
-        elif not api_base.startswith(("https://", "http://")):
-            raise self.error(params["api_base"][1], pp + "api_base", "must be an http(s) URL")
+        allow_insecure_http = self.opt_bool(params, "allow_insecure_http", pp)
+        try:
+            api_base = check_api_base(
+                api_base, allow_insecure_http=allow_insecure_http, env=self.env
+            )
+        except ConfigurationError as exc:
+            where = params["api_base"][1] if "api_base" in params else pnode
+            raise self.error(where, pp + "api_base", str(exc)) from None
 
         sp = {
             k: self.opt_str(params, k, pp + k) for k in ("tenant_id", "client_id", "client_secret")

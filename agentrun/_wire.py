@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json as _json
 import math
+import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal, NoReturn, TypeAlias, TypeVar
 from urllib.parse import quote
@@ -1035,12 +1036,24 @@ class ApiRequest:
     stream: bool = False
 
 
+#: What an id (thread, run, agent, message, tool call) may be, checked against the whole string
+#: (`fullmatch`: a trailing newline fails): the service's ids (`thread_...`, `asst_...`,
+#: `run_...`) and agent `name:version` references use letters, digits, `_`, `-`, `.`, `:`.
+ID_PATTERN = re.compile(r"[A-Za-z0-9_\-.:]{1,256}")
+
+
 def _id(value: Any, name: str) -> str:
+    """`value` if it is a valid id (see `ID_PATTERN`); ConfigurationError otherwise."""
     if type(value) is not str or not value:
         raise ConfigurationError(f"{name} must be a non-empty string, got {value!r}")
-    if value in (".", ".."):
-        # Would be collapsed by URL normalisation and address another resource.
-        raise ConfigurationError(f"{name} {value!r} is not a valid id")
+    if value in (".", "..") or not ID_PATTERN.fullmatch(value):
+        # "." and ".." would be collapsed by URL normalisation and address another resource;
+        # anything else outside the pattern (spaces, line breaks, "/", "?", "%") has no place
+        # in an id and could change the request's meaning.
+        shown = value if len(value) <= 80 else value[:80] + "..."
+        raise ConfigurationError(
+            f"{name} {shown!r} is not a valid id (letters, digits, '_', '-', '.', ':'; at most 256)"
+        )
     return value
 
 

@@ -26,6 +26,7 @@ EXIT_RUN_FAILED = 1
 EXIT_USAGE = 2
 EXIT_AUTH_CONFIG = 3
 EXIT_INTERRUPTED = 130
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, what `yes | head` gives: the reader went away
 
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
@@ -67,7 +68,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("agentrun: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # `agentrun ... | head`: the reader closed the pipe. Exit quietly, as `yes | head` does.
+        silence_stdout()
+        return EXIT_BROKEN_PIPE
     return code
+
+
+def silence_stdout() -> None:
+    """Point stdout at /dev/null, so the interpreter's final flush after a broken pipe does
+    not print a traceback (the recipe of Python's signal module docs)."""
+    import os
+
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):  # pragma: no cover - stdout without a file descriptor
+        pass
 
 
 if __name__ == "__main__":  # pragma: no cover

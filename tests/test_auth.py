@@ -7,7 +7,9 @@ token endpoint served in the test.
 
 from __future__ import annotations
 
+import json
 import pathlib
+import socket
 import ssl
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -21,14 +23,22 @@ from azure.core.credentials import AccessToken as AzureAccessToken
 from azure.core.credentials import AccessTokenInfo
 from azure.core.exceptions import ClientAuthenticationError
 
-from agentrun import AuthenticationError, ClientStateError
+from agentrun import (
+    APIConnectionError,
+    AsyncClient,
+    AuthenticationError,
+    CertificateVerificationError,
+    ClientStateError,
+)
 from agentrun._auth import (
     AccessToken,
     CredentialTokenSource,
     StaticTokenSource,
     TokenCache,
     TokenSource,
+    is_certificate_failure,
 )
+from agentrun.emulator import Emulator, EmulatorSettings, FaultRule
 
 SCOPE = "https://ai.azure.com/.default"
 T0 = 1_700_000_000.0
@@ -61,9 +71,11 @@ class FakeInfoCredential:
         self.fail_with: BaseException | None = None
         self.gate: anyio.Event | None = None
         self.closed = False
+        self.options: list[Any] = []
 
     async def get_token_info(self, *scopes: str, options: Any = None) -> AccessTokenInfo:
         self.calls.append(scopes[0])
+        self.options.append(options)
         n = len(self.calls)
         if self.gate is not None:
             await self.gate.wait()
@@ -494,3 +506,139 @@ async def test_real_credential_bad_secret_is_authentication_error(
     assert "wrong-secret-xyz" not in str(info.value)
     assert isinstance(info.value.__cause__, ClientAuthenticationError)
     assert len(forms) == 1
+
+
+# -- forced fresh token after a 401; token endpoint failures typed -------------------------------
+
+
+@pytest.mark.anyio
+async def test_fetch_after_invalidate_asks_for_a_fresh_token() -> None:
+    """After invalidate(), the next fetch carries an nbf claims request (which azure-identity
+    never answers from its cache); ordinary fetches carry none, and only one fetch is forced."""
+    clock = FakeClock()
+    cred = FakeInfoCredential(clock)
+    cache = make_cache(cred, clock)
+    assert await cache.get_token() == "tok-1"
+    cache.invalidate("tok-1")
+    assert await cache.get_token() == "tok-2"
+    clock.now += 3600
+    assert await cache.get_token() == "tok-3"
+    assert cred.options[0] is None
+    claims = json.loads(cred.options[1]["claims"])
+    nbf = claims["access_token"]["nbf"]
+    assert nbf["essential"] is True and nbf["value"].isdigit()
+    assert cred.options[2] is None
+
+
+@pytest.mark.anyio
+async def test_legacy_credential_gets_claims_keyword_when_forced() -> None:
+    """A credential with only get_token(*scopes, claims=...) gets the claims as a keyword."""
+    seen: list[dict[str, Any]] = []
+
+    class Legacy:
+        async def get_token(self, *scopes: str, **kwargs: Any) -> AzureAccessToken:
+            seen.append(kwargs)
+            return AzureAccessToken(f"legacy-{len(seen)}", int(T0 + 3600))
+
+    cache = make_cache(Legacy(), FakeClock())
+    assert await cache.get_token() == "legacy-1"
+    cache.invalidate("legacy-1")
+    assert await cache.get_token() == "legacy-2"
+    assert seen[0] == {}
+    assert "nbf" in json.loads(seen[1]["claims"])["access_token"]
+
+
+def _free_port() -> int:
+    """A loopback port nothing listens on (bound, then released)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
+
+
+@pytest.mark.anyio
+async def test_unreachable_token_endpoint_is_connection_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A token endpoint that refuses connections is APIConnectionError (token_endpoint=True),
+    not AuthenticationError/401, through a real client call: nothing was refused, nothing
+    reached the service."""
+    from azure.identity.aio import ClientSecretCredential
+
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+    port = _free_port()
+    async with Emulator(EmulatorSettings()) as emu:
+        credential = ClientSecretCredential(
+            "t", "c", "s", authority=f"https://127.0.0.1:{port}", retry_total=0
+        )
+        try:
+            async with AsyncClient(emu.endpoint, credential=credential) as client:
+                with pytest.raises(APIConnectionError) as info:
+                    await client.run("asst_abc123", "hi", timeout=30)
+        finally:
+            await credential.close()
+        assert emu.stats()["requests_total"] == 0  # no request reached the service
+    assert not isinstance(info.value, AuthenticationError)
+    assert not isinstance(info.value, CertificateVerificationError)
+    assert info.value.token_endpoint is True
+    assert "token endpoint" in str(info.value)
+
+
+@pytest.mark.anyio
+async def test_untrusted_token_endpoint_certificate_is_certificate_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The emulator's TLS token endpoint, not trusted by the credential agentrun builds: a
+    CertificateVerificationError naming the token endpoint, never a 401."""
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+    async with Emulator(EmulatorSettings(), tls=True) as emu:
+        assert emu.ca_path is not None
+        from azure.identity.aio import ClientSecretCredential
+
+        credential = ClientSecretCredential(
+            emu.tenant_id,
+            emu.client_id,
+            emu.client_secret,
+            authority=emu.authority,
+            retry_total=0,
+        )
+        try:
+            async with AsyncClient(
+                emu.endpoint, credential=credential, verify=str(emu.ca_path)
+            ) as client:
+                with pytest.raises(CertificateVerificationError) as info:
+                    await client.run("asst_abc123", "hi", timeout=30)
+        finally:
+            await credential.close()
+    assert info.value.token_endpoint is True
+    assert is_certificate_failure(info.value)
+    assert "certificate" in str(info.value)
+
+
+@pytest.mark.anyio
+async def test_401_gets_a_new_token_from_a_service_principal(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The emulator answers one create with 401: the client asks the token endpoint for a NEW
+    token (azure-identity would hand back its cached one) and the retried create succeeds.
+    Two tokens are issued in all, and the call returns the reply."""
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+    async with Emulator(EmulatorSettings(), tls=True) as emu:
+        assert emu.ca_path is not None
+        async with AsyncClient(
+            emu.endpoint,
+            tenant_id=emu.tenant_id,
+            client_id=emu.client_id,
+            client_secret=emu.client_secret,
+            authority=emu.authority,
+            verify=str(emu.ca_path),
+        ) as client:
+            first = await client.run("asst_abc123", "What is 2 + 3?", timeout=60)
+            assert emu.stats()["tokens_issued"] == 1
+            emu.inject(FaultRule(route="*", kind="status", status=401, times=1))
+            second = await client.run("asst_abc123", "What is 2 + 3?", timeout=60)
+            assert emu.stats()["tokens_issued"] == 2
+            third = await client.run("asst_abc123", "What is 2 + 3?", timeout=60)
+            assert emu.stats()["tokens_issued"] == 2  # the fresh token is cached again
+    assert first.text == second.text == third.text
+    assert "5" in second.text

@@ -131,33 +131,33 @@ def test_invalid_yaml_names_line() -> None:
         ),
         (
             "model_list:\n  - model_name: a\n    litellm_params:\n"
-            "      model: azure_ai/agents/a\n      api_base: http://x\n      timeout: soon\n",
+            "      model: azure_ai/agents/a\n      api_base: https://x\n      timeout: soon\n",
             "line 6: model_list[0].litellm_params.timeout: must be a positive number",
         ),
         (
             "model_list:\n  - model_name: a\n    litellm_params:\n"
-            "      model: azure_ai/agents/a\n      api_base: http://x\n      max_retries: -1\n",
+            "      model: azure_ai/agents/a\n      api_base: https://x\n      max_retries: -1\n",
             "line 6: model_list[0].litellm_params.max_retries: must be an integer of at least 0",
         ),
         (
             "model_list:\n  - model_name: a\n    litellm_params:\n"
-            "      model: azure_ai/agents/a\n      api_base: http://x\n      api_key: [k]\n",
+            "      model: azure_ai/agents/a\n      api_base: https://x\n      api_key: [k]\n",
             "line 6: model_list[0].litellm_params.api_key: must be a single value, not a list",
         ),
         (
             "model_list:\n  - model_name: a\n    litellm_params:\n"
-            "      model: openai/gpt-4o\n      api_base: http://x\n",
+            "      model: openai/gpt-4o\n      api_base: https://x\n",
             "line 4: model_list[0].litellm_params.model: model 'openai/gpt-4o' is not an "
             "Azure AI Foundry agent",
         ),
         (
             "model_list:\n  - model_name: a\n    litellm_params:\n"
             "      model: azure_ai/agents/a\n      api_base: ftp://x\n",
-            "line 5: model_list[0].litellm_params.api_base: must be an http(s) URL",
+            "line 5: model_list[0].litellm_params.api_base: api_base must be an https:// URL",
         ),
         (
             "model_list:\n  - model_name: a\n    litellm_params:\n"
-            "      model: azure_ai/agents/a\n      api_base: http://x\n"
+            "      model: azure_ai/agents/a\n      api_base: https://x\n"
             "      authority: http://login\n",
             "line 6: model_list[0].litellm_params.authority: must be an https:// URL",
         ),
@@ -196,9 +196,9 @@ def test_duplicates_are_errors() -> None:
         """\
         model_list:
           - model_name: a
-            litellm_params: {model: azure_ai/agents/x, api_base: "http://h"}
+            litellm_params: {model: azure_ai/agents/x, api_base: "https://h"}
           - model_name: a
-            litellm_params: {model: azure_ai/agents/y, api_base: "http://h"}
+            litellm_params: {model: azure_ai/agents/y, api_base: "https://h"}
         """
     )
     assert "line 4: model_list[1].model_name: 'a' is already used on line 2" in message
@@ -223,7 +223,7 @@ def test_incomplete_service_principal() -> None:
           - model_name: a
             litellm_params:
               model: azure_ai/agents/x
-              api_base: http://h
+              api_base: https://h
               tenant_id: t
               client_id: c
         """
@@ -241,7 +241,7 @@ def test_unknown_keys_are_warnings_with_lines(caplog: pytest.LogCaptureFixture) 
         model_info: {id: 1}
         litellm_params:
           model: azure_ai/agents/x
-          api_base: http://h
+          api_base: https://h
           api_key: k
           rpm: 10
     general_settings:

@@ -26,6 +26,7 @@ from agentrun import (
     APIStatusError,
     APITimeoutError,
     AuthenticationError,
+    BadGatewayError,
     BadRequestError,
     ClientStateError,
     ConfigurationError,
@@ -35,6 +36,7 @@ from agentrun import (
     PermissionDeniedError,
     RateLimitError,
     RemoteProtocolError,
+    ServiceUnavailableError,
     UnprocessableEntityError,
 )
 from agentrun._auth import AccessToken, StaticTokenSource, TokenCache
@@ -203,7 +205,9 @@ async def test_bad_json_is_remote_protocol_error() -> None:
         (422, UnprocessableEntityError),
         (429, RateLimitError),
         (500, InternalServerError),
-        (503, InternalServerError),
+        (502, BadGatewayError),
+        (503, ServiceUnavailableError),
+        (504, InternalServerError),
         (418, APIStatusError),
     ],
 )

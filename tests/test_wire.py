@@ -141,7 +141,15 @@ def test_module_is_pure(module: Any) -> None:
             imported.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom) and node.module:
             imported.add(node.module)
-    allowed_stdlib = {"__future__", "collections.abc", "json", "math", "typing", "urllib.parse"}
+    allowed_stdlib = {
+        "__future__",
+        "collections.abc",
+        "json",
+        "math",
+        "re",
+        "typing",
+        "urllib.parse",
+    }
     assert imported <= allowed_stdlib | {"attrs", "agentrun._errors", "agentrun._sse"}
 
 
@@ -722,12 +730,19 @@ def test_create_thread_and_message() -> None:
         w.create_message("t", {"role": "user", "content": "x"})  # type: ignore[arg-type]
 
 
-def test_ids_are_quoted_as_one_path_segment() -> None:
-    """Ids cannot change the path: '/', '?' and '#' are percent-encoded; '.' and '..' refused."""
-    assert w.get_run("a/b", "c?d#e").path == "/threads/a%2Fb/runs/c%3Fd%23e"
-    for bad in ("", ".", "..", None, 5):
+def test_ids_are_validated_as_whole_strings() -> None:
+    """Ids cannot change the path or a header: the whole string must be an id (letters,
+    digits, '_', '-', '.', ':'), so '/', '?', '#', spaces, a trailing newline, '.' and '..'
+    are refused before any request is built."""
+    assert w.get_run("thread_a-1", "run_b.2").path == "/threads/thread_a-1/runs/run_b.2"
+    bad_ids = ("", ".", "..", None, 5, "a/b", "c?d", "e#f", "thread_1\n", "thread 1", "t\r\nx")
+    for bad in (*bad_ids, "x" * 257, "th%2F"):
         with pytest.raises(ConfigurationError, match="thread_id"):
             w.get_thread(bad)  # type: ignore[arg-type]
+    with pytest.raises(ConfigurationError, match="run_id"):
+        w.get_run("thread_1", "run_1\n")
+    with pytest.raises(ConfigurationError, match="agent_id"):
+        w.create_run("thread_1", "asst_1\n", stream=False)
 
 
 def test_messages_argument_must_be_a_list_of_input_messages() -> None:
