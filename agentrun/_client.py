@@ -48,7 +48,7 @@ from anyio.streams.memory import MemoryObjectSendStream
 from agentrun import _otel
 from agentrun import _wire as wire
 from agentrun._auth import TokenCache
-from agentrun._credentials import default_api_base, resolve_token_source
+from agentrun._credentials import check_api_base, default_api_base, resolve_token_source
 from agentrun._errors import (
     APIConnectionError,
     APIStatusError,
@@ -191,6 +191,10 @@ class AsyncClient:
     `tracer_provider` / `meter_provider` (OpenTelemetry) receive the invocation spans and
     metrics; by default OpenTelemetry's global providers are used, and with none configured
     nothing is recorded (docs/observability.md).
+
+    `api_base` must be `https://`; `http://` is refused (`ConfigurationError`) except on a
+    loopback host (the emulator) or with `allow_insecure_http=True` (env
+    `AGENTRUN_ALLOW_INSECURE_HTTP=1`), since the bearer token would travel in clear text.
     """
 
     def __init__(
@@ -212,6 +216,7 @@ class AsyncClient:
         env: Mapping[str, str] | None = None,
         tracer_provider: Any = None,
         meter_provider: Any = None,
+        allow_insecure_http: bool | None = None,
     ) -> None:
         base = api_base or default_api_base(env)
         if not base:
@@ -219,8 +224,8 @@ class AsyncClient:
                 "no api_base: pass api_base= (https://<resource>.services.ai.azure.com/api/"
                 "projects/<project>) or set AZURE_AI_API_BASE"
             )
-        if not base.startswith(("https://", "http://")):
-            raise ConfigurationError(f"api_base must be an http(s) URL, got {base!r}")
+        # Tokens must not travel in clear text: http:// only on loopback unless allowed.
+        base = check_api_base(base, allow_insecure_http=allow_insecure_http, env=env)
         if mode not in _MODES:
             raise ConfigurationError(f"mode must be one of {', '.join(_MODES)}, got {mode!r}")
         if pool_limit < 1:

@@ -505,3 +505,17 @@ async def test_following_an_existing_run_by_id(client: AsyncClient, emu: Emulato
         await client.run("asst_abc123", "more", thread_id=first.thread_id, run_id=first.run_id)
     with pytest.raises(agentrun.ConfigurationError, match="thread_id"):
         await client.run("asst_abc123", run_id=first.run_id)
+
+
+def test_async_client_refuses_http_off_loopback() -> None:
+    """AsyncClient refuses an http:// api_base on a non-loopback host (the token would travel
+    in clear text) unless explicitly allowed; loopback http:// is fine (the emulator)."""
+    with pytest.raises(agentrun.ConfigurationError, match="http"):
+        AsyncClient("http://agents.example.com/api/projects/p", api_key="k", env={})
+    AsyncClient("http://127.0.0.1:9/api/projects/p", api_key="k", env={})
+    AsyncClient(
+        "http://agents.example.com/api/projects/p",
+        api_key="k",
+        env={},
+        allow_insecure_http=True,
+    )
