@@ -115,12 +115,12 @@ async def open_client(
     from agentrun._credentials import check_api_base, default_api_base
 
     base = args.api_base or default_api_base()
+    allow_insecure_http = getattr(args, "allow_insecure_http", False) or None
     if base:
-        check_api_base(
-            base, allow_insecure_http=getattr(args, "allow_insecure_http", False) or None
-        )
+        check_api_base(base, allow_insecure_http=allow_insecure_http)
     async with AsyncClient(
         args.api_base,
+        allow_insecure_http=allow_insecure_http,
         api_key=args.api_key,
         tenant_id=args.tenant_id,
         client_id=args.client_id,

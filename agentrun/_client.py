@@ -85,7 +85,7 @@ from agentrun._results import (
     ToolCallDelta,
     percentiles,
 )
-from agentrun._retry import RetryPolicy
+from agentrun._retry import RetryPolicy, request_id_of
 from agentrun._schedule import PollSchedule
 from agentrun._sse import SSEDecoder
 from agentrun._transport import (
@@ -93,7 +93,6 @@ from agentrun._transport import (
     RequestProgress,
     StreamInterruptedError,
     Transport,
-    request_id_of,
 )
 
 __all__ = ["AsyncClient", "Mode", "RunMap", "RunStream"]

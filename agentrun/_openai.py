@@ -701,8 +701,11 @@ class CompletionStream:
 
     def __del__(self) -> None:
         # Left unfinished (say, by `break` out of `async for`): the run is cancelled in the
-        # background, as `aclose()` would, and the client's `aclose()` waits for that.
-        self._events._abandon()
+        # background, as `aclose()` would, and the client's `aclose()` waits for that. (A mock
+        # stream, `mock_response=`, has no run.)
+        events = getattr(self, "_events", None)
+        if events is not None:
+            events._abandon()
 
     def _chunk(
         self,
@@ -1012,6 +1015,8 @@ def get_client(
             verify=verify,
             authority=authority,
             retry_policy=None if max_retries is None else RetryPolicy(max_attempts=max_retries + 1),
+            # `base` passed the same check above, for this call.
+            allow_insecure_http=allow_insecure_http,
         )
 
     return _REGISTRY.get(key, make)

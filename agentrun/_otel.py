@@ -38,6 +38,8 @@ import weakref
 from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
+from agentrun._retry import request_id_of
+
 if TYPE_CHECKING:
     from opentelemetry import context as _context
     from opentelemetry import metrics as _metrics
@@ -105,7 +107,6 @@ FINISH_REASONS = {
     "expired": "expired",
 }
 
-_REQUEST_ID_HEADERS = ("x-ms-request-id", "x-request-id", "apim-request-id")
 _ID_AFTER = {
     "threads": "{thread_id}",
     "runs": "{run_id}",
@@ -136,13 +137,7 @@ def route_template(path: str) -> str:
 
 
 def _request_id(headers: Mapping[str, str] | None) -> str | None:
-    if not headers:
-        return None
-    for name in _REQUEST_ID_HEADERS:
-        value = headers.get(name)
-        if value:
-            return value
-    return None
+    return request_id_of(headers) if headers else None
 
 
 def _truthy(value: str | None) -> bool:

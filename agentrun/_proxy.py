@@ -667,6 +667,7 @@ class ProxyServer:
                         authority=d.authority,
                         api_version=d.api_version or "v1",
                         verify=d.verify,
+                        allow_insecure_http=d.allow_insecure_http,
                         **kwargs,
                     )
                 except ConfigurationError as exc:

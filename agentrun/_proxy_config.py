@@ -104,6 +104,8 @@ class Deployment:
     verify: bool | str = True
     authority: str | None = None
     pool_limit: int | None = None
+    #: `allow_insecure_http` from the entry (an http:// api_base off loopback was allowed)
+    allow_insecure_http: bool | None = None
     #: where the entry starts, for errors found later (e.g. when its client is created)
     source: str = "<config>"
     line: int = 0
@@ -356,6 +358,7 @@ class _Reader:
             verify=verify,
             authority=authority,
             pool_limit=pool_limit,
+            allow_insecure_http=allow_insecure_http,
             source=self.source,
             line=_line(node),
         )

@@ -190,3 +190,18 @@ def _http_date_delay(raw: str, now_epoch: float | None) -> float | None:
     if when.tzinfo is None:  # RFC 9110 dates are GMT; a zone-less one is read as UTC
         when = when.replace(tzinfo=datetime.timezone.utc)
     return _finite_non_negative(when.timestamp() - now_epoch)
+
+
+# Azure support asks for `apim-request-id` (a UUID); the service also sends `x-request-id`, a
+# different 32-hex value (recordings in Azure/azure-sdk-assets, azure-ai-agents tests).
+_REQUEST_ID_HEADERS = ("apim-request-id", "x-ms-request-id", "x-request-id")
+
+
+def request_id_of(headers: Mapping[str, str]) -> str | None:
+    """The service's id for a request: `apim-request-id` first (what Azure support asks for),
+    then `x-ms-request-id`, then `x-request-id`."""
+    for name in _REQUEST_ID_HEADERS:
+        value = headers.get(name)
+        if value:
+            return value
+    return None

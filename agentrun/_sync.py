@@ -601,6 +601,7 @@ class Client:
         portal: BlockingPortal | None = None,
         tracer_provider: Any = None,
         meter_provider: Any = None,
+        allow_insecure_http: bool | None = None,
     ) -> None:
         self._closed = True  # until the AsyncClient exists (for __del__)
         self._runner: _Runner = _PORTAL if portal is None else _ExternalPortal(portal)
@@ -623,6 +624,7 @@ class Client:
                 env=env,
                 tracer_provider=tracer_provider,
                 meter_provider=meter_provider,
+                allow_insecure_http=allow_insecure_http,
             )
 
         self._async = self._runner.run(make)

@@ -42,7 +42,7 @@ from agentrun._errors import (
     RemoteProtocolError,
     status_error_class,
 )
-from agentrun._retry import Failure, RetryPolicy, decide, retry_after_seconds
+from agentrun._retry import Failure, RetryPolicy, decide, request_id_of, retry_after_seconds
 
 __all__ = [
     "BodyChunks",
@@ -60,20 +60,6 @@ except importlib.metadata.PackageNotFoundError:  # pragma: no cover - running fr
     _VERSION = "0+unknown"
 
 DEFAULT_USER_AGENT = f"agentrun/{_VERSION}"
-
-# Azure support asks for `apim-request-id` (a UUID); the service also sends `x-request-id`, a
-# different 32-hex value (recordings in Azure/azure-sdk-assets, azure-ai-agents tests).
-_REQUEST_ID_HEADERS = ("apim-request-id", "x-ms-request-id", "x-request-id")
-
-
-def request_id_of(headers: Mapping[str, str]) -> str | None:
-    """The service's id for a request: `apim-request-id` first (what Azure support asks for),
-    then `x-ms-request-id`, then `x-request-id`."""
-    for name in _REQUEST_ID_HEADERS:
-        value = headers.get(name)
-        if value:
-            return value
-    return None
 
 
 _NO_HEADERS: Mapping[str, str] = {}

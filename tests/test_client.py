@@ -481,7 +481,7 @@ async def test_emulator_answers_carry_request_ids(emu: Emulator) -> None:
     (32 hex), as the service's do; agentrun records the `apim-request-id`."""
     import aiohttp
 
-    from agentrun._transport import request_id_of
+    from agentrun._retry import request_id_of
 
     async with (
         aiohttp.ClientSession() as session,

@@ -132,7 +132,7 @@ def test_usage_with_extra_keys_and_missing_total() -> None:
     }
     assert w.parse_run(run).usage == w.Usage(5, 2, 7, cached_tokens=0)
     run["usage"] = {"prompt_tokens": 5, "completion_tokens": 2}
-    assert w.parse_run(run).usage == w.Usage(5, 2, 7, cached_tokens=0)
+    assert w.parse_run(run).usage == w.Usage(5, 2, 7)
 
 
 def test_run_needs_only_ids_and_status() -> None:
