@@ -663,7 +663,7 @@ class _StreamContext(AbstractAsyncContextManager["BodyChunks"]):
 class BodyChunks(AsyncIterator[bytes]):
     """The body of a streamed 2xx response, chunk by chunk as the bytes arrive."""
 
-    __slots__ = ("_deadline", "_done", "_ids", "_method", "_path", "_response")
+    __slots__ = ("_broken", "_deadline", "_done", "_ids", "_method", "_path", "_response")
 
     def __init__(
         self,
@@ -680,6 +680,7 @@ class BodyChunks(AsyncIterator[bytes]):
         self._deadline = deadline
         self._ids = (thread_id, run_id)
         self._done = False
+        self._broken: BaseException | None = None
 
     @property
     def status(self) -> int:
@@ -703,12 +704,20 @@ class BodyChunks(AsyncIterator[bytes]):
         thread_id, run_id = self._ids
         chunk = b""
         try:
+            if self._broken is not None:
+                raise self._broken
             if self._deadline is None:
                 chunk = await self._response.content.readany()
             else:
                 with anyio.CancelScope(deadline=self._deadline) as scope:
                     chunk = await self._response.content.readany()
         except _TRANSPORT_ERRORS as exc:
+            salvaged = self._salvage()
+            if salvaged:
+                # Bytes that arrived before the break still count (they may name the run):
+                # deliver them, and report the break on the next read.
+                self._broken = exc
+                return salvaged
             self.finish()
             raise StreamInterruptedError(
                 f"{self._method} {self._path}: the connection broke while the response was "
@@ -723,3 +732,21 @@ class BodyChunks(AsyncIterator[bytes]):
             self.finish()
             raise StopAsyncIteration
         return chunk
+
+    def _salvage(self) -> bytes:
+        """What the connection delivered before it broke and nobody read yet.
+
+        aiohttp's `StreamReader.readany()` raises a connection error as soon as it is set,
+        even while received bytes wait in its buffer; a burst of events followed by a cut
+        would lose them. `_read_nowait` (aiohttp 3.x) returns the buffer without checking the
+        error; without it (another aiohttp), nothing is salvaged.
+        """
+        content = self._response.content
+        read_nowait = getattr(content, "_read_nowait", None)
+        if read_nowait is None or not getattr(content, "_buffer", None):
+            return b""
+        try:
+            data = read_nowait(-1)
+        except Exception:  # pragma: no cover - a reader that changed shape
+            return b""
+        return data if isinstance(data, bytes) else b""

@@ -190,8 +190,11 @@ async def _cancel_many(client: AsyncClient, how: str, n: int, mode: str) -> None
             with pytest.raises(asyncio.CancelledError):
                 await task
 
-    # Cancels spread over the creates, the pool waits and the runs themselves.
-    await asyncio.gather(*(one(rng.uniform(0.0, 0.5)) for _ in range(n)))
+    # Cancels spread over the creates, the pool waits and the runs themselves: half within
+    # the first half second, half later (so that created runs are cancelled even on a slow
+    # machine, where the first creates may take longer than half a second).
+    delays = [rng.uniform(0.0, 0.5) if i % 2 else rng.uniform(0.5, 5.0) for i in range(n)]
+    await asyncio.gather(*(one(d) for d in delays))
 
 
 @pytest.mark.parametrize("how", ["wait_for", "timeout", "task_cancel"])
