@@ -792,6 +792,13 @@ class CompletionStream:
         self.result = result
         if not self._sent_role:
             self._queue.append(self._chunk(self._role_first({"content": ""})))
+        if not self._tool_index:
+            # Function calls that arrived without deltas (a polled run, a stream finished by
+            # polling): one chunk carries them whole, as OpenAI's first tool-call delta would.
+            whole = [dict(call, index=i) for i, call in enumerate(_tool_calls_json(result))]
+            if whole:
+                self._tool_index = {i: i for i in range(len(whole))}
+                self._queue.append(self._chunk({"tool_calls": whole}))
         delta: dict[str, Any] = {}
         _agent_extras(result, delta)
         self._queue.append(self._chunk(delta, finish_reason=_finish_reason(result)))
