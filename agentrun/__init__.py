@@ -68,6 +68,7 @@ if TYPE_CHECKING:
         TextDelta,
         ToolCallDelta,
     )
+    from agentrun._settings import ConnectionSettings
     from agentrun._sync import (
         Client,
         MapIterator,
@@ -105,6 +106,7 @@ _LAZY = {
     "stream_chunk_builder": "agentrun._litellm",
     "aclose_clients": "agentrun._openai",
     "Client": "agentrun._sync",
+    "ConnectionSettings": "agentrun._settings",
     "completion": "agentrun._sync",
     "MapIterator": "agentrun._sync",
     "SyncCompletionStream": "agentrun._sync",
@@ -145,6 +147,7 @@ __all__ = [
     "CompletionStream",
     "ConfigurationError",
     "ConflictError",
+    "ConnectionSettings",
     "ContextWindowExceededError",
     "InternalServerError",
     "InvalidRequestError",

@@ -48,7 +48,6 @@ from anyio.streams.memory import MemoryObjectSendStream
 from agentrun import _otel
 from agentrun import _wire as wire
 from agentrun._auth import TokenCache
-from agentrun._credentials import check_api_base, default_api_base, resolve_token_source
 from agentrun._errors import (
     APIConnectionError,
     APIStatusError,
@@ -87,6 +86,7 @@ from agentrun._results import (
 )
 from agentrun._retry import RetryPolicy, request_id_of
 from agentrun._schedule import PollSchedule
+from agentrun._settings import ConnectionSettings
 from agentrun._sse import SSEDecoder
 from agentrun._transport import (
     BodyChunks,
@@ -194,12 +194,18 @@ class AsyncClient:
     `api_base` must be `https://`; `http://` is refused (`ConfigurationError`) except on a
     loopback host (the emulator) or with `allow_insecure_http=True` (env
     `AGENTRUN_ALLOW_INSECURE_HTTP=1`), since the bearer token would travel in clear text.
+
+    The connection arguments (`api_base` to `retry_policy`, `env`, `allow_insecure_http`) make
+    a `ConnectionSettings` value, kept as `client.settings`; pass one as `settings=` instead
+    (not both: `ConfigurationError`). `mode`, `timeout` and the telemetry providers are the
+    client's own.
     """
 
     def __init__(
         self,
         api_base: str | None = None,
         *,
+        settings: ConnectionSettings | None = None,
         credential: Any = None,
         api_key: str | None = None,
         tenant_id: str | None = None,
@@ -217,41 +223,61 @@ class AsyncClient:
         meter_provider: Any = None,
         allow_insecure_http: bool | None = None,
     ) -> None:
-        base = api_base or default_api_base(env)
-        if not base:
-            raise ConfigurationError(
-                "no api_base: pass api_base= (https://<resource>.services.ai.azure.com/api/"
-                "projects/<project>) or set AZURE_AI_API_BASE"
+        if settings is None:
+            settings = ConnectionSettings(
+                api_base=api_base,
+                credential=credential,
+                api_key=api_key,
+                tenant_id=tenant_id,
+                client_id=client_id,
+                client_secret=client_secret,
+                authority=authority,
+                api_version=api_version,
+                verify=verify,
+                pool_limit=pool_limit,
+                retry_policy=retry_policy,
+                allow_insecure_http=allow_insecure_http,
+                env=env,
             )
-        # Tokens must not travel in clear text: http:// only on loopback unless allowed.
-        base = check_api_base(base, allow_insecure_http=allow_insecure_http, env=env)
+        elif not isinstance(settings, ConnectionSettings):
+            raise ConfigurationError(f"settings must be a ConnectionSettings, got {settings!r}")
+        else:
+            given = _connection_args_given(
+                api_base=api_base,
+                credential=credential,
+                api_key=api_key,
+                tenant_id=tenant_id,
+                client_id=client_id,
+                client_secret=client_secret,
+                authority=authority,
+                api_version=api_version,
+                verify=verify,
+                pool_limit=pool_limit,
+                retry_policy=retry_policy,
+                env=env,
+                allow_insecure_http=allow_insecure_http,
+            )
+            if given:
+                raise ConfigurationError(
+                    f"pass either settings= or connection arguments, not both (got settings and "
+                    f"{', '.join(given)}); use settings.replace(...) to change a field"
+                )
         if mode not in _MODES:
             raise ConfigurationError(f"mode must be one of {', '.join(_MODES)}, got {mode!r}")
-        if pool_limit < 1:
-            raise ConfigurationError("pool_limit must be at least 1")
         _check_timeout(timeout)
-        source = resolve_token_source(
-            credential=credential,
-            api_key=api_key,
-            tenant_id=tenant_id,
-            client_id=client_id,
-            client_secret=client_secret,
-            authority=authority,
-            verify=verify if not isinstance(verify, ssl.SSLContext) else True,
-            env=env,
-        )
-        self.api_base = base.rstrip("/")
+        self.settings = settings
+        self.api_base = settings.api_base
         self.mode: Mode = mode
         self.timeout = timeout
-        self.pool_limit = pool_limit
-        self._tokens = TokenCache(source)
+        self.pool_limit = settings.pool_limit
+        self._tokens = TokenCache(settings.token_source())
         self._transport = Transport(
             self.api_base,
             token_cache=self._tokens,
-            api_version=api_version,
-            limit=pool_limit,
-            verify=verify,
-            retry_policy=retry_policy or RetryPolicy(),
+            api_version=settings.api_version,
+            limit=settings.pool_limit,
+            verify=settings.service_verify,
+            retry_policy=settings.retry_policy,
         )
         self._telemetry = _otel.Telemetry(
             self.api_base,
@@ -1425,6 +1451,34 @@ def _builtin_tools(run: wire.Run | None) -> bool:
     return isinstance(tools, list) and any(
         isinstance(t, dict) and t.get("type") != "function" for t in tools
     )
+
+
+#: `AsyncClient`'s connection arguments and their defaults (a `ConnectionSettings` says them).
+_CONNECTION_DEFAULTS: dict[str, Any] = {
+    "api_base": None,
+    "credential": None,
+    "api_key": None,
+    "tenant_id": None,
+    "client_id": None,
+    "client_secret": None,
+    "authority": None,
+    "api_version": "v1",
+    "verify": True,
+    "pool_limit": 100,
+    "retry_policy": None,
+    "env": None,
+    "allow_insecure_http": None,
+}
+
+
+def _connection_args_given(**args: Any) -> list[str]:
+    """The names of the connection arguments given other values than their defaults."""
+    given = []
+    for name, value in args.items():
+        default = _CONNECTION_DEFAULTS[name]
+        if value is not default and not (type(value) is type(default) and value == default):
+            given.append(name)
+    return given
 
 
 def _check_timeout(timeout: float | None) -> None:

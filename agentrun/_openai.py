@@ -4,8 +4,8 @@ In: a chat request (`model="azure_ai/agents/<agent id>"`, `messages`, OpenAI par
 one `AsyncClient` invocation. Out: its `RunResult` becomes a `chat.completion` object, and its
 stream events become `chat.completion.chunk` objects.
 
-Module-level calls share clients through a registry keyed by event loop, endpoint and
-credentials, so their connection pool and token cache are shared across calls.
+Module-level calls share clients through a registry keyed by event loop and
+`ConnectionSettings`, so their connection pool and token cache are shared across calls.
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import hashlib
 import json
 import os
 import re
@@ -23,7 +22,6 @@ from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from typing import Any
 
 from agentrun._client import AsyncClient, RunStream
-from agentrun._credentials import check_api_base, default_api_base
 from agentrun._errors import (
     BadRequestError,
     ConfigurationError,
@@ -33,6 +31,7 @@ from agentrun._errors import (
 from agentrun._machine import State
 from agentrun._results import RunFinished, RunResult, StateChanged, TextDelta, ToolCallDelta
 from agentrun._retry import RetryPolicy
+from agentrun._settings import ConnectionSettings
 from agentrun._wire import TEXT_PART_SEPARATOR
 
 __all__ = [
@@ -859,7 +858,7 @@ class _LoopClients:
     when the loop shuts its async generators down (`asyncio.run` does, at its end)."""
 
     def __init__(self) -> None:
-        self.clients: dict[tuple[Any, ...], AsyncClient] = {}
+        self.clients: dict[ConnectionSettings, AsyncClient] = {}
         self.closer: AsyncGenerator[None, None] | None = None
 
 
@@ -870,7 +869,7 @@ class _Registry:
         self._lock = threading.Lock()
         self._by_loop: dict[asyncio.AbstractEventLoop, _LoopClients] = {}
 
-    def get(self, key: tuple[Any, ...], make: Callable[[], AsyncClient]) -> AsyncClient:
+    def get(self, key: ConnectionSettings, make: Callable[[], AsyncClient]) -> AsyncClient:
         loop = asyncio.get_running_loop()
         with self._lock:
             entry = self._by_loop.get(loop)
@@ -931,29 +930,6 @@ class _Registry:
 
 _REGISTRY = _Registry()
 
-#: Environment variables whose values select the credentials (and trust) a client gets.
-_ENV_KEYS = ("AZURE_TENANT_ID", "AZURE_CLIENT_ID", "AZURE_AUTHORITY_HOST")
-_ENV_SECRET_KEYS = ("AZURE_CLIENT_SECRET", "AZURE_AD_TOKEN")
-#: CA bundle variables honoured for module-level calls, in this order.
-_CA_BUNDLE_ENV = ("SSL_CERT_FILE", "REQUESTS_CA_BUNDLE")
-
-
-def _secret_key(value: str | None) -> str | None:
-    # Key on a digest, so the registry never holds a second copy of a secret in plain text.
-    if value is None:
-        return None
-    return hashlib.sha256(value.encode()).hexdigest()
-
-
-def _env_verify() -> bool | str:
-    """A CA bundle named by SSL_CERT_FILE or REQUESTS_CA_BUNDLE, else True (system trust)."""
-    for name in _CA_BUNDLE_ENV:
-        value = os.environ.get(name, "").strip()
-        if value:
-            return value
-    return True
-
-
 def get_client(
     *,
     api_base: str | None = None,
@@ -967,59 +943,39 @@ def get_client(
     authority: str | None = None,
     max_retries: int | None = None,
     allow_insecure_http: bool | None = None,
+    settings: ConnectionSettings | None = None,
 ) -> AsyncClient:
     """The shared client of the running event loop for these endpoint and credentials.
 
-    Arguments left out come from the environment, as for `AsyncClient`; `verify=None` means a
-    CA bundle named by `SSL_CERT_FILE` or `REQUESTS_CA_BUNDLE`, else the system's trust store
-    (it applies to the service and to the token endpoint of a service principal).
-    `max_retries` (None: the default policy, 3) is how many times one failed request may be
-    retried. An `http://` api_base is refused (`ConfigurationError`) unless its host is the
-    loopback or `allow_insecure_http` (env `AGENTRUN_ALLOW_INSECURE_HTTP=1`) allows it.
-    Clients are closed by `aclose_clients()`, or when the event loop's `asyncio.run` ends.
+    The arguments make a `ConnectionSettings` (or pass `settings=` alone), which is the key
+    clients are shared under. Arguments left out come from the environment, as for
+    `AsyncClient`; `verify=None` (or True) means a CA bundle named by `SSL_CERT_FILE` or
+    `REQUESTS_CA_BUNDLE`, else the system's trust store (it applies to the service and to the
+    token endpoint of a service principal). `max_retries` (None: the default policy, 3) is how
+    many times one failed request may be retried. An `http://` api_base is refused
+    (`ConfigurationError`) unless its host is the loopback or `allow_insecure_http` (env
+    `AGENTRUN_ALLOW_INSECURE_HTTP=1`) allows it. Clients are closed by `aclose_clients()`, or
+    when the event loop's `asyncio.run` ends.
     """
-    base = (api_base or default_api_base() or "").rstrip("/")
-    if base:
-        base = check_api_base(base, allow_insecure_http=allow_insecure_http)
     if max_retries is not None and (
         isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0
     ):
         raise ConfigurationError(f"max_retries must be a whole number >= 0, got {max_retries!r}")
-    if verify is None:
-        verify = _env_verify()
-    key = (
-        base,
-        _secret_key(api_key),
-        tenant_id,
-        client_id,
-        _secret_key(client_secret),
-        api_version or "v1",
-        id(credential) if credential is not None else None,
-        verify if isinstance(verify, (bool, str)) else id(verify),
-        authority,
-        max_retries,
-        # Credentials from the environment: a changed environment gets its own client.
-        tuple(os.environ.get(name) for name in _ENV_KEYS),
-        tuple(_secret_key(os.environ.get(name)) for name in _ENV_SECRET_KEYS),
-    )
-
-    def make() -> AsyncClient:
-        return AsyncClient(
-            base or None,
+    if settings is None:
+        settings = ConnectionSettings(
+            api_base=api_base or None,
             api_key=api_key,
             tenant_id=tenant_id,
             client_id=client_id,
             client_secret=client_secret,
             api_version=api_version or "v1",
             credential=credential,
-            verify=verify,
+            verify=True if verify is None else verify,
             authority=authority,
             retry_policy=None if max_retries is None else RetryPolicy(max_attempts=max_retries + 1),
-            # `base` passed the same check above, for this call.
             allow_insecure_http=allow_insecure_http,
         )
-
-    return _REGISTRY.get(key, make)
+    return _REGISTRY.get(settings, lambda: AsyncClient(settings=settings))
 
 
 async def aclose_clients() -> None:

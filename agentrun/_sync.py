@@ -35,6 +35,7 @@ from agentrun._errors import ClientStateError
 from agentrun._openai import ChatCompletion, ChatCompletionChunk, CompletionStream
 from agentrun._results import ClientStatistics, MapResult, RunRequest, RunResult, StreamEvent
 from agentrun._retry import RetryPolicy
+from agentrun._settings import ConnectionSettings
 
 __all__ = [
     "Client",
@@ -578,13 +579,15 @@ class Client:
     `close()` and `with Client(...) as client:`. The `AsyncClient` is created on the portal's
     event loop and used only there, so one `Client` can be shared by many threads. Pass
     `portal=` (an `anyio.from_thread.BlockingPortal` you run) to use your own event loop
-    thread instead of agentrun's shared one.
+    thread instead of agentrun's shared one. `settings=` (a `ConnectionSettings`) replaces the
+    connection arguments, as for `AsyncClient`; `client.settings` is the value in use.
     """
 
     def __init__(
         self,
         api_base: str | None = None,
         *,
+        settings: ConnectionSettings | None = None,
         credential: Any = None,
         api_key: str | None = None,
         tenant_id: str | None = None,
@@ -609,6 +612,7 @@ class Client:
         async def make() -> AsyncClient:
             return AsyncClient(
                 api_base,
+                settings=settings,
                 credential=credential,
                 api_key=api_key,
                 tenant_id=tenant_id,
@@ -635,6 +639,11 @@ class Client:
     @property
     def api_base(self) -> str:
         return self._async.api_base
+
+    @property
+    def settings(self) -> ConnectionSettings:
+        """The connection settings in use (`AsyncClient.settings`)."""
+        return self._async.settings
 
     @property
     def async_client(self) -> AsyncClient:
