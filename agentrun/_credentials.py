@@ -22,7 +22,8 @@ Every environment variable agentrun reads is read here (`environment`, `env_flag
 | `AZURE_AD_TOKEN` | a static Entra ID token |
 | `SSL_CERT_FILE`, `REQUESTS_CA_BUNDLE` | the CA bundle behind `verify=True` |
 | `AGENTRUN_ALLOW_INSECURE_HTTP` | allow an `http://` api_base off the loopback |
-| `OTEL_SEMCONV_STABILITY_OPT_IN`, `OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT` | telemetry |
+| `OTEL_SEMCONV_STABILITY_OPT_IN` | telemetry: the newest GenAI conventions |
+| `OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT` | telemetry: record message texts |
 """
 
 from __future__ import annotations
@@ -109,9 +110,7 @@ def env_flag(name: str) -> bool:
     return (env_value(name) or "").lower() in _TRUE
 
 
-def resolve_verify(
-    verify: Any, env: Mapping[str, str] | None = None
-) -> Any:
+def resolve_verify(verify: Any, env: Mapping[str, str] | None = None) -> Any:
     """What `verify` means for the service: True becomes the CA bundle named by
     `SSL_CERT_FILE` or `REQUESTS_CA_BUNDLE` in `env` (default `os.environ`) when one is set,
     as for the token endpoint and `acompletion`; anything else is returned as given."""

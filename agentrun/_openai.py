@@ -930,6 +930,7 @@ class _Registry:
 
 _REGISTRY = _Registry()
 
+
 def get_client(
     *,
     api_base: str | None = None,

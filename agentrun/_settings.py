@@ -128,7 +128,7 @@ class ConnectionSettings:
         if self.pool_limit < 1:
             raise ConfigurationError("pool_limit must be at least 1")
         if not isinstance(self.api_version, str) or not self.api_version.strip():
-            raise ConfigurationError(f"api_version must be a non-empty string: {self.api_version!r}")
+            raise ConfigurationError(f"api_version must be non-empty text: {self.api_version!r}")
         if not isinstance(self.verify, (bool, str, ssl.SSLContext)):
             raise ConfigurationError(
                 "verify must be True, False, a CA bundle path or an ssl.SSLContext, "
