@@ -68,6 +68,7 @@ if TYPE_CHECKING:
         TextDelta,
         ToolCallDelta,
     )
+    from agentrun._options import RunOptions
     from agentrun._settings import ConnectionSettings
     from agentrun._sync import (
         Client,
@@ -107,6 +108,7 @@ _LAZY = {
     "aclose_clients": "agentrun._openai",
     "Client": "agentrun._sync",
     "ConnectionSettings": "agentrun._settings",
+    "RunOptions": "agentrun._options",
     "completion": "agentrun._sync",
     "MapIterator": "agentrun._sync",
     "SyncCompletionStream": "agentrun._sync",
@@ -166,6 +168,7 @@ __all__ = [
     "RunFailedError",
     "RunFinished",
     "RunIncompleteError",
+    "RunOptions",
     "RunRequest",
     "RunResult",
     "RunStream",

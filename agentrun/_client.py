@@ -38,7 +38,7 @@ from collections.abc import (
     Sequence,
 )
 from contextlib import asynccontextmanager
-from typing import Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import anyio
 import anyio.abc
@@ -72,6 +72,7 @@ from agentrun._machine import (
     Sleep,
     State,
 )
+from agentrun._options import Mode, RunOptions
 from agentrun._results import (
     ClientStatistics,
     MapResult,
@@ -95,11 +96,13 @@ from agentrun._transport import (
     Transport,
 )
 
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
 __all__ = ["AsyncClient", "Mode", "RunMap", "RunStream"]
 
 logger = logging.getLogger("agentrun")
 
-Mode = Literal["auto", "stream", "poll"]
 
 
 class _Default(enum.Enum):
@@ -412,7 +415,10 @@ class AsyncClient:
         raise AssertionError("an invocation ended without a result")  # pragma: no cover
 
     def open_stream(
-        self, agent: str, input: str | Sequence[Mapping[str, Any]] = (), **kwargs: Any
+        self,
+        agent: str,
+        input: str | Sequence[Mapping[str, Any]] = (),
+        **kwargs: Unpack[RunOptions],
     ) -> RunStream:
         """Like `stream()`, as a plain async iterator: call `aclose()` if you stop early."""
         kwargs.setdefault("mode", "stream")
@@ -425,7 +431,7 @@ class AsyncClient:
         self,
         agent: str,
         input: str | Sequence[Mapping[str, Any]] = (),
-        **kwargs: Any,
+        **kwargs: Unpack[RunOptions],
     ) -> AsyncIterator[RunStream]:
         """Run like `run()`, yielding events as they arrive.
 

@@ -23,7 +23,7 @@ import warnings
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from types import TracebackType
-from typing import Any, Generic, Literal, Protocol, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Generic, Literal, Protocol, TypeVar, overload
 
 import anyio
 import anyio.abc
@@ -33,9 +33,13 @@ from agentrun import _openai
 from agentrun._client import AsyncClient, Mode, RunStream
 from agentrun._errors import ClientStateError
 from agentrun._openai import ChatCompletion, ChatCompletionChunk, CompletionStream
+from agentrun._options import RunOptions
 from agentrun._results import ClientStatistics, MapResult, RunRequest, RunResult, StreamEvent
 from agentrun._retry import RetryPolicy
 from agentrun._settings import ConnectionSettings
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 __all__ = [
     "Client",
@@ -671,7 +675,10 @@ class Client:
             raise ClientStateError("this Client is closed; create a new one")
 
     def run(
-        self, agent: str, input: str | Sequence[Mapping[str, Any]] = (), **kwargs: Any
+        self,
+        agent: str,
+        input: str | Sequence[Mapping[str, Any]] = (),
+        **kwargs: Unpack[RunOptions],
     ) -> RunResult:
         """Run `agent` on `input` and return its `RunResult` (see `AsyncClient.run` for the
         keyword arguments). Ctrl-C cancels the remote run, then raises KeyboardInterrupt."""
@@ -679,7 +686,10 @@ class Client:
         return self._runner.run(functools.partial(self._async.run, agent, input, **kwargs))
 
     def stream(
-        self, agent: str, input: str | Sequence[Mapping[str, Any]] = (), **kwargs: Any
+        self,
+        agent: str,
+        input: str | Sequence[Mapping[str, Any]] = (),
+        **kwargs: Unpack[RunOptions],
     ) -> SyncRunStream:
         """Run like `run()`, yielding events as they arrive:
 
