@@ -57,6 +57,7 @@ if TYPE_CHECKING:
         aclose_clients,
         acompletion,
     )
+    from agentrun._options import RunOptions
     from agentrun._results import (
         ClientStatistics,
         MapResult,
@@ -68,7 +69,6 @@ if TYPE_CHECKING:
         TextDelta,
         ToolCallDelta,
     )
-    from agentrun._options import RunOptions
     from agentrun._settings import ConnectionSettings
     from agentrun._sync import (
         Client,
