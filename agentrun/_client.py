@@ -104,7 +104,6 @@ __all__ = ["AsyncClient", "Mode", "RunMap", "RunStream"]
 logger = logging.getLogger("agentrun")
 
 
-
 class _Default(enum.Enum):
     """Sentinel for "use the client's setting" where None has a meaning of its own."""
 
