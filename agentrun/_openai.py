@@ -256,6 +256,8 @@ class _Request:
     """A chat request translated into one `AsyncClient` invocation's arguments."""
 
     def __init__(self) -> None:
+        self.agent = ""
+        self.model = ""
         self.input: list[dict[str, Any]] = []
         self.options: dict[str, Any] = {}
         self.tool_outputs: dict[str, str] = {}
@@ -801,6 +803,68 @@ class CompletionStream:
             self._queue.append(self._chunk(None, usage=_usage_json(result)))
 
 
+def map_chat(
+    *,
+    model: str,
+    messages: Any,
+    thread_id: str | None = None,
+    instructions: str | None = None,
+    stream_options: Any = None,
+    drop_params: bool = False,
+    **params: Any,
+) -> _Request:
+    """A chat request as one invocation's arguments: the one OpenAI -> run mapping (used by
+    `acompletion`, `chat`, the proxy and, through `chat`, the batch runner). Raises
+    `ConfigurationError`, `BadRequestError` or `UnsupportedParamsError` for what cannot be
+    sent; sends nothing."""
+    agent = parse_model(model)
+    thread_id, instructions, params = _with_extra_body(thread_id, instructions, params)
+    req = _map_request(
+        messages,
+        thread_id=thread_id,
+        instructions=instructions,
+        drop_params=drop_params,
+        stream_options=stream_options,
+        params=params,
+    )
+    req.agent = agent
+    req.model = model
+    return req
+
+
+async def run_chat(
+    client: AsyncClient,
+    req: _Request,
+    *,
+    stream: bool = False,
+    timeout: float | None = None,
+    mode: Any = None,
+    response_model: str | None = None,
+) -> ChatCompletion | CompletionStream:
+    """Run a request `map_chat` made through `client`: a `ChatCompletion`, or with `stream`
+    a `CompletionStream`. `response_model` is the model name to report (default the
+    request's)."""
+    kwargs: dict[str, Any] = dict(req.options)
+    if req.tool_outputs:
+        kwargs["tool_outputs"] = req.tool_outputs
+    if timeout is not None:
+        kwargs["timeout"] = timeout
+    name = response_model or req.model
+    if stream:
+        kwargs.setdefault("mode", mode or "stream")
+        events = client.open_stream(req.agent, req.input, thread_id=req.thread_id, **kwargs)
+        return CompletionStream(events, name, req.include_usage)
+    if mode is not None:
+        kwargs["mode"] = mode
+    try:
+        result = await client.run(req.agent, req.input, thread_id=req.thread_id, **kwargs)
+    except RunIncompleteError as exc:
+        if not isinstance(exc.result, RunResult):
+            raise
+        result = exc.result
+    return completion_from_result(result, name)
+
+
 async def chat(
     client: AsyncClient,
     *,
@@ -816,38 +880,21 @@ async def chat(
     response_model: str | None = None,
     **params: Any,
 ) -> ChatCompletion | CompletionStream:
-    """One chat completion through `client` (the building block of `acompletion`, the proxy
-    and the batch runner). `response_model` is the model name to report (default `model`)."""
-    agent = parse_model(model)
-    thread_id, instructions, params = _with_extra_body(thread_id, instructions, params)
-    req = _map_request(
-        messages,
+    """One chat completion through `client` (the building block of the proxy and the batch
+    runner): `map_chat`, then `run_chat`. `response_model` is the model name to report
+    (default `model`)."""
+    req = map_chat(
+        model=model,
+        messages=messages,
         thread_id=thread_id,
         instructions=instructions,
-        drop_params=drop_params,
         stream_options=stream_options,
-        params=params,
+        drop_params=drop_params,
+        **params,
     )
-    thread = req.thread_id
-    kwargs: dict[str, Any] = dict(req.options)
-    if req.tool_outputs:
-        kwargs["tool_outputs"] = req.tool_outputs
-    if timeout is not None:
-        kwargs["timeout"] = timeout
-    name = response_model or model
-    if stream:
-        kwargs.setdefault("mode", mode or "stream")
-        events = client.open_stream(agent, req.input, thread_id=thread, **kwargs)
-        return CompletionStream(events, name, req.include_usage)
-    if mode is not None:
-        kwargs["mode"] = mode
-    try:
-        result = await client.run(agent, req.input, thread_id=thread, **kwargs)
-    except RunIncompleteError as exc:
-        if not isinstance(exc.result, RunResult):
-            raise
-        result = exc.result
-    return completion_from_result(result, name)
+    return await run_chat(
+        client, req, stream=stream, timeout=timeout, mode=mode, response_model=response_model
+    )
 
 
 # -- the client registry ---------------------------------------------------------------------
@@ -1147,16 +1194,15 @@ async def acompletion(
         verify = ssl_verify
     retries = max_retries if max_retries is not None else num_retries
     _check_extra_headers(extra_headers)
-    # Validate before anything is opened: a bad call must not cost a connection.
-    parse_model(model)
-    checked = _with_extra_body(thread_id, instructions, params)
-    req = _map_request(
-        messages,
-        thread_id=checked[0],
-        instructions=checked[1],
-        drop_params=drop_params,
+    # Validate (and map, once) before anything is opened: a bad call must not cost a connection.
+    req = map_chat(
+        model=model,
+        messages=messages,
+        thread_id=thread_id,
+        instructions=instructions,
         stream_options=stream_options,
-        params=checked[2],
+        drop_params=drop_params,
+        **params,
     )
     if mock_response is not None:
         if isinstance(mock_response, BaseException):
@@ -1180,15 +1226,4 @@ async def acompletion(
         max_retries=retries,
         allow_insecure_http=allow_insecure_http,
     )
-    return await chat(
-        client,
-        model=model,
-        messages=messages,
-        thread_id=thread_id,
-        instructions=instructions,
-        stream=stream,
-        stream_options=stream_options,
-        timeout=timeout,
-        drop_params=drop_params,
-        **params,
-    )
+    return await run_chat(client, req, stream=stream, timeout=timeout)
