@@ -52,6 +52,7 @@ __all__ = [
     "env_flag",
     "env_value",
     "environment",
+    "process_environment",
     "resolve_token_source",
     "resolve_verify",
 ]
@@ -95,6 +96,12 @@ def environment(env: Mapping[str, str] | None = None) -> dict[str, str]:
         if value is not None and value.strip():
             out[name] = value
     return out
+
+
+def process_environment() -> Mapping[str, str]:
+    """The process environment, for a config file's ``os.environ/NAME`` references (the
+    proxy's config names its variables itself; none of agentrun's own are read this way)."""
+    return os.environ
 
 
 def env_value(name: str) -> str | None:

@@ -155,3 +155,22 @@ def test_sync_client_takes_settings() -> None:
         with Client(settings=settings) as client:
             assert client.settings is settings
             assert "5" in client.run("asst_abc123", "What is 2 + 3?", mode="poll").text
+
+
+@pytest.mark.anyio
+async def test_async_client_trusts_requests_ca_bundle_for_the_service(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """AsyncClient(verify=True) trusts the CA named by REQUESTS_CA_BUNDLE for the service, as
+    acompletion does: a run on the TLS emulator succeeds; without the variable the same
+    client fails certificate verification."""
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+    async with Emulator(EmulatorSettings(timing=FAST), tls=True) as emu:
+        assert emu.ca_path is not None
+        env = {"REQUESTS_CA_BUNDLE": str(emu.ca_path)}
+        async with AsyncClient(emu.endpoint, api_key=emu.api_key, env=env) as client:
+            result = await client.run("asst_abc123", "What is 2 + 3?", timeout=60)
+        assert "5" in result.text
+        async with AsyncClient(emu.endpoint, api_key=emu.api_key, env={}) as untrusting:
+            with pytest.raises(agentrun.APIConnectionError, match="certificate"):
+                await untrusting.run("asst_abc123", "What is 2 + 3?", timeout=60)
