@@ -225,45 +225,22 @@ class AsyncClient:
         meter_provider: Any = None,
         allow_insecure_http: bool | None = None,
     ) -> None:
-        if settings is None:
-            settings = ConnectionSettings(
-                api_base=api_base,
-                credential=credential,
-                api_key=api_key,
-                tenant_id=tenant_id,
-                client_id=client_id,
-                client_secret=client_secret,
-                authority=authority,
-                api_version=api_version,
-                verify=verify,
-                pool_limit=pool_limit,
-                retry_policy=retry_policy,
-                allow_insecure_http=allow_insecure_http,
-                env=env,
-            )
-        elif not isinstance(settings, ConnectionSettings):
-            raise ConfigurationError(f"settings must be a ConnectionSettings, got {settings!r}")
-        else:
-            given = _connection_args_given(
-                api_base=api_base,
-                credential=credential,
-                api_key=api_key,
-                tenant_id=tenant_id,
-                client_id=client_id,
-                client_secret=client_secret,
-                authority=authority,
-                api_version=api_version,
-                verify=verify,
-                pool_limit=pool_limit,
-                retry_policy=retry_policy,
-                env=env,
-                allow_insecure_http=allow_insecure_http,
-            )
-            if given:
-                raise ConfigurationError(
-                    f"pass either settings= or connection arguments, not both (got settings and "
-                    f"{', '.join(given)}); use settings.replace(...) to change a field"
-                )
+        settings = ConnectionSettings.given(
+            settings,
+            api_base=api_base,
+            credential=credential,
+            api_key=api_key,
+            tenant_id=tenant_id,
+            client_id=client_id,
+            client_secret=client_secret,
+            authority=authority,
+            api_version=api_version,
+            verify=verify,
+            pool_limit=pool_limit,
+            retry_policy=retry_policy,
+            allow_insecure_http=allow_insecure_http,
+            env=env,
+        )
         if mode not in _MODES:
             raise ConfigurationError(f"mode must be one of {', '.join(_MODES)}, got {mode!r}")
         _check_timeout(timeout)
@@ -1456,34 +1433,6 @@ def _builtin_tools(run: wire.Run | None) -> bool:
     return isinstance(tools, list) and any(
         isinstance(t, dict) and t.get("type") != "function" for t in tools
     )
-
-
-#: `AsyncClient`'s connection arguments and their defaults (a `ConnectionSettings` says them).
-_CONNECTION_DEFAULTS: dict[str, Any] = {
-    "api_base": None,
-    "credential": None,
-    "api_key": None,
-    "tenant_id": None,
-    "client_id": None,
-    "client_secret": None,
-    "authority": None,
-    "api_version": "v1",
-    "verify": True,
-    "pool_limit": 100,
-    "retry_policy": None,
-    "env": None,
-    "allow_insecure_http": None,
-}
-
-
-def _connection_args_given(**args: Any) -> list[str]:
-    """The names of the connection arguments given other values than their defaults."""
-    given = []
-    for name, value in args.items():
-        default = _CONNECTION_DEFAULTS[name]
-        if value is not default and not (type(value) is type(default) and value == default):
-            given.append(name)
-    return given
 
 
 def _check_timeout(timeout: float | None) -> None:

@@ -70,6 +70,29 @@ def _retry_policy(value: RetryPolicy | None) -> RetryPolicy:
     return RetryPolicy() if value is None else value
 
 
+def _is_default(name: str, value: object) -> bool:
+    default = _CLIENT_DEFAULTS[name]
+    return value is default or (type(value) is type(default) and value == default)
+
+
+#: The defaults of a client's connection keyword arguments (`AsyncClient`, `Client`).
+_CLIENT_DEFAULTS: dict[str, Any] = {
+    "api_base": None,
+    "credential": None,
+    "api_key": None,
+    "tenant_id": None,
+    "client_id": None,
+    "client_secret": None,
+    "authority": None,
+    "api_version": "v1",
+    "verify": True,
+    "pool_limit": 100,
+    "retry_policy": None,
+    "allow_insecure_http": None,
+    "env": None,
+}
+
+
 @attrs.frozen(kw_only=True)
 class ConnectionSettings:
     """One service connection: endpoint, credentials, TLS trust, pool size and retry policy.
@@ -155,6 +178,23 @@ class ConnectionSettings:
         """`verify` as the service connection applies it (True: the env CA bundle, if any)."""
         resolved: bool | str | ssl.SSLContext = resolve_verify(self.verify, self.environ)
         return resolved
+
+    @classmethod
+    def given(cls, settings: ConnectionSettings | None, **arguments: Any) -> ConnectionSettings:
+        """`settings`, or the settings `arguments` (a client's connection keyword arguments)
+        make when it is None. Raises `ConfigurationError` when both are given (an argument
+        other than its default alongside `settings`), or for a `settings` of another type."""
+        if settings is None:
+            return cls(**arguments)
+        if not isinstance(settings, ConnectionSettings):
+            raise ConfigurationError(f"settings must be a ConnectionSettings, got {settings!r}")
+        given = [name for name, value in arguments.items() if not _is_default(name, value)]
+        if given:
+            raise ConfigurationError(
+                f"pass either settings= or connection arguments, not both (got settings and "
+                f"{', '.join(given)}); use settings.replace(...) to change a field"
+            )
+        return settings
 
     def replace(self, **changes: Any) -> ConnectionSettings:
         """A copy with `changes` applied (validated again), e.g. `replace(pool_limit=10)`.
