@@ -44,6 +44,7 @@ the Responses API, gateways), OAuth token-endpoint errors, and stream `error` ev
 from __future__ import annotations
 
 import json as _json
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
@@ -345,6 +346,21 @@ def _truncate(text: str) -> str:
     return text
 
 
+_HTML_TITLE = re.compile(r"<title[^>]*>(.*?)</title>", re.IGNORECASE | re.DOTALL)
+_HTML_TAG = re.compile(r"<[^>]*>")
+
+
+def _html_summary(text: str) -> str | None:
+    """A gateway's HTML error page (nginx, Azure Front Door; real-service.md section 3, item 9)
+    in one line: its title, e.g. "HTML page from a gateway: 502 Bad Gateway"."""
+    head = text.lstrip()[:15].lower()
+    if not head.startswith(("<html", "<!doctype html")):
+        return None
+    match = _HTML_TITLE.search(text)
+    title = " ".join((match.group(1) if match else _HTML_TAG.sub(" ", text)).split())[:200]
+    return f"HTML page from a gateway: {title}" if title else "an HTML page from a gateway"
+
+
 def parse_error_body(body: bytes | str) -> ErrorBody:
     """What an error body says. Pure, and never raises: an error path must not fail twice.
 
@@ -360,7 +376,7 @@ def parse_error_body(body: bytes | str) -> ErrorBody:
     try:
         data = _json.loads(text)
     except (ValueError, RecursionError):
-        return ErrorBody(None, _truncate(text))
+        return ErrorBody(None, _truncate(_html_summary(text) or text))
     if type(data) is str:
         return ErrorBody(None, _truncate(data))
     if type(data) is not dict:

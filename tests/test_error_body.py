@@ -30,7 +30,12 @@ from agentrun._sse import SSEEvent
         (b'{"error":"plain words"}', None, "plain words"),
         (b'{"statusCode":401,"message":"Access denied"}', None, "Access denied"),
         (b'{"code":"busy","message":"try later"}', "busy", "try later"),
-        (b"<html>Bad Gateway</html>", None, "<html>Bad Gateway</html>"),
+        (b"<html>Bad Gateway</html>", None, "HTML page from a gateway: Bad Gateway"),
+        (
+            b"<html><head><title>504 Gateway Time-out</title></head><body>x</body></html>",
+            None,
+            "HTML page from a gateway: 504 Gateway Time-out",
+        ),
     ],
 )
 def test_each_error_shape_gives_code_and_message(
