@@ -221,6 +221,17 @@ CLIENTS = {
             "runs fit in the pool (n <= pool_limit), else poll every run",
         ),
         Client(
+            "agentrun-stream-nodeadline",
+            "agentrun stream, timeout=None",
+            "agentrun",
+            "run_agentrun.py",
+            "stream",
+            streaming=True,
+            extra={"client_timeout": None},
+            note="as agentrun stream, with AsyncClient(timeout=None): no invocation deadline, "
+            "so no cancel scope with a timer per body chunk (an A/B of that cost)",
+        ),
+        Client(
             "litellm",
             "LiteLLM",
             "litellm",
@@ -938,6 +949,9 @@ def summarize_profile(path: pathlib.Path, top: int = 15) -> dict[str, Any]:
     }
 
 
+_PSTATS_IDLE = frozenset({"<method 'poll' of 'select.epoll' objects>"})
+
+
 def summarize_pstats(path: pathlib.Path, top: int = 25) -> dict[str, Any]:
     """Own (tottime) and inclusive (cumtime) shares of a cProfile dump, and own time by module.
 
@@ -947,10 +961,15 @@ def summarize_pstats(path: pathlib.Path, top: int = 25) -> dict[str, Any]:
 
     st = pstats.Stats(str(path))
     raw: dict[Any, Any] = st.stats  # type: ignore[attr-defined]
-    total = sum(v[2] for v in raw.values()) or 1e-9
+    # cProfile's clock is wall time: the event loop's wait in epoll is idle, not CPU. It is
+    # taken out of the total, so the shares are of the time the process spent working.
+    idle = sum(v[2] for k, v in raw.items() if k[2] in _PSTATS_IDLE)
+    total = (sum(v[2] for v in raw.values()) - idle) or 1e-9
     rows = []
     areas: collections.Counter[str] = collections.Counter()
     for (file, line, func), (_cc, nc, tt, ct, _callers) in raw.items():
+        if func in _PSTATS_IDLE:
+            continue
         name = _frame_name(f"{func} ({file}:{line})") if file != "~" else f"{func} (builtin)"
         rows.append((name, nc, tt, ct))
         area = _area(name) if file != "~" else "builtins (C)"
@@ -961,6 +980,7 @@ def summarize_pstats(path: pathlib.Path, top: int = 25) -> dict[str, Any]:
     by_cum = sorted(rows, key=lambda r: -r[3])[:top]
     return {
         "total_s": round(total, 3),
+        "idle_s": round(idle, 3),
         "self": [(n, c, round(100 * t / total, 1)) for n, c, t, _ in by_own],
         "inclusive": [(n, c, round(100 * ct / total, 1)) for n, c, _, ct in by_cum],
         "by_area": [(a, round(100 * t / total, 1)) for a, t in areas.most_common(top)],

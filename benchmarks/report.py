@@ -288,6 +288,7 @@ def svg_chart(results: list[dict[str, Any]]) -> str:
 
 FLOOR_ROWS = (
     ("agentrun-stream", "`AsyncClient.stream()` (mode stream)"),
+    ("agentrun-stream-nodeadline", "`AsyncClient.stream()`, `timeout=None` (no deadline)"),
     ("agentrun-acompletion-stream", "`acompletion(stream=True)`"),
     ("agentrun-acompletion", "`acompletion()` (not streamed, mode auto)"),
     ("agentrun-poll", "`AsyncClient.run()` mode poll"),
@@ -449,6 +450,7 @@ def floor_section(data: dict[str, Any]) -> list[str]:
         for name in (
             "floor",
             "agentrun-stream",
+            "agentrun-stream-nodeadline",
             "agentrun-acompletion-stream",
             "agentrun-acompletion",
             "agentrun-poll",
@@ -631,9 +633,11 @@ def render(data: dict[str, Any]) -> str:
         out.append(f"| {r['label']} | {r['n']} {KIND_TITLE[r['kind']]} | {routes} |")
     out.append("")
     profiles = data.get("profiles") or {}
-    if profiles:
+    if any(not k.startswith("cProfile") for k in profiles):
         out += ["## Profiles (py-spy attached for the measured phase only; idle waits dropped)", ""]
         for key, p in profiles.items():
+            if key.startswith("cProfile"):
+                continue  # rendered in the floor section
             if "self" not in p:
                 out += [f"- {key}: {p}", ""]
                 continue

@@ -53,6 +53,8 @@ async def main_async(cfg: dict[str, Any]) -> None:
     agent = cfg["agent"]
     kw = client_kwargs(cfg)
     mode = {"stream": "stream", "poll": "poll"}.get(variant, "auto")
+    if "client_timeout" in cfg:  # e.g. None: no invocation deadline (an A/B of its cost)
+        kw["timeout"] = cfg["client_timeout"]
     client = AsyncClient(cfg["endpoint"], pool_limit=cfg.get("pool_limit", 100), mode=mode, **kw)
     model = f"azure_ai/agents/{agent}"
 
