@@ -296,16 +296,18 @@ FLOOR_NAMES = (
 )
 
 
-def floor_plan(reps: int, sizes: tuple[int, ...] = (100, 1000)) -> list[tuple[str, str, int, int]]:
+def floor_plan(
+    reps: int, sizes: tuple[int, ...] = (100, 1000), names: tuple[str, ...] = FLOOR_NAMES
+) -> list[tuple[str, str, int, int]]:
     """(client, kind, n, rep): repetitions outermost, so a change of load hits every client.
 
     The sync layer runs at 100 only (100 threads, the figure the issue asks for)."""
     plan = []
     for rep in range(reps):
         for n in sizes:
-            for name in FLOOR_NAMES:
+            for name in names:
                 plan.append((name, "new", n, rep))
-            if n == 100:
+            if n == 100 and names is FLOOR_NAMES:
                 plan.append(("agentrun-sync", "new", n, rep))
     return plan
 
@@ -973,6 +975,8 @@ def summarize_pstats(path: pathlib.Path, top: int = 25) -> dict[str, Any]:
         name = _frame_name(f"{func} ({file}:{line})") if file != "~" else f"{func} (builtin)"
         rows.append((name, nc, tt, ct))
         area = _area(name) if file != "~" else "builtins (C)"
+        if "/benchmarks/runners/" in file:
+            area = "the runner (harness)"
         if area == "agentrun":
             area = "agentrun/" + name.rsplit("agentrun/", 1)[-1].split(")", 1)[0]
         areas[area] += tt
@@ -1079,7 +1083,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.smoke:
         plan = [(c, k, n, 0) for c, k, n in smoke_plan()]
     elif args.plan == "floor":
-        plan = floor_plan(args.reps)
+        # --only names the rows (any client, the floor plan's order otherwise).
+        plan = floor_plan(args.reps, names=tuple(args.only) if args.only else FLOOR_NAMES)
     else:
         # The 100/1,000 rows of every client, --reps times (peers included), then the rest once.
         plan = floor_plan(args.reps)

@@ -491,7 +491,9 @@ def floor_section(data: dict[str, Any]) -> list[str]:
         out += [
             "### cProfile of the measured phase at N=1,000",
             "",
-            "Own time (tottime) as a share of the profiled total; cProfile adds a fixed cost per "
+            "Own time (tottime) as a share of the profiled working time (cProfile's clock is "
+            "wall time: the event loop's idle wait in `epoll` is taken out); cProfile adds a "
+            "fixed cost per "
             "Python call, so small Python functions look larger than they are. `benchmarks/"
             "bench.py --plan floor --cprofile` writes these (pstats in `benchmarks/results/"
             "profiles/`).",
@@ -544,6 +546,16 @@ def render(data: dict[str, Any]) -> str:
         "(figures in `benchmarks/results/latest.json`); `make bench-smoke` runs the smallest "
         "scenarios for agentrun only.",
         "",
+        *(
+            [
+                f"This page's figures: `{meta['command'].strip()}`, {meta.get('reps', 1)} "
+                "repetition(s) of the 100/1,000 rows (the scenario tables show the first; the "
+                "floor section shows them all).",
+                "",
+            ]
+            if meta.get("command")
+            else []
+        ),
         "## Machine and settings",
         "",
         f"- Machine: {m['cpu']}, {m['cores']} cores, {m['memory_gb']} GB, {m['os']}, "
