@@ -3,6 +3,13 @@
     .venv/bin/python benchmarks/bench.py            # the full run (`make bench`)
     .venv/bin/python benchmarks/bench.py --smoke    # agentrun only, 1 and 10 invocations
     .venv/bin/python benchmarks/bench.py --report-only   # re-render docs from latest.json
+    .venv/bin/python benchmarks/bench.py --plan floor --reps 3 --cprofile   # `make bench-floor`
+
+Every CPU figure is also reported as a ratio to the *floor* (runners/run_floor.py: a bare
+aiohttp client, one streaming POST /threads/runs per invocation), measured in the same
+repetition; the 100/1,000 rows run `--reps` times (repetitions outermost) with the machine's
+load recorded beside each row. The openai -> proxy rows start `agentrun serve` in a process of
+its own and measure its CPU apart.
 
 The emulator runs in its own process (`agentrun emulator --tls`, fixed timings); every client
 runs in its own process (runners/), on the same scenarios, one at a time, with the emulator
@@ -297,7 +304,11 @@ FLOOR_NAMES = (
 
 
 def floor_plan(
-    reps: int, sizes: tuple[int, ...] = (100, 1000), names: tuple[str, ...] = FLOOR_NAMES
+    reps: int,
+    sizes: tuple[int, ...] = (100, 1000),
+    names: tuple[str, ...] = FLOOR_NAMES,
+    *,
+    sync: bool = True,
 ) -> list[tuple[str, str, int, int]]:
     """(client, kind, n, rep): repetitions outermost, so a change of load hits every client.
 
@@ -307,7 +318,7 @@ def floor_plan(
         for n in sizes:
             for name in names:
                 plan.append((name, "new", n, rep))
-            if n == 100 and names is FLOOR_NAMES:
+            if n == 100 and sync:
                 plan.append(("agentrun-sync", "new", n, rep))
     return plan
 
@@ -1084,16 +1095,14 @@ def main(argv: list[str] | None = None) -> int:
         plan = [(c, k, n, 0) for c, k, n in smoke_plan()]
     elif args.plan == "floor":
         # --only names the rows (any client, the floor plan's order otherwise).
-        plan = floor_plan(args.reps, names=tuple(args.only) if args.only else FLOOR_NAMES)
+        if args.only:
+            plan = floor_plan(args.reps, names=tuple(args.only), sync=False)
+        else:
+            plan = floor_plan(args.reps)
     else:
-        # The 100/1,000 rows of every client, --reps times (peers included), then the rest once.
-        plan = floor_plan(args.reps)
-        plan += [
-            (name, "new", n, rep)
-            for rep in range(args.reps)
-            for n in (100, 1000)
-            for name in PEER_NAMES
-        ]
+        # The 100/1,000 rows of every client, --reps times (the peers beside the floor of the
+        # same repetition), then the rest once.
+        plan = floor_plan(args.reps, names=FLOOR_NAMES + PEER_NAMES)
         seen = {(c, k, n) for c, k, n, _ in plan}
         plan += [(c, k, n, 0) for c, k, n in full_plan() if (c, k, n) not in seen]
     notes: list[str] = []
