@@ -46,8 +46,8 @@ import attrs
 from anyio.streams.memory import MemoryObjectSendStream
 
 from agentrun import _otel
-from agentrun import _wire as wire
 from agentrun._auth import TokenCache
+from agentrun._classic import wire as wire
 from agentrun._credentials import check_api_base, default_api_base, resolve_token_source
 from agentrun._errors import (
     APIConnectionError,

@@ -31,9 +31,9 @@ from agentrun._errors import (
     UnsupportedParamsError,
 )
 from agentrun._machine import State
+from agentrun._model import TEXT_PART_SEPARATOR
 from agentrun._results import RunFinished, RunResult, StateChanged, TextDelta, ToolCallDelta
 from agentrun._retry import RetryPolicy
-from agentrun._wire import TEXT_PART_SEPARATOR
 
 __all__ = [
     "ChatCompletion",

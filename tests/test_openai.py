@@ -14,9 +14,9 @@ import pytest
 
 import agentrun
 from agentrun import _openai
+from agentrun._classic.wire import list_messages, parse_message
 from agentrun._machine import State
 from agentrun._results import RunResult
-from agentrun._wire import list_messages, parse_message
 from agentrun.emulator import Emulator, EmulatorSettings, Timing
 
 pytestmark = pytest.mark.anyio

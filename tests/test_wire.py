@@ -17,8 +17,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from agentrun import _sse
-from agentrun import _wire as w
+from agentrun import _inputs, _machine, _model, _sse
+from agentrun._classic import wire as w
 from agentrun._errors import ConfigurationError, RemoteProtocolError
 from agentrun._sse import SSEEvent
 
@@ -131,9 +131,9 @@ def test_status_sets_partition_the_nine_statuses() -> None:
     assert set(w.TERMINAL_STATUSES) == terminal
 
 
-@pytest.mark.parametrize("module", [w, _sse], ids=lambda m: m.__name__)
+@pytest.mark.parametrize("module", [w, _sse, _model, _inputs, _machine], ids=lambda m: m.__name__)
 def test_module_is_pure(module: Any) -> None:
-    """The pure core imports only the stdlib, attrs and agentrun's own errors and SSE."""
+    """The pure core imports only the stdlib, attrs and agentrun's own pure modules."""
     tree = ast.parse(Path(module.__file__).read_text())
     imported: set[str] = set()
     for node in ast.walk(tree):
@@ -150,7 +150,9 @@ def test_module_is_pure(module: Any) -> None:
         "typing",
         "urllib.parse",
     }
-    assert imported <= allowed_stdlib | {"attrs", "agentrun._errors", "agentrun._sse"}
+    pure = {"agentrun._errors", "agentrun._sse", "agentrun._machine"}
+    pure |= {"agentrun._model", "agentrun._inputs"}
+    assert imported <= allowed_stdlib | {"attrs", "enum", "itertools"} | pure
 
 
 # -- runs --------------------------------------------------------------------------------------

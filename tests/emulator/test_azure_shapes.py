@@ -17,7 +17,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from agentrun import _wire
+from agentrun._classic import wire as _wire
 from agentrun.emulator import AgentSpec, Emulator, EmulatorSettings, FaultRule, Timing
 
 pytestmark = pytest.mark.anyio
