@@ -30,8 +30,8 @@ own ``POST .../items``; normally the input goes in the response request) → ``r
 
 Why one module of ~1,200 lines: it is the whole v2 wire format, the counterpart of the classic
 `agentrun._classic.wire`, so the protocol seam can import one module per protocol. Its
-sections (names and routing, requests, response values, errors, stream events) share only the private
-field readers and can be split along those lines if the seam wants it.
+sections (names and routing, requests, response values, errors, stream events) share only the
+private field readers and can be split along those lines if the seam wants it.
 """
 
 from __future__ import annotations
