@@ -486,16 +486,12 @@ class MapIterator:
         self.close()
 
     async def _produce(self, send: anyio.abc.ObjectSendStream[MapResult]) -> None:
-        async with send:
-            results = self._client.map(_pull(self._requests), concurrency=self._concurrency)
-            try:
-                async for item in results:
-                    await send.send(item)
-            finally:
-                # Shielded: closing the batch cancels its runs and waits for their (bounded)
-                # remote cancels, even when this task is being cancelled.
-                with anyio.CancelScope(shield=True):
-                    await results.aclose()
+        # The batch's task group lives in this task: cancelling it (close, Ctrl-C) cancels the
+        # runs, and leaving the block waits for their (bounded, shielded) remote cancels.
+        batch = self._client.map(_pull(self._requests), concurrency=self._concurrency)
+        async with send, batch as results:
+            async for item in results:
+                await send.send(item)
 
     def _start(self) -> None:
         send, receive = anyio.create_memory_object_stream[MapResult]()
