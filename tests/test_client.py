@@ -486,11 +486,15 @@ async def test_map_reraises_what_stopped_reading_the_requests(client: AsyncClien
         yield {"agent": "asst_abc123", "input": "Hi"}
         raise LookupError("the source broke")
 
-    got = []
-    with pytest.raises(LookupError, match="the source broke"):
+    got: list[Any] = []
+
+    async def consume() -> None:
         async with client.map(requests(), concurrency=2) as results:
             async for item in results:
                 got.append(item)
+
+    with pytest.raises(LookupError, match="the source broke"):
+        await consume()
     assert [item.ok for item in got] == [True]
 
 
