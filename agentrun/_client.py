@@ -41,6 +41,7 @@ from agentrun._results import (
     RunResult,
 )
 from agentrun._retry import RetryPolicy
+from agentrun._toolcalls import ToolCallMemory
 from agentrun._transport import Transport
 
 __all__ = ["CANCEL_GRACE", "AsyncClient", "Mode", "RunMap", "RunStream"]
@@ -144,6 +145,8 @@ class AsyncClient:
             meter_provider=meter_provider,
             pool=self._transport,
         )
+        # Tool call ids this client handed out -> their thread (OpenAI-format tool messages).
+        self._tool_calls = ToolCallMemory()
         # Everything the run driver needs, as one value (it reads nothing else of the client).
         self._ctx = DriverContext(
             transport=self._transport,
