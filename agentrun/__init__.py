@@ -48,8 +48,8 @@ from agentrun.exceptions import (
 
 if TYPE_CHECKING:
     from agentrun._client import AsyncClient, RunStream
-    from agentrun._litellm import stream_chunk_builder
     from agentrun._fanout import RunMap
+    from agentrun._litellm import stream_chunk_builder
     from agentrun._machine import State, Transition
     from agentrun._model import (
         ImageFilePart,

@@ -58,7 +58,6 @@ __all__ = [
     "TERMINAL_STATUSES",
     "TEXT_PART_SEPARATOR",
     "ApiRequest",
-    "Deleted",
     "ErrorInfo",
     "ImageFilePart",
     "ImageUrlPart",
@@ -88,18 +87,14 @@ __all__ = [
     "UnknownPart",
     "Usage",
     "cancel_run",
-    "create_message",
     "create_run",
     "create_thread",
     "create_thread_and_run",
     "decode_json",
-    "delete_thread",
     "get_run",
-    "get_thread",
     "list_messages",
     "list_run_steps",
     "list_runs",
-    "parse_deleted",
     "parse_error_body",
     "parse_message",
     "parse_message_page",
@@ -293,14 +288,6 @@ class Thread:
     id: str
     created_at: int
     metadata: Mapping[str, str]
-
-
-@attrs.frozen
-class Deleted:
-    """The answer to a delete: the object's id and whether it was deleted."""
-
-    id: str
-    deleted: bool
 
 
 @attrs.frozen
@@ -571,20 +558,6 @@ def parse_thread(data: Any) -> Thread:
     where = "thread"
     d = _obj(data, where)
     return Thread(_str(d, "id", where), _opt_int(d, "created_at", where) or 0, _metadata(d, where))
-
-
-def parse_deleted(data: Any) -> Deleted:
-    """A ``{"id", "object": "….deleted", "deleted": bool}`` answer -> `Deleted`."""
-    where = "delete response"
-    d = _obj(data, where)
-    deleted = d.get("deleted")
-    if type(deleted) is not bool:
-        _bad(
-            where,
-            "deleted",
-            "is missing" if "deleted" not in d else f"must be a boolean, got {_type_name(deleted)}",
-        )
-    return Deleted(_str(d, "id", where), deleted)
 
 
 def _loose_str(value: Any) -> str | None:
@@ -1056,21 +1029,3 @@ def create_thread(messages: Sequence[InputMessage] = ()) -> ApiRequest:
     """``POST /threads``; with no messages the body is ``{}``, as the SDK sends."""
     items = _messages(messages, "messages")
     return ApiRequest("POST", "/threads", (), {"messages": items} if items else {})
-
-
-def create_message(thread_id: str, message: InputMessage) -> ApiRequest:
-    """``POST /threads/{thread_id}/messages``."""
-    if not isinstance(message, InputMessage):
-        raise ConfigurationError(f"message must be an InputMessage, got {type(message).__name__}")
-    path = f"/threads/{_seg(thread_id, 'thread_id')}/messages"
-    return ApiRequest("POST", path, (), message.to_json())
-
-
-def get_thread(thread_id: str) -> ApiRequest:
-    """``GET /threads/{thread_id}``."""
-    return ApiRequest("GET", f"/threads/{_seg(thread_id, 'thread_id')}")
-
-
-def delete_thread(thread_id: str) -> ApiRequest:
-    """``DELETE /threads/{thread_id}``."""
-    return ApiRequest("DELETE", f"/threads/{_seg(thread_id, 'thread_id')}")

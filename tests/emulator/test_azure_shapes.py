@@ -399,7 +399,6 @@ async def test_agentrun_request_bodies_are_accepted(
     tid = run["thread_id"]
     await wait_terminal(session, emu, tid, run["id"])
     for req in (
-        _wire.create_message(tid, hello),
         _wire.create_run(
             tid,
             "asst_abc123",
