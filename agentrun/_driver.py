@@ -6,8 +6,9 @@ shared `Transport`, sleeps, stream reading, one absolute deadline per invocation
 every request it makes, and so to the retry decisions), and a time-bounded cancel of the remote
 run when the caller gives up. What each decision means on the wire is the protocol's
 (`agentrun._protocol.RunProtocol`; the classic API's is `agentrun._classic.protocol`). The
-driver reads nothing of the client: it gets a `DriverContext` (transport, protocol, telemetry,
-poll schedules, counters, the tasks it owns).
+driver reads nothing of the client: it gets a `DriverContext` (`agentrun._context`: transport,
+protocol, telemetry, poll schedules, counters, the tasks it owns), and gathers the reply in a
+`Reply` (`agentrun._reply`).
 
 Giving up never leaves a run behind. A create that may have reached the service runs in a task
 of its own (owned by the context, so by the client), so that no cancellation of the caller,
@@ -16,9 +17,10 @@ pooled connection is cancelled instead, before anything is sent. The cleanup tha
 remote run is a context-owned task too: a repeated native cancel cannot stop it, and
 `AsyncClient.aclose()` waits for it.
 
-Why one module of ~850 lines: `RunStream` is one object whose lifecycle (deadline scopes,
+Why one module of ~800 lines: `RunStream` is one object whose lifecycle (deadline scopes,
 cleanup, adoption of a create cut short, abandonment) and steps (the machine loop, the stream
-reader, the reply it collects) share its state; splitting them would pass that state around.
+reader) share its state (machine, deadline, pending create, orphaned stream, cleanup task);
+splitting them would pass that state around.
 """
 
 from __future__ import annotations
@@ -28,15 +30,14 @@ import collections
 import contextlib
 import logging
 import math
-import weakref
-from collections import Counter, deque
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Coroutine
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from typing import Any, Literal, TypeVar
 
 import anyio
 import attrs
 
 from agentrun import _otel
+from agentrun._context import DriverContext
 from agentrun._errors import (
     APIConnectionError,
     APIStatusError,
@@ -44,11 +45,6 @@ from agentrun._errors import (
     BadRequestError,
     ClientStateError,
     RemoteProtocolError,
-    RunCancelledError,
-    RunError,
-    RunExpiredError,
-    RunFailedError,
-    RunIncompleteError,
 )
 from agentrun._machine import (
     ACTIVE_STATES,
@@ -62,14 +58,12 @@ from agentrun._machine import (
     Sleep,
     State,
 )
-from agentrun._model import Message, Run, RunStep, TextPart
+from agentrun._model import Run
 from agentrun._protocol import (
     ApiRequest,
     Event,
     Invocation,
     MessageSeen,
-    Mode,
-    RunProtocol,
     RunUpdated,
     StepSeen,
     StreamEnded,
@@ -77,15 +71,13 @@ from agentrun._protocol import (
     ThreadStarted,
     ToolCallDelta,
 )
+from agentrun._reply import Reply, run_error
 from agentrun._results import (
     RunFinished,
     RunResult,
     StateChanged,
     StreamEvent,
-    percentiles,
 )
-from agentrun._results import TextDelta as PublicTextDelta
-from agentrun._results import ToolCallDelta as PublicToolCallDelta
 from agentrun._retry import request_id_of
 from agentrun._schedule import PollSchedule
 from agentrun._sse import SSEDecoder
@@ -93,7 +85,6 @@ from agentrun._transport import (
     BodyChunks,
     RequestProgress,
     StreamInterruptedError,
-    Transport,
 )
 
 __all__ = ["CANCEL_GRACE", "DriverContext", "RunStream"]
@@ -101,91 +92,6 @@ __all__ = ["CANCEL_GRACE", "DriverContext", "RunStream"]
 logger = logging.getLogger("agentrun")
 
 _T = TypeVar("_T")
-
-
-@attrs.define(eq=False)
-class DriverContext:
-    """What the driver needs of the client that owns it, and the state its invocations share.
-
-    Built once by `AsyncClient`: the `transport` (connection pool, tokens, retries), the
-    `protocol` behind the seam, `telemetry`, the `pool_limit` (auto mode streams while fewer
-    than half of it are streams), the poll `schedules` learned per agent, the run counters
-    behind `statistics()`, and the tasks that must outlive a cancelled caller (`detach`).
-    """
-
-    transport: Transport
-    protocol: RunProtocol
-    telemetry: _otel.Telemetry
-    pool_limit: int
-    schedules: dict[str, PollSchedule] = attrs.Factory(dict)
-    closing: bool = False
-    in_flight: int = 0
-    streams_in_flight: int = 0
-    started: int = 0
-    by_state: Counter[str] = attrs.Factory(Counter)
-    state_time: dict[State, deque[float]] = attrs.Factory(dict)
-    # Work that must outlive a cancelled caller: creates already sent, and cleanups.
-    tasks: set[asyncio.Task[Any]] = attrs.Factory(set)
-    live: weakref.WeakSet[RunStream] = attrs.Factory(weakref.WeakSet)
-    _learn_events: dict[str, anyio.Event] = attrs.Factory(dict)
-
-    def detach(self, coro: Coroutine[Any, Any, _T]) -> asyncio.Task[_T]:
-        """Run `coro` in a task the context owns (and `AsyncClient.aclose` waits for)."""
-        task = asyncio.get_running_loop().create_task(coro)
-        self.tasks.add(task)
-        task.add_done_callback(self.tasks.discard)
-        return task
-
-    async def wait_tasks(self) -> None:
-        """Wait until every owned task finished (shield this from cancellation)."""
-        while self.tasks:
-            await asyncio.wait(set(self.tasks))
-
-    def learned(self, agent: str) -> anyio.Event:
-        """An event set when `agent`'s poll schedule changes materially."""
-        event = self._learn_events.get(agent)
-        if event is None:
-            event = self._learn_events[agent] = anyio.Event()
-        return event
-
-    def relearned(self, agent: str) -> None:
-        event = self._learn_events.pop(agent, None)
-        if event is not None:
-            event.set()
-
-    def pick_mode(self, mode: Mode) -> Literal["stream", "poll"]:
-        if mode != "auto":
-            return mode
-        # A streamed run holds a pooled connection for its whole life. Streams may take half
-        # the pool; beyond that runs are polled, so that creates and polls always find a
-        # connection (docs/benchmarks.md has the measurements behind this rule).
-        return "stream" if self.streams_in_flight < max(1, self.pool_limit // 2) else "poll"
-
-    def begin(self, mode: Mode) -> Literal["stream", "poll"]:
-        chosen = self.pick_mode(mode)
-        self.in_flight += 1
-        self.started += 1
-        if chosen == "stream":
-            self.streams_in_flight += 1
-        return chosen
-
-    def end(self, m: RunMachine | None, mode: str) -> None:
-        self.in_flight -= 1
-        if mode == "stream":
-            self.streams_in_flight -= 1
-        if m is None:
-            return
-        self.by_state[m.state.value] += 1
-        for state, seconds in m.durations().items():
-            bucket = self.state_time.get(state)
-            if bucket is None:
-                bucket = self.state_time[state] = deque(maxlen=_STATE_SAMPLES)
-            bucket.append(seconds)
-
-    def state_percentiles(self) -> dict[str, dict[str, float]]:
-        """Seconds per state (p50, p90, p99, ...) over the recent invocations."""
-        return {s.value: percentiles(list(v)) for s, v in self.state_time.items()}
-
 
 #: How long the cleanup after a cancel or timeout may take: finishing a create that was already
 #: sent (so that its run id is known), then cancelling the remote run. The invocation's own
@@ -195,30 +101,6 @@ CANCEL_GRACE = 10.0
 
 #: Statuses of a poll worth repeating later: the run exists, the service is briefly unwell.
 _TRANSIENT_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
-
-
-_STATE_SAMPLES = 10_000
-
-
-class _Collector:
-    """What a run produced, gathered from stream events, polls and message listings."""
-
-    def __init__(self) -> None:
-        self.run: Run | None = None
-        # In the service's order: first sight in the event stream, or a list's own order
-        # (a dict keeps the position of a key's first insertion when it is updated).
-        self.messages: dict[str, Message] = {}
-        # Messages the run wrote before this invocation (before the tool outputs it submits).
-        self.earlier: set[str] = set()
-        self.steps: dict[str, RunStep] = {}
-        # The type of each tool call of a step, from its first delta (later ones may omit it).
-        self.call_types: dict[tuple[str, int], str] = {}
-        # Text handed to the caller as deltas, per (message id, content index).
-        self.delivered: dict[tuple[str, int], str] = {}
-        self.requests = 0
-        self.pending: list[StateChanged] = []
-        self.last_active_at: float | None = None
-        self.request_id: str | None = None
 
 
 class RunStream:
@@ -239,7 +121,7 @@ class RunStream:
         self._inv = inv
         self._emit = emit
         self._machine: RunMachine | None = None
-        self._col = _Collector()
+        self._col = Reply()
         self._mode: Literal["stream", "poll"] = "poll"
         self._gen: AsyncGenerator[list[StreamEvent], None] | None = None
         self._buffer: collections.deque[StreamEvent] = collections.deque()
@@ -550,11 +432,11 @@ class RunStream:
             # Not seen in a stream: the built-in tool steps are listed (only for agents that
             # have built-in tools, so that plain runs cost no extra request).
             await self._list_steps()
-        result = self._build_result()
+        result = col.result(inv.agent, m, self._mode)
         if self._emit and fin.has_reply:
             # The whole reply reaches a stream consumer exactly once: what the event stream did
             # not deliver (poll mode, or a stream that broke) follows as deltas now.
-            rest = self._undelivered(result)
+            rest = col.undelivered(result)
             if rest:
                 yield rest
         if fin.outcome is Outcome.NO_RUN:
@@ -566,47 +448,7 @@ class RunStream:
         if fin.outcome is Outcome.REPLY:
             yield [RunFinished(result)]
             return
-        raise _run_error(result)
-
-    def _build_result(self) -> RunResult:
-        m = self._machine
-        assert m is not None
-        col = self._col
-        run = col.run
-        msgs = [msg for mid, msg in col.messages.items() if mid not in col.earlier]
-        return RunResult(
-            agent_id=self._inv.agent,
-            state=m.state,
-            thread_id=m.thread_id or "",
-            run_id=m.run_id or "",
-            messages=tuple(msgs),
-            usage=run.usage if run else None,
-            tool_calls=run.required_tool_calls if run and m.state is State.REQUIRES_ACTION else (),
-            history=tuple(m.history),
-            mode=self._mode,
-            requests=self._col.requests,
-            run=run,
-            last_error=run.last_error if run else None,
-            incomplete_reason=run.incomplete_reason if run else None,
-            request_id=col.request_id,
-            steps=tuple(col.steps.values()),
-        )
-
-    def _undelivered(self, result: RunResult) -> list[StreamEvent]:
-        """Deltas for the reply text the caller has not seen yet, in reply order."""
-        out: list[StreamEvent] = []
-        for msg in result.messages:
-            for index, part in enumerate(msg.content):
-                if type(part) is not TextPart or not part.text:
-                    continue
-                key = (msg.id, index)
-                seen = self._col.delivered.get(key, "")
-                if part.text.startswith(seen) and len(part.text) > len(seen):
-                    self._col.delivered[key] = part.text
-                    out.append(PublicTextDelta(part.text[len(seen) :], msg.id, index))
-                elif not part.text.startswith(seen):
-                    logger.debug("streamed text of message %s differs from its final text", msg.id)
-        return out
+        raise run_error(result)
 
     async def _request(
         self,
@@ -793,7 +635,7 @@ class RunStream:
                             self._col.pending.clear()
                         if isinstance(nxt, ReadStream):
                             if self._emit:
-                                out = self._public_delta(ev)
+                                out = self._col.public_delta(ev)
                                 if out is not None:
                                     batch.append(out)
                             continue
@@ -897,21 +739,6 @@ class RunStream:
             msg.id async for msg in self._ctx.protocol.messages(self._request, thread_id, run_id)
         }
 
-    def _public_delta(self, ev: Event) -> StreamEvent | None:
-        col = self._col
-        if isinstance(ev, TextDelta):
-            if ev.message_id in col.earlier:
-                return None
-            key = (ev.message_id, ev.index)
-            col.delivered[key] = col.delivered.get(key, "") + ev.text
-            return PublicTextDelta(ev.text, ev.message_id, ev.index, ev.annotations)
-        if isinstance(ev, ToolCallDelta):
-            # Later deltas of a call may omit its type: the first one's holds for the call.
-            key = (ev.step_id, ev.index)
-            kind = col.call_types.setdefault(key, ev.type or "function")
-            return PublicToolCallDelta(ev.index, ev.id, ev.name, ev.arguments, kind)
-        return None
-
     async def _cancel_remote(self, reason: str) -> None:
         """Cancel the remote run (bounded in time); never raises."""
         m = self._machine
@@ -954,32 +781,6 @@ def _run_created_at(m: RunMachine) -> float:
         if t.state is State.RUN_QUEUED:
             return t.at
     return m.history[0].at
-
-
-def _run_error(result: RunResult) -> RunError:
-    code = result.last_error.code if result.last_error else None
-    message = result.last_error.message if result.last_error else None
-    if result.state is State.INCOMPLETE:
-        code = result.incomplete_reason or code
-    cls: type[RunError] = {
-        State.FAILED: RunFailedError,
-        State.CANCELLED: RunCancelledError,
-        State.EXPIRED: RunExpiredError,
-        State.INCOMPLETE: RunIncompleteError,
-    }[result.state]
-    detail = f": {code}" if code else ""
-    if message:
-        detail += f" ({message})"
-    return cls(
-        f"run {result.run_id} on thread {result.thread_id} ended {result.state.value}{detail}",
-        status=result.state.value,
-        thread_id=result.thread_id,
-        run_id=result.run_id,
-        code=code,
-        error_message=message,
-        history=result.history,
-        result=result,
-    )
 
 
 async def _drain(chunks: AsyncIterator[bytes]) -> None:
