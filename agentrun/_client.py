@@ -309,11 +309,20 @@ class AsyncClient:
     ) -> RunMap:
         """Run many invocations, at most `concurrency` at once; yield each as it finishes.
 
+        ```python
+        async with client.map(requests, concurrency=50) as results:
+            async for item in results:
+                print(item.index, item.result.text if item.ok else item.error)
+        ```
+
         Items are `RunRequest`s or mappings of `run()` arguments (`agent`, `input`, ...),
-        from any iterable or async iterable, consumed lazily. A failed item is yielded with
-        its `error`; it does not stop the others. Leaving the loop early (or `aclose()`, or
-        the end of an `async with client.map(...) as results:` block) cancels what is still
-        running, on the service too.
+        from any iterable or async iterable, consumed lazily. Each `MapResult` has its `index`,
+        `request`, and a `result` or an `error`: a failed item does not stop the others. The
+        `async with` block owns the work (one anyio task group): leaving it (end, `break`,
+        error) cancels what is still running, on the service too, and waits for that.
+        `async for` directly on `client.map(...)` raises `TypeError`. Raises
+        `ConfigurationError` when `concurrency` < 1 and, on entering the block,
+        `ClientStateError` when the client is closed.
         """
         if concurrency < 1:
             raise ConfigurationError("concurrency must be at least 1")
