@@ -232,6 +232,8 @@ class _SharedPortal(_Runner):
 
         # A daemon thread: a non-daemon one would be joined before atexit handlers run, so
         # the interpreter would wait forever for a loop that only the atexit handler stops.
+        # (This is why anyio's `start_blocking_portal` is not used: it runs the loop in a
+        # `ThreadPoolExecutor` worker, which is not a daemon and is joined at that point.)
         thread = threading.Thread(target=main, name="agentrun-portal", daemon=True)
         thread.start()
         portal = ready.result()
