@@ -263,6 +263,9 @@ class _Request:
         self.tool_outputs: dict[str, str] = {}
         self.thread_id: str | None = None
         self.include_usage = False
+        # Tool messages without thread_id, mapped without a client: the sending client's
+        # tool-call memory must name their thread (map again with it).
+        self.needs_thread = False
 
 
 def _content_text(content: Any, where: str) -> str:
@@ -414,6 +417,7 @@ def _map_request(
         if memory is None:
             # Only checked (before a client is chosen): the thread these tool messages belong
             # to is looked up, and the rest mapped, by the client that sends them.
+            req.needs_thread = True
             return req
         # A plain OpenAI client sends the whole history and no thread_id: the tool call ids
         # this client handed out name the thread the history lives on.
