@@ -4,9 +4,9 @@ JSON to the neutral values of `agentrun._model`.
 Pure code: no I/O, no clock, no event loop (stdlib, attrs and agentrun's pure core only).
 The values runs produce (`Run`, `Message`, `RunStep`, ...) live in `agentrun._model` and the
 caller's input values (`InputMessage`, `RunOptions`, `ToolOutput`) in `agentrun._inputs`; they
-are re-exported here for the parsers' and builders' callers. The
-transport turns an `ApiRequest` into HTTP and hands the decoded body (or each `SSEEvent`)
-back to the parsers here. The shapes follow ``reference/agents-rest-api.md``.
+are re-exported here for the parsers' and builders' callers. The transport turns an
+`ApiRequest` into HTTP and hands the decoded body (or each `SSEEvent`) back to the parsers
+here. The shapes follow ``reference/agents-rest-api.md``.
 
 Two error rules hold throughout:
 
@@ -18,6 +18,10 @@ Two error rules hold throughout:
 
 Forward compatibility: unknown stream events, unknown content part types and unknown keys are
 ignored or kept in ``raw``, so a new service feature does not break an old client.
+
+Why one module of ~1,000 lines: it is the whole classic wire format (field readers, parsers
+of every object and stream event, request builders with their id checks), the counterpart of
+`agentrun._responses.wire`; its sections share the private field readers and id checks.
 """
 
 from __future__ import annotations
