@@ -144,12 +144,19 @@ class RunMap:
         if self._cm is not None:
             raise RuntimeError("this RunMap was already entered; call client.map(...) again")
         self._client._check_open()
-        self._cm = fan_out(self._requests, self._one, self._concurrency)
+        self._cm = fan_out(self._open_requests(), self._one, self._concurrency)
         return await self._cm.__aenter__()
 
     async def __aexit__(self, *exc_info: Any) -> bool | None:
         assert self._cm is not None
         return await self._cm.__aexit__(*exc_info)
+
+    async def _open_requests(self) -> AsyncIterator[RunRequest | Mapping[str, Any]]:
+        """The requests, while the client is open: closing it stops the batch (the items
+        under way end with `ClientStateError`, then the results raise it)."""
+        async for raw in _aiter(self._requests):
+            self._client._check_open()
+            yield raw
 
     async def _one(self, index: int, raw: RunRequest | Mapping[str, Any]) -> MapResult:
         try:

@@ -513,6 +513,42 @@ async def test_a_closed_client_refuses_reuse(emu: Emulator) -> None:
     assert emu.stats()["runs_created"] == 0
 
 
+async def test_closing_the_client_stops_a_map(emu: Emulator) -> None:
+    """`aclose()` during a `map()` block cancels the runs under way (their items carry
+    `ClientStateError`), creates no more runs, and the results then raise `ClientStateError`."""
+    client = AsyncClient(emu.endpoint, api_key=emu.api_key)
+    requests = [{"agent": "asst_abc123", "input": f"Job {i} [emulator:sleep=30]"} for i in range(9)]
+    got: list[Any] = []
+    raised: list[Exception] = []
+
+    async def consume() -> None:
+        try:
+            async with client.map(requests, concurrency=3) as results:
+                async for item in results:
+                    got.append(item)
+        except agentrun.ClientStateError as exc:
+            raised.append(exc)
+
+    async def close_soon() -> None:
+        with anyio.fail_after(10):
+            while emu.stats()["runs_created"] < 3:
+                await anyio.sleep(0.02)
+        await client.aclose()
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(close_soon)
+        tg.start_soon(consume)
+    assert len(raised) == 1 and "closed" in str(raised[0])
+    # The three under way, and at most the one request already read and waiting for a slot.
+    assert 3 <= len(got) <= 4
+    assert all(isinstance(item.error, agentrun.ClientStateError) for item in got)
+    assert emu.stats()["runs_created"] == 3
+    with anyio.fail_after(10):
+        while emu.stats()["active_runs"]:
+            await anyio.sleep(0.02)
+    assert {r["status"] for r in _runs(emu)} == {"cancelled"}
+
+
 @pytest.mark.parametrize("mode", ["stream", "poll"])
 async def test_result_carries_the_services_request_id(client: AsyncClient, mode: str) -> None:
     """The id the service gave the request that started the run is kept on the result."""
