@@ -686,9 +686,15 @@ class BatchRunner:
         self.resume = read_output(cfg.output_path)
         first_line: dict[str, int] = {}
         duplicates: dict[str, list[int]] = {}
+        no_model: list[int] = []
         progress = self.progress
         for entry in iter_input(cfg.input_path, cfg.default_model):
             progress.total += 1
+            if isinstance(entry, InputError) and ": no model: " in entry.message:
+                # A missing --agent is the command's mistake, not the lines': refuse before
+                # writing anything (an output full of error lines would mark them failed).
+                no_model.append(entry.line)
+                continue
             cid = entry.custom_id
             if cid is not None:
                 if cid in first_line:
@@ -702,6 +708,12 @@ class BatchRunner:
                 progress.skipped_ok += 1
             else:
                 progress.skipped_failed += 1
+        if no_model:
+            shown = ", ".join(str(n) for n in no_model[:5]) + (", ..." if len(no_model) > 5 else "")
+            raise BatchError(
+                f"{len(no_model)} line(s) name no agent (line {shown}): pass --agent "
+                '(or --model), or add "model" to each line'
+            )
         if duplicates:
             raise DuplicateIdsError(duplicates)
         self._prepared = True

@@ -257,3 +257,20 @@ def test_usage_errors(emu: Emulator, tmp_path: pathlib.Path) -> None:
     assert conc.returncode == 2 and "--concurrency" in conc.stderr
     same = _batch(emu, src, src)
     assert same.returncode == 2 and "must not be the input" in same.stderr
+
+
+def test_lines_without_an_agent_and_no_agent_flag_are_a_usage_error(
+    emu: Emulator, tmp_path: pathlib.Path
+) -> None:
+    """Lines with no "model" and no --agent: exit 2 naming the fix, and nothing written, so a
+    rerun with --agent runs every line (the output is not poisoned with failed lines)."""
+    src, dst = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    _write(src, [{"custom_id": f"n{i}", "prompt": f"hi {i}"} for i in range(3)])
+    cmd = [sys.executable, "-m", "agentrun.cli", "batch", str(src), "-o", str(dst)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=_env(emu), timeout=90)
+    assert proc.returncode == 2, proc.stderr
+    assert "--agent" in proc.stderr and "Traceback" not in proc.stderr
+    assert not dst.exists() or dst.read_text() == ""
+    again = _batch(emu, src, dst)
+    assert again.returncode == 0, again.stderr
+    assert sorted(o["custom_id"] for o in _lines(dst)) == ["n0", "n1", "n2"]
