@@ -17,6 +17,10 @@ with the same output file resumes: it skips the items that have a line (failed o
 a run that had not ended (a lost connection, a timeout) is never run a second time while that
 run may still finish: `retry_failed` follows the recorded run first, and runs the item again
 only if that run ended without a reply.
+
+Why one module of ~1,000 lines: the batch file format (parsing, output lines, resume state)
+and the runner share the line and record shapes; `agentrun.ray` reuses both halves. The
+format half could become its own module if a third user appears.
 """
 
 from __future__ import annotations

@@ -23,6 +23,10 @@ every span, attribute, event and metric.
 
 opentelemetry-api is optional (``pip install agentrun[otel]``): without it every hook is a
 no-op.
+
+Why one module of ~750 lines: every OpenTelemetry name, attribute and instrument lives in it,
+behind hooks that cost nothing without a provider; the rest of agentrun calls a handful of
+functions and imports no OpenTelemetry.
 """
 
 from __future__ import annotations

@@ -21,6 +21,10 @@ closed when it stops, so concurrent requests share its connection pool and token
 client that disconnects gets its run cancelled on the service (aiohttp cancels the handler,
 and the run's stream cancels the run). `stop()` stops listening, lets in-flight requests
 finish for `grace` seconds, then cancels the rest (their runs are cancelled on the service).
+
+Why one module of ~1,100 lines: the proxy's request handling, error mapping (one table),
+streaming and server limits share the request context; its configuration parsing is apart
+(`_proxy_config`).
 """
 
 from __future__ import annotations

@@ -7,6 +7,10 @@ gets `api-version` and a bearer token from the shared `TokenCache`; failures are
 
 The session is opened lazily, inside the running event loop, and the transport then belongs to
 that loop: using it from another loop, or after `aclose()`, raises `ClientStateError`.
+
+Why one module of ~750 lines: it is the one place where aiohttp meets agentrun (session and
+pool, retries, the error mapping, streamed bodies); keeping every aiohttp detail here is what
+lets the rest of the package ignore aiohttp.
 """
 
 from __future__ import annotations

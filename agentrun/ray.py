@@ -22,6 +22,9 @@ holding one JSON line (as `ray.data.read_text` gives), or the request fields as 
 `agentrun._batch.parse_line`, and each result's ``record`` column is the batch's output line
 (`success_line`, `error_line`, `input_error_line`), so both commands write the same file
 format and either can resume the other's output.
+
+Why one module of ~1,100 lines: it is the whole public Ray integration (settings, the actor
+class, pacing, the one-call job with resume), importable as one name, `agentrun.ray`.
 """
 
 from __future__ import annotations

@@ -3,6 +3,10 @@
 `EmulatorState` holds everything one emulator instance knows; `build_app` wires it into an
 `aiohttp.web.Application`. API routes live under `/api/projects/{project}` and need a
 supported `api-version` and a bearer token; `/_emulator/*` routes are for tests and tools.
+
+Why one module of ~1,200 lines: it is the classic Agents API's routes with their validation
+and error bodies, written to read like the service's reference; the run engine (`_runs`), the
+store (`_store`), the model (`_model`) and the v2 service (`_v2*`) are apart.
 """
 
 from __future__ import annotations

@@ -4,6 +4,9 @@ A run progresses whether or not a client listens. Streaming handlers subscribe a
 run before it emits anything they must see; each event is serialised once, at emit time, and
 pushed to every subscribed queue. A `None` in a queue ends that stream (after `done`). Nothing
 is buffered for runs without listeners, so finished runs hold no event data.
+
+Why one module of ~800 lines: it is the classic run engine (the life of a run, its scripted
+behaviours and every event it emits), whose parts share one run record and emit function.
 """
 
 from __future__ import annotations
