@@ -170,6 +170,9 @@ class V2State:
             agent_name=agent.name,
         )
         fault = rec.forced_fault or ""
+        fail_after_text = None
+        if fault.startswith("fail_after_text"):
+            fail_after_text = fault.partition(":")[2] or "server_error"
         if directives.fail or fault.startswith("run_failed"):
             code = directives.fail or fault.partition(":")[2] or "server_error"
             self._fail(rec, code)
@@ -189,6 +192,17 @@ class V2State:
             return
         reply = _model.respond(inp)
         input_tokens = _model.prompt_tokens(inp)
+        if fail_after_text is not None:
+            # Part of a text reply, then the response fails (the "fail_after_text" fault).
+            await self._message(
+                rec,
+                reply.text or "Working on it.",
+                directives,
+                None,
+                timing,
+                fail_code=fail_after_text,
+            )
+            return
         if reply.tool_calls:
             await self._function_calls(rec, reply, timing)
         else:
@@ -265,6 +279,7 @@ class V2State:
         directives: _model.Directives,
         cite: str | None,
         timing: Timing,
+        fail_code: str | None = None,
     ) -> None:
         index = len(rec.output)
         item: JSON = {
@@ -285,6 +300,8 @@ class V2State:
         if directives.content_filter:
             reason = "content_filter"
             deltas = deltas[: len(deltas) // 2]
+        elif fail_code is not None:
+            deltas = deltas[: max(1, len(deltas) // 2)]
         elif directives.incomplete or (
             rec.max_output_tokens is not None and _model.count_tokens(text) > rec.max_output_tokens
         ):
@@ -294,6 +311,10 @@ class V2State:
             await asyncio.sleep(timing.delta_interval)
             part["text"] += delta
             rec.emit("response.output_text.delta", **where, delta=delta, logprobs=[])
+        if fail_code is not None:
+            item["status"] = "incomplete"
+            self._fail(rec, fail_code)
+            return
         if cite is not None and reason is None:
             annotation = {
                 "type": "url_citation",
