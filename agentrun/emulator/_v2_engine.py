@@ -108,6 +108,23 @@ class V2State:
             "peak_active_responses": self.peak_active_responses,
         }
 
+    def responses_json(self) -> list[JSON]:
+        """A summary of every stored response, oldest first: id, status, agent (name and
+        version), conversation, background, metadata (for tests: which items ran)."""
+        return [
+            {
+                "id": rec.id,
+                "status": rec.status,
+                "agent": {"name": rec.agent.name, "version": rec.agent.version},
+                "conversation_id": rec.conversation_id,
+                "previous_response_id": rec.previous_response_id,
+                "background": rec.background,
+                "stream": rec.stream,
+                "metadata": dict(rec.metadata),
+            }
+            for rec in self.responses.values()
+        ]
+
     def _set_status(self, rec: ResponseRec, status: str) -> None:
         old = rec.status
         if old == status:

@@ -135,3 +135,28 @@ async def test_fail_after_text_streams_part_of_the_reply_then_fails(
     assert kinds[-1] == "response.failed"
     assert events[-1]["response"]["error"]["code"] == "rate_limit_exceeded"
     assert "response.completed" not in kinds
+
+
+async def test_responses_listing_names_agent_mode_and_metadata(
+    emu: Emulator, session: aiohttp.ClientSession
+) -> None:
+    """`Emulator.responses()` lists the stored responses with their agent, conversation,
+    mode and metadata (what tests use to see which items ran)."""
+    body = {
+        "agent_reference": {**GENERAL, "version": "1"},
+        "input": "hi",
+        "background": True,
+        "metadata": {"custom_id": "k1"},
+    }
+    async with session.post(emu.endpoint + "/openai/v1/responses", json=body) as resp:
+        created = await resp.json()
+    [listed] = emu.responses()
+    assert listed["id"] == created["id"]
+    assert listed["agent"] == {"name": "general-assistant", "version": "1"}
+    assert (listed["background"], listed["stream"], listed["conversation_id"]) == (
+        True,
+        False,
+        None,
+    )
+    assert listed["metadata"] == {"custom_id": "k1"}
+    await settled(emu)
