@@ -523,8 +523,8 @@ class V2Service(V2State):
         except ConnectionError:
             # The client went away. Without background mode that cancels the response, as
             # on the service; a background response goes on.
-            if not rec.background and rec.active and rec.task is not None:
-                rec.task.cancel()
+            if not rec.background and rec.active:
+                self.cancel_task(rec)
         return resp
 
     async def _stream_error(self, resp: web.StreamResponse, rec: ResponseRec, code: str) -> None:
@@ -534,8 +534,7 @@ class V2Service(V2State):
         if rec.active:
             rec.error = {"code": code, "message": message}
             self._set_status(rec, "failed")
-            if rec.task is not None:
-                rec.task.cancel()
+            self.cancel_task(rec)
         rec.emit("error", code=code, message=message, param=None)
         event = rec.events[-1]
         await resp.write(f"event: error\ndata: {dumps(event)}\n\n".encode())
@@ -580,9 +579,7 @@ class V2Service(V2State):
 
     async def delete_response(self, request: web.Request) -> web.Response:
         rec = self._response(request)
-        if rec.task is not None and not rec.task.done():
-            self._set_status(rec, "cancelled")
-            rec.task.cancel()
+        self.cancel_task(rec)
         del self.responses[rec.id]
         return self.ok({"id": rec.id, "object": "response", "deleted": True})
 
@@ -595,7 +592,6 @@ class V2Service(V2State):
             return self.ok(rec.to_json())
         if not rec.active:
             raise bad(f"Cannot cancel a response with status '{rec.status}'.")
-        if rec.task is not None:
-            rec.task.cancel()
-            await rec.done.wait()
+        self.cancel_task(rec)
+        await rec.done.wait()
         return self.ok(rec.to_json())

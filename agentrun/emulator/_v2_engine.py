@@ -72,6 +72,19 @@ class V2State:
             self.agents.setdefault(spec.name, {})[spec.version] = rec
             self.agent_created.setdefault(spec.name, created)
 
+    def cancel_task(self, rec: ResponseRec) -> None:
+        """Stop the task running `rec`, recording the cancel here: a task cancelled before its
+        first step never runs its own handler (asyncio throws into a coroutine that has not
+        started), so without this the response would stay ``in_progress`` for ever."""
+        task = rec.task
+        if task is None or task.done():
+            return
+        if rec.active:
+            self._set_status(rec, "cancelled")
+            rec.completed_at = None
+        task.cancel()
+        task.add_done_callback(lambda _task: rec.finish())
+
     def _abandon_all(self) -> list[asyncio.Task[None]]:
         tasks = []
         for rec in self.responses.values():

@@ -160,3 +160,17 @@ async def test_responses_listing_names_agent_mode_and_metadata(
     )
     assert listed["metadata"] == {"custom_id": "k1"}
     await settled(emu)
+
+
+async def test_a_cut_before_any_event_still_cancels_the_foreground_response(
+    emu: Emulator, session: aiohttp.ClientSession
+) -> None:
+    """A `stream_cut` after 0 frames (before the response's task ever ran) cancels the
+    foreground response all the same: nothing stays `in_progress`."""
+    emu.inject(FaultRule(route=ROUTE, kind="stream_cut", after_events=0))
+    body = {"agent_reference": GENERAL, "input": "Tell me a long story", "stream": True}
+    async with session.post(emu.endpoint + "/openai/v1/responses", json=body) as resp:
+        with pytest.raises(aiohttp.ClientPayloadError):
+            await resp.read()
+    stats = await settled(emu)
+    assert stats["responses_by_status"] == {"cancelled": 1}
