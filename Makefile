@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: test lint typecheck pytest demo bench bench-smoke clean
+.PHONY: test lint typecheck contracts pytest demo bench bench-smoke clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -16,13 +16,18 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
+# tests/typing/ holds misuses mypy must report (each under a `type: ignore` it must use).
 typecheck: $(STAMP)
-	$(BIN)/mypy --strict agentrun
+	$(BIN)/mypy --strict agentrun tests/typing
+
+# The import layering ([tool.importlinter] in pyproject.toml).
+contracts: $(STAMP)
+	$(BIN)/lint-imports
 
 pytest: $(STAMP)
 	$(BIN)/pytest -W error
 
-test: lint typecheck bench-smoke pytest
+test: lint typecheck contracts bench-smoke pytest
 
 demo: $(STAMP)
 	$(BIN)/agentrun demo

@@ -57,6 +57,7 @@ if TYPE_CHECKING:
         aclose_clients,
         acompletion,
     )
+    from agentrun._options import RunOptions
     from agentrun._results import (
         ClientStatistics,
         MapResult,
@@ -68,6 +69,7 @@ if TYPE_CHECKING:
         TextDelta,
         ToolCallDelta,
     )
+    from agentrun._settings import ConnectionSettings
     from agentrun._sync import (
         Client,
         MapIterator,
@@ -105,6 +107,8 @@ _LAZY = {
     "stream_chunk_builder": "agentrun._litellm",
     "aclose_clients": "agentrun._openai",
     "Client": "agentrun._sync",
+    "ConnectionSettings": "agentrun._settings",
+    "RunOptions": "agentrun._options",
     "completion": "agentrun._sync",
     "MapIterator": "agentrun._sync",
     "SyncCompletionStream": "agentrun._sync",
@@ -145,6 +149,7 @@ __all__ = [
     "CompletionStream",
     "ConfigurationError",
     "ConflictError",
+    "ConnectionSettings",
     "ContextWindowExceededError",
     "InternalServerError",
     "InvalidRequestError",
@@ -163,6 +168,7 @@ __all__ = [
     "RunFailedError",
     "RunFinished",
     "RunIncompleteError",
+    "RunOptions",
     "RunRequest",
     "RunResult",
     "RunStream",

@@ -27,17 +27,18 @@ from agentrun._batch import (
     BatchSummary,
     to_model,
 )
-from agentrun._cli_run import (
-    MODES,
+from agentrun._cli_common import (
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_RUN_FAILED,
+    EXIT_USAGE,
     add_connection_arguments,
     check_connection_arguments,
-    describe_error,
     fail,
-    open_client,
     sigint_cancels,
 )
+from agentrun._cli_run import MODES, describe_error, open_client
 from agentrun._errors import ConfigurationError
-from agentrun.cli import EXIT_INTERRUPTED, EXIT_OK, EXIT_RUN_FAILED, EXIT_USAGE
 
 __all__ = ["configure", "main", "run_with_view"]
 

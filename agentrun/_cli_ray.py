@@ -15,9 +15,9 @@ from typing import Any
 
 from agentrun._batch import BatchRunner
 from agentrun._cli_batch import PROG, print_summary, progress_line, render_progress
-from agentrun._cli_run import describe_error, fail
+from agentrun._cli_common import EXIT_INTERRUPTED, EXIT_OK, EXIT_RUN_FAILED, EXIT_USAGE, fail
+from agentrun._cli_run import describe_error
 from agentrun._errors import ConfigurationError
-from agentrun.cli import EXIT_INTERRUPTED, EXIT_OK, EXIT_RUN_FAILED, EXIT_USAGE
 
 __all__ = ["main_ray"]
 

@@ -1,24 +1,34 @@
 """`agentrun run AGENT PROMPT`: one invocation, the reply streamed to stdout as it arrives.
 
 Thread id, run id and usage go to stderr, so stdout holds only the reply (or, with `--json`,
-the whole chat completion). Also home of what `run`, `batch` and `demo` share: the connection
-flags, the embedded emulator, the Ctrl-C handling and the mapping of errors to exit codes.
+the whole chat completion). Also home of what `run`, `batch` and `demo` share beyond
+`_cli_common` (exit codes, connection flags, signals): the client built from the flags (on the
+embedded emulator with `--emulator`) and the mapping of errors to exit codes.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import json
-import os
-import signal
 import sys
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import anyio
 
+from agentrun._cli_common import (
+    EXIT_AUTH_CONFIG,
+    EXIT_BROKEN_PIPE,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_RUN_FAILED,
+    EXIT_USAGE,
+    add_connection_arguments,
+    check_connection_arguments,
+    fail,
+    sigint_cancels,
+)
 from agentrun._errors import (
     AgentRunError,
     APIConnectionError,
@@ -31,14 +41,6 @@ from agentrun._errors import (
     PermissionDeniedError,
     RunError,
 )
-from agentrun.cli import (
-    EXIT_AUTH_CONFIG,
-    EXIT_BROKEN_PIPE,
-    EXIT_INTERRUPTED,
-    EXIT_OK,
-    EXIT_RUN_FAILED,
-    EXIT_USAGE,
-)
 
 __all__ = ["configure", "main"]
 
@@ -46,42 +48,6 @@ MODES = ("auto", "stream", "poll")
 
 
 # -- shared by run, batch and demo ----------------------------------------------------------
-
-
-def add_connection_arguments(parser: argparse.ArgumentParser) -> None:
-    """--api-base, the credential flags and --emulator."""
-    group = parser.add_argument_group(
-        "connection",
-        "Credentials, most specific first: --api-key, then --tenant-id/--client-id/"
-        "--client-secret, then env AZURE_TENANT_ID/AZURE_CLIENT_ID/AZURE_CLIENT_SECRET, then "
-        "env AZURE_AD_TOKEN.",
-    )
-    group.add_argument(
-        "--api-base",
-        metavar="URL",
-        help="project endpoint, https://<resource>.services.ai.azure.com/api/projects/<project>"
-        " (default: env AZURE_AI_API_BASE)",
-    )
-    group.add_argument("--api-key", metavar="TOKEN", help="a static Entra ID access token")
-    group.add_argument("--tenant-id", metavar="ID", help="service principal tenant")
-    group.add_argument("--client-id", metavar="ID", help="service principal client (app) id")
-    group.add_argument(
-        "--client-secret",
-        metavar="SECRET",
-        help="service principal secret (prefer env AZURE_CLIENT_SECRET: flags show in ps)",
-    )
-    group.add_argument(
-        "--allow-insecure-http",
-        action="store_true",
-        help="allow an http:// --api-base on a host other than the loopback (the token then "
-        "travels in clear text; also env AGENTRUN_ALLOW_INSECURE_HTTP=1)",
-    )
-    group.add_argument(
-        "--emulator",
-        action="store_true",
-        help="start a fresh local Agent Service emulator in process for this command and use "
-        "it (its threads are gone when the command ends)",
-    )
 
 
 @contextlib.asynccontextmanager
@@ -112,43 +78,28 @@ async def open_client(
             ) as client:
                 yield client
         return
-    from agentrun._credentials import check_api_base, default_api_base
-
-    base = args.api_base or default_api_base()
-    allow_insecure_http = getattr(args, "allow_insecure_http", False) or None
-    if base:
-        check_api_base(base, allow_insecure_http=allow_insecure_http)
     async with AsyncClient(
-        args.api_base,
-        allow_insecure_http=allow_insecure_http,
-        api_key=args.api_key,
-        tenant_id=args.tenant_id,
-        client_id=args.client_id,
-        client_secret=args.client_secret,
-        pool_limit=pool_limit,
+        settings=connection_settings(args, pool_limit=pool_limit),
         mode=mode,  # type: ignore[arg-type]
         timeout=timeout,
     ) as client:
         yield client
 
 
-def check_connection_arguments(args: argparse.Namespace) -> str | None:
-    """A usage problem with the connection flags, or None."""
-    if args.emulator:
-        given = [
-            flag
-            for flag, value in (
-                ("--api-base", args.api_base),
-                ("--api-key", args.api_key),
-                ("--tenant-id", args.tenant_id),
-                ("--client-id", args.client_id),
-                ("--client-secret", args.client_secret),
-            )
-            if value
-        ]
-        if given:
-            return f"--emulator brings its own endpoint and credentials; drop {', '.join(given)}"
-    return None
+def connection_settings(args: argparse.Namespace, *, pool_limit: int = 100) -> Any:
+    """The `ConnectionSettings` the connection flags (and the environment) describe. Raises
+    `ConfigurationError` for a bad --api-base or missing credentials."""
+    from agentrun._settings import ConnectionSettings
+
+    return ConnectionSettings(
+        api_base=args.api_base,
+        allow_insecure_http=getattr(args, "allow_insecure_http", False) or None,
+        api_key=args.api_key,
+        tenant_id=args.tenant_id,
+        client_id=args.client_id,
+        client_secret=args.client_secret,
+        pool_limit=pool_limit,
+    )
 
 
 def describe_error(exc: BaseException) -> tuple[int, str]:
@@ -200,46 +151,6 @@ def describe_error(exc: BaseException) -> tuple[int, str]:
     if isinstance(exc, OSError):
         return EXIT_RUN_FAILED, f"{text}"
     return EXIT_RUN_FAILED, f"unexpected error ({type(exc).__name__}): {text}; please report it"
-
-
-class Interrupt:
-    """Set by the first Ctrl-C (see `sigint_cancels`)."""
-
-    interrupted = False
-
-
-@contextlib.contextmanager
-def sigint_cancels(
-    scope: anyio.CancelScope, on_first: Callable[[], None] | None = None
-) -> Iterator[Interrupt]:
-    """The first SIGINT cancels `scope` (so cleanup runs: remote runs are cancelled, files
-    closed); a second one exits at once with 130."""
-    state = Interrupt()
-    loop = asyncio.get_running_loop()
-
-    def handler() -> None:
-        if state.interrupted:
-            print("agentrun: interrupted again; exiting now", file=sys.stderr, flush=True)
-            os._exit(EXIT_INTERRUPTED)
-        state.interrupted = True
-        if on_first is not None:
-            on_first()
-        scope.cancel()
-
-    installed = False
-    with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
-        loop.add_signal_handler(signal.SIGINT, handler)
-        installed = True
-    try:
-        yield state
-    finally:
-        if installed:
-            loop.remove_signal_handler(signal.SIGINT)
-
-
-def fail(prog: str, code: int, message: str) -> int:
-    print(f"{prog}: {message}", file=sys.stderr, flush=True)
-    return code
 
 
 # -- agentrun run -----------------------------------------------------------------------------

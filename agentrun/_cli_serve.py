@@ -9,18 +9,20 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import logging
 import pathlib
-import signal
 import sys
 
-__all__ = ["configure", "main"]
+from agentrun._cli_common import (
+    EXIT_AUTH_CONFIG,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_RUN_FAILED,
+    EXIT_USAGE,
+    stop_on_signals,
+)
 
-EXIT_OK = 0
-EXIT_FAILED = 1
-EXIT_USAGE = 2
-EXIT_CONFIG = 3
+__all__ = ["configure", "main"]
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -99,7 +101,7 @@ def main(args: argparse.Namespace) -> int:
         config = load_config(args.config)
     except ConfigurationError as exc:
         print(f"agentrun serve: {exc}", file=sys.stderr)
-        return EXIT_CONFIG
+        return EXIT_AUTH_CONFIG
     if args.check:
         names = ", ".join(d.model_name for d in config.deployments)
         print(f"{args.config}: OK, {len(config.deployments)} model(s): {names}")
@@ -107,7 +109,7 @@ def main(args: argparse.Namespace) -> int:
     try:
         return asyncio.run(_serve(config, args))
     except KeyboardInterrupt:  # pragma: no cover - a second Ctrl-C during shutdown
-        return 130
+        return EXIT_INTERRUPTED
 
 
 async def _serve(config: object, args: argparse.Namespace) -> int:
@@ -131,31 +133,24 @@ async def _serve(config: object, args: argparse.Namespace) -> int:
         await server.start()
     except ConfigError as exc:
         print(f"agentrun serve: {exc}", file=sys.stderr)
-        return EXIT_CONFIG
+        return EXIT_AUTH_CONFIG
     except ConfigurationError as exc:
         print(f"agentrun serve: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except OSError as exc:
         print(f"agentrun serve: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
-        return EXIT_FAILED
+        return EXIT_RUN_FAILED
 
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    signals = (signal.SIGTERM, signal.SIGINT)
-    for sig in signals:
-        with contextlib.suppress(NotImplementedError):  # pragma: no cover - Windows
-            loop.add_signal_handler(sig, stop.set)
     names = ", ".join(d.model_name for d in config.deployments)
     auth = "master key required" if config.master_key else "no master key"
-    log.info("serving %s on %s (%s)", names, server.url, auth)
-    print(f"ready: {server.url}", flush=True)
     try:
-        await stop.wait()
-        log.info("signal received: stopping (grace %gs)", args.grace)
+        with stop_on_signals(stop):
+            log.info("serving %s on %s (%s)", names, server.url, auth)
+            print(f"ready: {server.url}", flush=True)
+            await stop.wait()
+            log.info("signal received: stopping (grace %gs)", args.grace)
     finally:
-        for sig in signals:
-            with contextlib.suppress(NotImplementedError):  # pragma: no cover
-                loop.remove_signal_handler(sig)
         await server.stop()
     log.info("stopped")
     return EXIT_OK

@@ -38,7 +38,7 @@ from collections.abc import (
     Sequence,
 )
 from contextlib import asynccontextmanager
-from typing import Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import anyio
 import anyio.abc
@@ -48,7 +48,6 @@ from anyio.streams.memory import MemoryObjectSendStream
 from agentrun import _otel
 from agentrun import _wire as wire
 from agentrun._auth import TokenCache
-from agentrun._credentials import check_api_base, default_api_base, resolve_token_source
 from agentrun._errors import (
     APIConnectionError,
     APIStatusError,
@@ -73,6 +72,7 @@ from agentrun._machine import (
     Sleep,
     State,
 )
+from agentrun._options import Mode, RunOptions
 from agentrun._results import (
     ClientStatistics,
     MapResult,
@@ -87,6 +87,7 @@ from agentrun._results import (
 )
 from agentrun._retry import RetryPolicy, request_id_of
 from agentrun._schedule import PollSchedule
+from agentrun._settings import ConnectionSettings
 from agentrun._sse import SSEDecoder
 from agentrun._transport import (
     BodyChunks,
@@ -95,11 +96,12 @@ from agentrun._transport import (
     Transport,
 )
 
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
 __all__ = ["AsyncClient", "Mode", "RunMap", "RunStream"]
 
 logger = logging.getLogger("agentrun")
-
-Mode = Literal["auto", "stream", "poll"]
 
 
 class _Default(enum.Enum):
@@ -194,12 +196,18 @@ class AsyncClient:
     `api_base` must be `https://`; `http://` is refused (`ConfigurationError`) except on a
     loopback host (the emulator) or with `allow_insecure_http=True` (env
     `AGENTRUN_ALLOW_INSECURE_HTTP=1`), since the bearer token would travel in clear text.
+
+    The connection arguments (`api_base` to `retry_policy`, `env`, `allow_insecure_http`) make
+    a `ConnectionSettings` value, kept as `client.settings`; pass one as `settings=` instead
+    (not both: `ConfigurationError`). `mode`, `timeout` and the telemetry providers are the
+    client's own.
     """
 
     def __init__(
         self,
         api_base: str | None = None,
         *,
+        settings: ConnectionSettings | None = None,
         credential: Any = None,
         api_key: str | None = None,
         tenant_id: str | None = None,
@@ -217,41 +225,38 @@ class AsyncClient:
         meter_provider: Any = None,
         allow_insecure_http: bool | None = None,
     ) -> None:
-        base = api_base or default_api_base(env)
-        if not base:
-            raise ConfigurationError(
-                "no api_base: pass api_base= (https://<resource>.services.ai.azure.com/api/"
-                "projects/<project>) or set AZURE_AI_API_BASE"
-            )
-        # Tokens must not travel in clear text: http:// only on loopback unless allowed.
-        base = check_api_base(base, allow_insecure_http=allow_insecure_http, env=env)
-        if mode not in _MODES:
-            raise ConfigurationError(f"mode must be one of {', '.join(_MODES)}, got {mode!r}")
-        if pool_limit < 1:
-            raise ConfigurationError("pool_limit must be at least 1")
-        _check_timeout(timeout)
-        source = resolve_token_source(
+        settings = ConnectionSettings.given(
+            settings,
+            api_base=api_base,
             credential=credential,
             api_key=api_key,
             tenant_id=tenant_id,
             client_id=client_id,
             client_secret=client_secret,
             authority=authority,
-            verify=verify if not isinstance(verify, ssl.SSLContext) else True,
+            api_version=api_version,
+            verify=verify,
+            pool_limit=pool_limit,
+            retry_policy=retry_policy,
+            allow_insecure_http=allow_insecure_http,
             env=env,
         )
-        self.api_base = base.rstrip("/")
+        if mode not in _MODES:
+            raise ConfigurationError(f"mode must be one of {', '.join(_MODES)}, got {mode!r}")
+        _check_timeout(timeout)
+        self.settings = settings
+        self.api_base = settings.api_base
         self.mode: Mode = mode
         self.timeout = timeout
-        self.pool_limit = pool_limit
-        self._tokens = TokenCache(source)
+        self.pool_limit = settings.pool_limit
+        self._tokens = TokenCache(settings.token_source())
         self._transport = Transport(
             self.api_base,
             token_cache=self._tokens,
-            api_version=api_version,
-            limit=pool_limit,
-            verify=verify,
-            retry_policy=retry_policy or RetryPolicy(),
+            api_version=settings.api_version,
+            limit=settings.pool_limit,
+            verify=settings.service_verify,
+            retry_policy=settings.retry_policy,
         )
         self._telemetry = _otel.Telemetry(
             self.api_base,
@@ -386,7 +391,10 @@ class AsyncClient:
         raise AssertionError("an invocation ended without a result")  # pragma: no cover
 
     def open_stream(
-        self, agent: str, input: str | Sequence[Mapping[str, Any]] = (), **kwargs: Any
+        self,
+        agent: str,
+        input: str | Sequence[Mapping[str, Any]] = (),
+        **kwargs: Unpack[RunOptions],
     ) -> RunStream:
         """Like `stream()`, as a plain async iterator: call `aclose()` if you stop early."""
         kwargs.setdefault("mode", "stream")
@@ -399,7 +407,7 @@ class AsyncClient:
         self,
         agent: str,
         input: str | Sequence[Mapping[str, Any]] = (),
-        **kwargs: Any,
+        **kwargs: Unpack[RunOptions],
     ) -> AsyncIterator[RunStream]:
         """Run like `run()`, yielding events as they arrive.
 

@@ -1,4 +1,4 @@
-"""Credential resolution: the one place that reads credential environment variables.
+"""Credential resolution, and the one place that reads agentrun's environment variables.
 
 `resolve_token_source` turns what the caller passed (and, failing that, the environment) into a
 `TokenSource`, most specific first:
@@ -10,6 +10,20 @@
 5. env `AZURE_AD_TOKEN`.
 
 Secrets are never put in a repr or an error message.
+
+Every environment variable agentrun reads is read here (`environment`, `env_flag`,
+`env_value`), and listed in `ENV_VARIABLES`:
+
+| Variable | Read for |
+|---|---|
+| `AZURE_AI_API_BASE` | the default `api_base` |
+| `AZURE_TENANT_ID`, `AZURE_CLIENT_ID`, `AZURE_CLIENT_SECRET` | a service principal |
+| `AZURE_AUTHORITY_HOST` | the service principal's authority |
+| `AZURE_AD_TOKEN` | a static Entra ID token |
+| `SSL_CERT_FILE`, `REQUESTS_CA_BUNDLE` | the CA bundle behind `verify=True` |
+| `AGENTRUN_ALLOW_INSECURE_HTTP` | allow an `http://` api_base off the loopback |
+| `OTEL_SEMCONV_STABILITY_OPT_IN` | telemetry: the newest GenAI conventions |
+| `OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT` | telemetry: record message texts |
 """
 
 from __future__ import annotations
@@ -28,7 +42,20 @@ from agentrun._auth import (
 )
 from agentrun._errors import ConfigurationError
 
-__all__ = ["ALLOW_INSECURE_HTTP_ENV", "check_api_base", "default_api_base", "resolve_token_source"]
+__all__ = [
+    "ALLOW_INSECURE_HTTP_ENV",
+    "CONNECTION_ENV",
+    "ENV_VARIABLES",
+    "check_api_base",
+    "check_credentials",
+    "default_api_base",
+    "env_flag",
+    "env_value",
+    "environment",
+    "process_environment",
+    "resolve_token_source",
+    "resolve_verify",
+]
 
 #: Set to 1/true/yes to allow an http:// api_base on a host other than the loopback.
 ALLOW_INSECURE_HTTP_ENV = "AGENTRUN_ALLOW_INSECURE_HTTP"
@@ -36,6 +63,72 @@ _TRUE = frozenset({"1", "true", "yes", "on"})
 
 _SP_ARGS = ("tenant_id", "client_id", "client_secret")
 _SP_ENV = ("AZURE_TENANT_ID", "AZURE_CLIENT_ID", "AZURE_CLIENT_SECRET")
+#: CA bundle variables behind `verify=True`, in this order (OpenSSL's, then requests').
+_CA_BUNDLE_ENV = ("SSL_CERT_FILE", "REQUESTS_CA_BUNDLE")
+#: The variables that decide which service, credentials and trust a client gets.
+CONNECTION_ENV = (
+    "AZURE_AI_API_BASE",
+    *_SP_ENV,
+    "AZURE_AUTHORITY_HOST",
+    "AZURE_AD_TOKEN",
+    *_CA_BUNDLE_ENV,
+    ALLOW_INSECURE_HTTP_ENV,
+)
+#: The variables whose values are secrets (never in a repr; compared by digest).
+SECRET_ENV = frozenset({"AZURE_CLIENT_SECRET", "AZURE_AD_TOKEN"})
+#: Every variable agentrun reads (the table in the module docstring and docs/configuration).
+ENV_VARIABLES = (
+    *CONNECTION_ENV,
+    "OTEL_SEMCONV_STABILITY_OPT_IN",
+    "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT",
+)
+
+
+def environment(env: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The connection variables set (non-empty) in `env` (default `os.environ`), by name.
+
+    A snapshot: settings built from it do not change when the environment does later.
+    """
+    source = os.environ if env is None else env
+    out: dict[str, str] = {}
+    for name in CONNECTION_ENV:
+        value = source.get(name)
+        if value is not None and value.strip():
+            out[name] = value
+    return out
+
+
+def process_environment() -> Mapping[str, str]:
+    """The process environment, for a config file's ``os.environ/NAME`` references (the
+    proxy's config names its variables itself; none of agentrun's own are read this way)."""
+    return os.environ
+
+
+def env_value(name: str) -> str | None:
+    """One of `ENV_VARIABLES` from `os.environ`, stripped (None when unset or empty)."""
+    if name not in ENV_VARIABLES:
+        raise KeyError(f"{name} is not a variable agentrun reads")
+    value = os.environ.get(name, "").strip()
+    return value or None
+
+
+def env_flag(name: str) -> bool:
+    """Whether one of `ENV_VARIABLES` is set to 1/true/yes/on (any case)."""
+    return (env_value(name) or "").lower() in _TRUE
+
+
+def resolve_verify(verify: Any, env: Mapping[str, str] | None = None) -> Any:
+    """What `verify` means for the service: True becomes the CA bundle named by
+    `SSL_CERT_FILE` or `REQUESTS_CA_BUNDLE` in `env` (default `os.environ`) when one is set,
+    as for the token endpoint and `acompletion`; anything else is returned as given."""
+    if verify is not True:
+        return verify
+    source = os.environ if env is None else env
+    for name in _CA_BUNDLE_ENV:
+        value = source.get(name, "").strip()
+        if value:
+            return value
+    return True
 
 
 def default_api_base(env: Mapping[str, str] | None = None) -> str | None:
@@ -93,6 +186,54 @@ def check_api_base(
     return base
 
 
+def check_credentials(
+    *,
+    credential: Any = None,
+    api_key: str | None = None,
+    tenant_id: str | None = None,
+    client_id: str | None = None,
+    client_secret: str | None = None,
+    env: Mapping[str, str] | None = None,
+) -> str:
+    """Which credentials these arguments (else `env`, default `os.environ`) select, without
+    building anything: "credential", "api_key", "service_principal", "env_service_principal"
+    or "env_token". Raises `ConfigurationError` for incomplete service-principal arguments
+    or when nothing usable is found."""
+    env = os.environ if env is None else env
+    if credential is not None:
+        return "credential"
+    if api_key is not None:
+        if not api_key.strip():
+            raise ConfigurationError("api_key is empty: pass an Entra ID access token")
+        return "api_key"
+    explicit = {"tenant_id": tenant_id, "client_id": client_id, "client_secret": client_secret}
+    given = [name for name, value in explicit.items() if value]
+    if given:
+        missing = [name for name in _SP_ARGS if not explicit[name]]
+        if missing:
+            raise ConfigurationError(
+                f"incomplete service principal: got {_join(given)} but not {_join(missing)}; "
+                "pass all of tenant_id, client_id and client_secret"
+            )
+        return "service_principal"
+    from_env = {name: env.get(name, "").strip() for name in _SP_ENV}
+    if all(from_env.values()):
+        return "env_service_principal"
+    if env.get("AZURE_AD_TOKEN", "").strip():
+        return "env_token"
+    partial_env = [name for name, value in from_env.items() if value]
+    hint = ""
+    if partial_env:
+        unset = [name for name, value in from_env.items() if not value]
+        hint = f" (the environment has {_join(partial_env)} but not {_join(unset)})"
+    raise ConfigurationError(
+        "no credentials found: pass credential= (an azure-identity async credential), "
+        "api_key= (an Entra ID access token), or tenant_id=, client_id= and client_secret=; "
+        "or set the environment variables AZURE_TENANT_ID, AZURE_CLIENT_ID and "
+        f"AZURE_CLIENT_SECRET, or AZURE_AD_TOKEN{hint}"
+    )
+
+
 def resolve_token_source(
     *,
     credential: Any = None,
@@ -109,64 +250,34 @@ def resolve_token_source(
 
     `authority` (else env `AZURE_AUTHORITY_HOST`) and `verify` (a CA bundle path, or False to
     skip TLS verification) apply to a service-principal credential that agentrun builds.
-    Raises `ConfigurationError` for incomplete service-principal arguments or when nothing
-    usable is found.
+    Raises `ConfigurationError` as `check_credentials` does.
     """
     env = os.environ if env is None else env
-
-    if credential is not None:
+    kind = check_credentials(
+        credential=credential,
+        api_key=api_key,
+        tenant_id=tenant_id,
+        client_id=client_id,
+        client_secret=client_secret,
+        env=env,
+    )
+    if kind == "credential":
         return CredentialTokenSource(credential, scope, owns_credential=False)
-
-    if api_key is not None:
-        if not api_key.strip():
-            raise ConfigurationError("api_key is empty: pass an Entra ID access token")
+    if kind == "api_key":
+        assert api_key is not None
         return StaticTokenSource(api_key.strip())
-
-    explicit = {"tenant_id": tenant_id, "client_id": client_id, "client_secret": client_secret}
-    given = [name for name, value in explicit.items() if value]
-    if given:
-        missing = [name for name in _SP_ARGS if not explicit[name]]
-        if missing:
-            raise ConfigurationError(
-                f"incomplete service principal: got {_join(given)} but not {_join(missing)}; "
-                "pass all of tenant_id, client_id and client_secret"
-            )
-        return _service_principal(
-            tenant_id or "",
-            client_id or "",
-            client_secret or "",
-            authority=authority or env.get("AZURE_AUTHORITY_HOST") or None,
-            verify=verify,
-            scope=scope,
-            env=env,
-        )
-
-    from_env = {name: env.get(name, "").strip() for name in _SP_ENV}
-    if all(from_env.values()):
-        return _service_principal(
-            from_env["AZURE_TENANT_ID"],
-            from_env["AZURE_CLIENT_ID"],
-            from_env["AZURE_CLIENT_SECRET"],
-            authority=authority or env.get("AZURE_AUTHORITY_HOST") or None,
-            verify=verify,
-            scope=scope,
-            env=env,
-        )
-
-    token = env.get("AZURE_AD_TOKEN", "").strip()
-    if token:
-        return StaticTokenSource(token)
-
-    partial_env = [name for name, value in from_env.items() if value]
-    hint = ""
-    if partial_env:
-        unset = [name for name, value in from_env.items() if not value]
-        hint = f" (the environment has {_join(partial_env)} but not {_join(unset)})"
-    raise ConfigurationError(
-        "no credentials found: pass credential= (an azure-identity async credential), "
-        "api_key= (an Entra ID access token), or tenant_id=, client_id= and client_secret=; "
-        "or set the environment variables AZURE_TENANT_ID, AZURE_CLIENT_ID and "
-        f"AZURE_CLIENT_SECRET, or AZURE_AD_TOKEN{hint}"
+    if kind == "env_token":
+        return StaticTokenSource(env.get("AZURE_AD_TOKEN", "").strip())
+    if kind == "service_principal":
+        ids = (tenant_id or "", client_id or "", client_secret or "")
+    else:
+        ids = tuple(env.get(name, "").strip() for name in _SP_ENV)  # type: ignore[assignment]
+    return _service_principal(
+        *ids,
+        authority=authority or env.get("AZURE_AUTHORITY_HOST") or None,
+        verify=verify,
+        scope=scope,
+        env=env,
     )
 
 
@@ -195,8 +306,8 @@ def _service_principal(
     else:
         # azure-identity's aiohttp transport trusts what aiohttp loaded at import time, so a CA
         # bundle named in the environment later would be ignored: name it explicitly.
-        bundle = env.get("SSL_CERT_FILE") or env.get("REQUESTS_CA_BUNDLE")
-        if bundle:
+        bundle = resolve_verify(True, env)
+        if isinstance(bundle, str):
             kwargs["connection_verify"] = bundle
     try:
         credential = ClientSecretCredential(tenant_id, client_id, client_secret, **kwargs)

@@ -36,12 +36,17 @@ Messages never contain secrets: tokens, keys and client secrets are not passed t
 LiteLLM's exception names are available too (`agentrun.exceptions`, and on `agentrun` itself),
 as the same classes or subclasses: `Timeout` is `APITimeoutError`, `APIError` is `APIError`, and
 so on (see docs/openai-format.md).
+
+`parse_error_body` is the one reader of what an error says: HTTP error bodies (the Agents API,
+the Responses API, gateways), OAuth token-endpoint errors, and stream `error` events.
 """
 
 from __future__ import annotations
 
+import json as _json
+import re
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 __all__ = [
     "APIConnectionError",
@@ -57,6 +62,7 @@ __all__ = [
     "ConfigurationError",
     "ConflictError",
     "ContextWindowExceededError",
+    "ErrorBody",
     "InternalServerError",
     "LocalProtocolError",
     "NotFoundError",
@@ -72,6 +78,7 @@ __all__ = [
     "ServiceUnavailableError",
     "UnprocessableEntityError",
     "UnsupportedParamsError",
+    "parse_error_body",
     "status_error_class",
 ]
 
@@ -299,3 +306,106 @@ class RunExpiredError(RunError):
 
 class RunIncompleteError(RunError):
     """The run ended `incomplete` (`code` is the reason, e.g. `max_completion_tokens`)."""
+
+
+# -- what an error body says -------------------------------------------------------------------
+
+#: The longest message kept from an error body (characters; a longer one ends with "…").
+ERROR_TEXT_LIMIT = 500
+
+
+class ErrorBody(NamedTuple):
+    """What an error body said. `message` is never empty when the body was not.
+
+    `details` are the objects of an ``error.details`` list (the Responses API names the
+    offending parameters there); `data` is the JSON object itself, when the body was one.
+    """
+
+    code: str | None
+    message: str
+    param: str | None = None
+    type: str | None = None
+    details: tuple[Mapping[str, Any], ...] = ()
+    data: Mapping[str, Any] | None = None
+
+
+def _loose_str(value: Any) -> str | None:
+    if value is None:
+        return None
+    if type(value) is str:
+        return value
+    if type(value) in (int, float, bool):
+        return _json.dumps(value)
+    return None
+
+
+def _truncate(text: str) -> str:
+    text = text.strip()
+    if len(text) > ERROR_TEXT_LIMIT:
+        return text[:ERROR_TEXT_LIMIT] + "…"
+    return text
+
+
+_HTML_TITLE = re.compile(r"<title[^>]*>(.*?)</title>", re.IGNORECASE | re.DOTALL)
+_HTML_TAG = re.compile(r"<[^>]*>")
+
+
+def _html_summary(text: str) -> str | None:
+    """A gateway's HTML error page (nginx, Azure Front Door; real-service.md section 3, item 9)
+    in one line: its title, e.g. "HTML page from a gateway: 502 Bad Gateway"."""
+    head = text.lstrip()[:15].lower()
+    if not head.startswith(("<html", "<!doctype html")):
+        return None
+    match = _HTML_TITLE.search(text)
+    title = " ".join((match.group(1) if match else _HTML_TAG.sub(" ", text)).split())[:200]
+    return f"HTML page from a gateway: {title}" if title else "an HTML page from a gateway"
+
+
+def parse_error_body(body: bytes | str) -> ErrorBody:
+    """What an error body says. Pure, and never raises: an error path must not fail twice.
+
+    Understands, in this order:
+    ``{"error": {"code", "message", "param", "type", "details"?}}`` (the Agents and Responses
+    APIs, OpenAI; each detail's message, with its param, is appended to the message);
+    ``{"error": "<code>", "error_description": "..."}`` (an OAuth 2.0 token endpoint, RFC 6749
+    section 5.2, as Entra ID sends it); ``{"error": "text"}``; a flat ``{"code", "message"}``
+    (gateways); and anything else as plain text (at most `ERROR_TEXT_LIMIT` characters). The
+    same function reads the data of a stream ``error`` event.
+    """
+    text = body.decode("utf-8", "replace") if isinstance(body, (bytes, bytearray)) else body
+    try:
+        data = _json.loads(text)
+    except (ValueError, RecursionError):
+        return ErrorBody(None, _truncate(_html_summary(text) or text))
+    if type(data) is str:
+        return ErrorBody(None, _truncate(data))
+    if type(data) is not dict:
+        return ErrorBody(None, _truncate(text))
+    err = data.get("error")
+    if type(err) is str:
+        description = data.get("error_description")
+        if type(description) is str and description.strip():
+            return ErrorBody(err, _truncate(description), data=data)
+        return ErrorBody(_loose_str(data.get("code")), _truncate(err), data=data)
+    d = err if type(err) is dict else data
+    message = _loose_str(d.get("message"))
+    if message is None and d is not data:
+        message = _loose_str(data.get("message"))
+    message = _truncate(message) if message else _truncate(text)
+    raw_details = d.get("details")
+    details = tuple(x for x in raw_details if type(x) is dict) if type(raw_details) is list else ()
+    extra = [
+        f"{x.get('param')}: {x.get('message')}" if x.get("param") else str(x.get("message"))
+        for x in details
+        if _loose_str(x.get("message"))
+    ]
+    if extra:
+        message = f"{message} ({'; '.join(extra)})"[: 2 * ERROR_TEXT_LIMIT]
+    return ErrorBody(
+        _loose_str(d.get("code")),
+        message,
+        _loose_str(d.get("param")),
+        _loose_str(d.get("type")),
+        details,
+        data,
+    )

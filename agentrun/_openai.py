@@ -4,8 +4,8 @@ In: a chat request (`model="azure_ai/agents/<agent id>"`, `messages`, OpenAI par
 one `AsyncClient` invocation. Out: its `RunResult` becomes a `chat.completion` object, and its
 stream events become `chat.completion.chunk` objects.
 
-Module-level calls share clients through a registry keyed by event loop, endpoint and
-credentials, so their connection pool and token cache are shared across calls.
+Module-level calls share clients through a registry keyed by event loop and
+`ConnectionSettings`, so their connection pool and token cache are shared across calls.
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import hashlib
 import json
 import os
 import re
@@ -23,7 +22,6 @@ from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from typing import Any
 
 from agentrun._client import AsyncClient, RunStream
-from agentrun._credentials import check_api_base, default_api_base
 from agentrun._errors import (
     BadRequestError,
     ConfigurationError,
@@ -33,6 +31,7 @@ from agentrun._errors import (
 from agentrun._machine import State
 from agentrun._results import RunFinished, RunResult, StateChanged, TextDelta, ToolCallDelta
 from agentrun._retry import RetryPolicy
+from agentrun._settings import ConnectionSettings
 from agentrun._wire import TEXT_PART_SEPARATOR
 
 __all__ = [
@@ -257,6 +256,8 @@ class _Request:
     """A chat request translated into one `AsyncClient` invocation's arguments."""
 
     def __init__(self) -> None:
+        self.agent = ""
+        self.model = ""
         self.input: list[dict[str, Any]] = []
         self.options: dict[str, Any] = {}
         self.tool_outputs: dict[str, str] = {}
@@ -792,6 +793,13 @@ class CompletionStream:
         self.result = result
         if not self._sent_role:
             self._queue.append(self._chunk(self._role_first({"content": ""})))
+        if not self._tool_index:
+            # Function calls that arrived without deltas (a polled run, a stream finished by
+            # polling): one chunk carries them whole, as OpenAI's first tool-call delta would.
+            whole = [dict(call, index=i) for i, call in enumerate(_tool_calls_json(result))]
+            if whole:
+                self._tool_index = {i: i for i in range(len(whole))}
+                self._queue.append(self._chunk({"tool_calls": whole}))
         delta: dict[str, Any] = {}
         _agent_extras(result, delta)
         self._queue.append(self._chunk(delta, finish_reason=_finish_reason(result)))
@@ -800,6 +808,68 @@ class CompletionStream:
             _TOOL_CALLS.remember(result.thread_id, calls)
         if self._include_usage:
             self._queue.append(self._chunk(None, usage=_usage_json(result)))
+
+
+def map_chat(
+    *,
+    model: str,
+    messages: Any,
+    thread_id: str | None = None,
+    instructions: str | None = None,
+    stream_options: Any = None,
+    drop_params: bool = False,
+    **params: Any,
+) -> _Request:
+    """A chat request as one invocation's arguments: the one OpenAI -> run mapping (used by
+    `acompletion`, `chat`, the proxy and, through `chat`, the batch runner). Raises
+    `ConfigurationError`, `BadRequestError` or `UnsupportedParamsError` for what cannot be
+    sent; sends nothing."""
+    agent = parse_model(model)
+    thread_id, instructions, params = _with_extra_body(thread_id, instructions, params)
+    req = _map_request(
+        messages,
+        thread_id=thread_id,
+        instructions=instructions,
+        drop_params=drop_params,
+        stream_options=stream_options,
+        params=params,
+    )
+    req.agent = agent
+    req.model = model
+    return req
+
+
+async def run_chat(
+    client: AsyncClient,
+    req: _Request,
+    *,
+    stream: bool = False,
+    timeout: float | None = None,
+    mode: Any = None,
+    response_model: str | None = None,
+) -> ChatCompletion | CompletionStream:
+    """Run a request `map_chat` made through `client`: a `ChatCompletion`, or with `stream`
+    a `CompletionStream`. `response_model` is the model name to report (default the
+    request's)."""
+    kwargs: dict[str, Any] = dict(req.options)
+    if req.tool_outputs:
+        kwargs["tool_outputs"] = req.tool_outputs
+    if timeout is not None:
+        kwargs["timeout"] = timeout
+    name = response_model or req.model
+    if stream:
+        kwargs.setdefault("mode", mode or "stream")
+        events = client.open_stream(req.agent, req.input, thread_id=req.thread_id, **kwargs)
+        return CompletionStream(events, name, req.include_usage)
+    if mode is not None:
+        kwargs["mode"] = mode
+    try:
+        result = await client.run(req.agent, req.input, thread_id=req.thread_id, **kwargs)
+    except RunIncompleteError as exc:
+        if not isinstance(exc.result, RunResult):
+            raise
+        result = exc.result
+    return completion_from_result(result, name)
 
 
 async def chat(
@@ -817,38 +887,21 @@ async def chat(
     response_model: str | None = None,
     **params: Any,
 ) -> ChatCompletion | CompletionStream:
-    """One chat completion through `client` (the building block of `acompletion`, the proxy
-    and the batch runner). `response_model` is the model name to report (default `model`)."""
-    agent = parse_model(model)
-    thread_id, instructions, params = _with_extra_body(thread_id, instructions, params)
-    req = _map_request(
-        messages,
+    """One chat completion through `client` (the building block of the proxy and the batch
+    runner): `map_chat`, then `run_chat`. `response_model` is the model name to report
+    (default `model`)."""
+    req = map_chat(
+        model=model,
+        messages=messages,
         thread_id=thread_id,
         instructions=instructions,
-        drop_params=drop_params,
         stream_options=stream_options,
-        params=params,
+        drop_params=drop_params,
+        **params,
     )
-    thread = req.thread_id
-    kwargs: dict[str, Any] = dict(req.options)
-    if req.tool_outputs:
-        kwargs["tool_outputs"] = req.tool_outputs
-    if timeout is not None:
-        kwargs["timeout"] = timeout
-    name = response_model or model
-    if stream:
-        kwargs.setdefault("mode", mode or "stream")
-        events = client.open_stream(agent, req.input, thread_id=thread, **kwargs)
-        return CompletionStream(events, name, req.include_usage)
-    if mode is not None:
-        kwargs["mode"] = mode
-    try:
-        result = await client.run(agent, req.input, thread_id=thread, **kwargs)
-    except RunIncompleteError as exc:
-        if not isinstance(exc.result, RunResult):
-            raise
-        result = exc.result
-    return completion_from_result(result, name)
+    return await run_chat(
+        client, req, stream=stream, timeout=timeout, mode=mode, response_model=response_model
+    )
 
 
 # -- the client registry ---------------------------------------------------------------------
@@ -859,7 +912,7 @@ class _LoopClients:
     when the loop shuts its async generators down (`asyncio.run` does, at its end)."""
 
     def __init__(self) -> None:
-        self.clients: dict[tuple[Any, ...], AsyncClient] = {}
+        self.clients: dict[ConnectionSettings, AsyncClient] = {}
         self.closer: AsyncGenerator[None, None] | None = None
 
 
@@ -870,7 +923,7 @@ class _Registry:
         self._lock = threading.Lock()
         self._by_loop: dict[asyncio.AbstractEventLoop, _LoopClients] = {}
 
-    def get(self, key: tuple[Any, ...], make: Callable[[], AsyncClient]) -> AsyncClient:
+    def get(self, key: ConnectionSettings, make: Callable[[], AsyncClient]) -> AsyncClient:
         loop = asyncio.get_running_loop()
         with self._lock:
             entry = self._by_loop.get(loop)
@@ -931,28 +984,6 @@ class _Registry:
 
 _REGISTRY = _Registry()
 
-#: Environment variables whose values select the credentials (and trust) a client gets.
-_ENV_KEYS = ("AZURE_TENANT_ID", "AZURE_CLIENT_ID", "AZURE_AUTHORITY_HOST")
-_ENV_SECRET_KEYS = ("AZURE_CLIENT_SECRET", "AZURE_AD_TOKEN")
-#: CA bundle variables honoured for module-level calls, in this order.
-_CA_BUNDLE_ENV = ("SSL_CERT_FILE", "REQUESTS_CA_BUNDLE")
-
-
-def _secret_key(value: str | None) -> str | None:
-    # Key on a digest, so the registry never holds a second copy of a secret in plain text.
-    if value is None:
-        return None
-    return hashlib.sha256(value.encode()).hexdigest()
-
-
-def _env_verify() -> bool | str:
-    """A CA bundle named by SSL_CERT_FILE or REQUESTS_CA_BUNDLE, else True (system trust)."""
-    for name in _CA_BUNDLE_ENV:
-        value = os.environ.get(name, "").strip()
-        if value:
-            return value
-    return True
-
 
 def get_client(
     *,
@@ -967,59 +998,39 @@ def get_client(
     authority: str | None = None,
     max_retries: int | None = None,
     allow_insecure_http: bool | None = None,
+    settings: ConnectionSettings | None = None,
 ) -> AsyncClient:
     """The shared client of the running event loop for these endpoint and credentials.
 
-    Arguments left out come from the environment, as for `AsyncClient`; `verify=None` means a
-    CA bundle named by `SSL_CERT_FILE` or `REQUESTS_CA_BUNDLE`, else the system's trust store
-    (it applies to the service and to the token endpoint of a service principal).
-    `max_retries` (None: the default policy, 3) is how many times one failed request may be
-    retried. An `http://` api_base is refused (`ConfigurationError`) unless its host is the
-    loopback or `allow_insecure_http` (env `AGENTRUN_ALLOW_INSECURE_HTTP=1`) allows it.
-    Clients are closed by `aclose_clients()`, or when the event loop's `asyncio.run` ends.
+    The arguments make a `ConnectionSettings` (or pass `settings=` alone), which is the key
+    clients are shared under. Arguments left out come from the environment, as for
+    `AsyncClient`; `verify=None` (or True) means a CA bundle named by `SSL_CERT_FILE` or
+    `REQUESTS_CA_BUNDLE`, else the system's trust store (it applies to the service and to the
+    token endpoint of a service principal). `max_retries` (None: the default policy, 3) is how
+    many times one failed request may be retried. An `http://` api_base is refused
+    (`ConfigurationError`) unless its host is the loopback or `allow_insecure_http` (env
+    `AGENTRUN_ALLOW_INSECURE_HTTP=1`) allows it. Clients are closed by `aclose_clients()`, or
+    when the event loop's `asyncio.run` ends.
     """
-    base = (api_base or default_api_base() or "").rstrip("/")
-    if base:
-        base = check_api_base(base, allow_insecure_http=allow_insecure_http)
     if max_retries is not None and (
         isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0
     ):
         raise ConfigurationError(f"max_retries must be a whole number >= 0, got {max_retries!r}")
-    if verify is None:
-        verify = _env_verify()
-    key = (
-        base,
-        _secret_key(api_key),
-        tenant_id,
-        client_id,
-        _secret_key(client_secret),
-        api_version or "v1",
-        id(credential) if credential is not None else None,
-        verify if isinstance(verify, (bool, str)) else id(verify),
-        authority,
-        max_retries,
-        # Credentials from the environment: a changed environment gets its own client.
-        tuple(os.environ.get(name) for name in _ENV_KEYS),
-        tuple(_secret_key(os.environ.get(name)) for name in _ENV_SECRET_KEYS),
-    )
-
-    def make() -> AsyncClient:
-        return AsyncClient(
-            base or None,
+    if settings is None:
+        settings = ConnectionSettings(
+            api_base=api_base or None,
             api_key=api_key,
             tenant_id=tenant_id,
             client_id=client_id,
             client_secret=client_secret,
             api_version=api_version or "v1",
             credential=credential,
-            verify=verify,
+            verify=True if verify is None else verify,
             authority=authority,
             retry_policy=None if max_retries is None else RetryPolicy(max_attempts=max_retries + 1),
-            # `base` passed the same check above, for this call.
             allow_insecure_http=allow_insecure_http,
         )
-
-    return _REGISTRY.get(key, make)
+    return _REGISTRY.get(settings, lambda: AsyncClient(settings=settings))
 
 
 async def aclose_clients() -> None:
@@ -1190,16 +1201,15 @@ async def acompletion(
         verify = ssl_verify
     retries = max_retries if max_retries is not None else num_retries
     _check_extra_headers(extra_headers)
-    # Validate before anything is opened: a bad call must not cost a connection.
-    parse_model(model)
-    checked = _with_extra_body(thread_id, instructions, params)
-    req = _map_request(
-        messages,
-        thread_id=checked[0],
-        instructions=checked[1],
-        drop_params=drop_params,
+    # Validate (and map, once) before anything is opened: a bad call must not cost a connection.
+    req = map_chat(
+        model=model,
+        messages=messages,
+        thread_id=thread_id,
+        instructions=instructions,
         stream_options=stream_options,
-        params=checked[2],
+        drop_params=drop_params,
+        **params,
     )
     if mock_response is not None:
         if isinstance(mock_response, BaseException):
@@ -1223,15 +1233,4 @@ async def acompletion(
         max_retries=retries,
         allow_insecure_http=allow_insecure_http,
     )
-    return await chat(
-        client,
-        model=model,
-        messages=messages,
-        thread_id=thread_id,
-        instructions=instructions,
-        stream=stream,
-        stream_options=stream_options,
-        timeout=timeout,
-        drop_params=drop_params,
-        **params,
-    )
+    return await run_chat(client, req, stream=stream, timeout=timeout)

@@ -31,13 +31,13 @@ import contextlib
 import contextvars
 import json
 import logging
-import os
 import time
 import urllib.parse
 import weakref
 from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
+from agentrun._credentials import env_flag, env_value
 from agentrun._retry import request_id_of
 
 if TYPE_CHECKING:
@@ -138,10 +138,6 @@ def route_template(path: str) -> str:
 
 def _request_id(headers: Mapping[str, str] | None) -> str | None:
     return request_id_of(headers) if headers else None
-
-
-def _truthy(value: str | None) -> bool:
-    return (value or "").strip().lower() in ("1", "true", "yes", "on")
 
 
 def _enabled_tracer_provider(given: TracerProvider | None) -> TracerProvider | None:
@@ -342,9 +338,9 @@ class Observer:
         messages: Sequence[Any],
         model: str | None,
     ) -> None:
-        opt_in = {v.strip() for v in os.environ.get(OPT_IN_ENV, "").split(",")}
+        opt_in = {v.strip() for v in (env_value(OPT_IN_ENV) or "").split(",")}
         self.latest = "gen_ai_latest_experimental" in opt_in
-        self.capture = _truthy(os.environ.get(CAPTURE_ENV))
+        self.capture = env_flag(CAPTURE_ENV)
         self.telemetry = telemetry
         self.tracer = tracer
         self.inst = inst

@@ -58,6 +58,7 @@ from agentrun._errors import (
 from agentrun._openai import ChatCompletion, CompletionStream, chat
 from agentrun._proxy_config import ConfigError, Deployment, ProxyConfig
 from agentrun._retry import RetryPolicy
+from agentrun._settings import ConnectionSettings
 
 __all__ = ["THREAD_HEADER", "ErrorInfo", "ProxyServer", "error_for", "is_loopback"]
 
@@ -506,7 +507,7 @@ class ProxyServer:
         self._telemetry = {"tracer_provider": tracer_provider, "meter_provider": meter_provider}
         self.draining = False
         self.created = int(time.time())
-        self._clients: dict[tuple[Any, ...], AsyncClient] = {}
+        self._clients: dict[ConnectionSettings, AsyncClient] = {}
         self._by_name: dict[str, tuple[Deployment, AsyncClient]] = {}
         self._runner: web.AppRunner | None = None
         self._active = 0
@@ -637,42 +638,31 @@ class ProxyServer:
             conn.transport.close()
 
     def _make_clients(self) -> None:
+        # Deployments with equal connection settings share one client (pool, token cache).
         for d in self.config.deployments:
-            key = (
-                d.api_base,
-                d.api_key,
-                d.tenant_id,
-                d.client_id,
-                d.client_secret,
-                d.api_version,
-                d.verify,
-                d.authority,
-                d.max_retries,
-                d.pool_limit,
-            )
-            client = self._clients.get(key)
-            if client is None:
-                kwargs: dict[str, Any] = dict(self._telemetry)
-                if d.max_retries is not None:
-                    kwargs["retry_policy"] = RetryPolicy(max_attempts=d.max_retries + 1)
-                if d.pool_limit is not None:
-                    kwargs["pool_limit"] = d.pool_limit
-                try:
-                    client = AsyncClient(
-                        d.api_base,
-                        api_key=d.api_key,
-                        tenant_id=d.tenant_id,
-                        client_id=d.client_id,
-                        client_secret=d.client_secret,
-                        authority=d.authority,
-                        api_version=d.api_version or "v1",
-                        verify=d.verify,
-                        allow_insecure_http=d.allow_insecure_http,
-                        **kwargs,
+            try:
+                settings = ConnectionSettings(
+                    api_base=d.api_base,
+                    api_key=d.api_key,
+                    tenant_id=d.tenant_id,
+                    client_id=d.client_id,
+                    client_secret=d.client_secret,
+                    authority=d.authority,
+                    api_version=d.api_version or "v1",
+                    verify=d.verify,
+                    pool_limit=100 if d.pool_limit is None else d.pool_limit,
+                    retry_policy=None
+                    if d.max_retries is None
+                    else RetryPolicy(max_attempts=d.max_retries + 1),
+                    allow_insecure_http=d.allow_insecure_http,
+                )
+                client = self._clients.get(settings)
+                if client is None:
+                    client = self._clients[settings] = AsyncClient(
+                        settings=settings, **self._telemetry
                     )
-                except ConfigurationError as exc:
-                    raise ConfigError(f"{d.where()}: {exc}") from None
-                self._clients[key] = client
+            except ConfigurationError as exc:
+                raise ConfigError(f"{d.where()}: {exc}") from None
             self._by_name[d.model_name] = (d, client)
 
     async def _close_clients(self) -> None:

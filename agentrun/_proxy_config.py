@@ -32,7 +32,7 @@ from typing import Any
 import attrs
 import yaml
 
-from agentrun._credentials import check_api_base, default_api_base
+from agentrun._credentials import check_api_base, default_api_base, process_environment
 from agentrun._errors import ConfigurationError
 from agentrun._openai import parse_model
 
@@ -154,7 +154,7 @@ def parse_config(
 ) -> ProxyConfig:
     """Validate config text (see `load_config`). Relative `verify` paths are resolved against
     `base_dir` (default: the working directory)."""
-    reader = _Reader(source, os.environ if env is None else env, base_dir)
+    reader = _Reader(source, process_environment() if env is None else env, base_dir)
     config = reader.read(text)
     for warning in config.warnings:
         logger.warning("%s", warning)

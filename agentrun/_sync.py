@@ -23,7 +23,7 @@ import warnings
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from types import TracebackType
-from typing import Any, Generic, Literal, Protocol, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Generic, Literal, Protocol, TypeVar, overload
 
 import anyio
 import anyio.abc
@@ -33,8 +33,13 @@ from agentrun import _openai
 from agentrun._client import AsyncClient, Mode, RunStream
 from agentrun._errors import ClientStateError
 from agentrun._openai import ChatCompletion, ChatCompletionChunk, CompletionStream
+from agentrun._options import RunOptions
 from agentrun._results import ClientStatistics, MapResult, RunRequest, RunResult, StreamEvent
 from agentrun._retry import RetryPolicy
+from agentrun._settings import ConnectionSettings
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 __all__ = [
     "Client",
@@ -578,13 +583,15 @@ class Client:
     `close()` and `with Client(...) as client:`. The `AsyncClient` is created on the portal's
     event loop and used only there, so one `Client` can be shared by many threads. Pass
     `portal=` (an `anyio.from_thread.BlockingPortal` you run) to use your own event loop
-    thread instead of agentrun's shared one.
+    thread instead of agentrun's shared one. `settings=` (a `ConnectionSettings`) replaces the
+    connection arguments, as for `AsyncClient`; `client.settings` is the value in use.
     """
 
     def __init__(
         self,
         api_base: str | None = None,
         *,
+        settings: ConnectionSettings | None = None,
         credential: Any = None,
         api_key: str | None = None,
         tenant_id: str | None = None,
@@ -609,6 +616,7 @@ class Client:
         async def make() -> AsyncClient:
             return AsyncClient(
                 api_base,
+                settings=settings,
                 credential=credential,
                 api_key=api_key,
                 tenant_id=tenant_id,
@@ -637,6 +645,11 @@ class Client:
         return self._async.api_base
 
     @property
+    def settings(self) -> ConnectionSettings:
+        """The connection settings in use (`AsyncClient.settings`)."""
+        return self._async.settings
+
+    @property
     def async_client(self) -> AsyncClient:
         """The `AsyncClient` underneath; use it only from coroutines run on the same portal."""
         return self._async
@@ -662,7 +675,10 @@ class Client:
             raise ClientStateError("this Client is closed; create a new one")
 
     def run(
-        self, agent: str, input: str | Sequence[Mapping[str, Any]] = (), **kwargs: Any
+        self,
+        agent: str,
+        input: str | Sequence[Mapping[str, Any]] = (),
+        **kwargs: Unpack[RunOptions],
     ) -> RunResult:
         """Run `agent` on `input` and return its `RunResult` (see `AsyncClient.run` for the
         keyword arguments). Ctrl-C cancels the remote run, then raises KeyboardInterrupt."""
@@ -670,7 +686,10 @@ class Client:
         return self._runner.run(functools.partial(self._async.run, agent, input, **kwargs))
 
     def stream(
-        self, agent: str, input: str | Sequence[Mapping[str, Any]] = (), **kwargs: Any
+        self,
+        agent: str,
+        input: str | Sequence[Mapping[str, Any]] = (),
+        **kwargs: Unpack[RunOptions],
     ) -> SyncRunStream:
         """Run like `run()`, yielding events as they arrive:
 

@@ -41,6 +41,7 @@ from agentrun._errors import (
     ClientStateError,
     ConfigurationError,
     RemoteProtocolError,
+    parse_error_body,
     status_error_class,
 )
 from agentrun._retry import Failure, RetryPolicy, decide, request_id_of, retry_after_seconds
@@ -568,25 +569,10 @@ class Transport:
         run_id: str | None,
     ) -> APIStatusError:
         """The most specific `APIStatusError` for an error response."""
-        code: str | None = None
-        message: str | None = None
-        parsed_body: Mapping[str, Any] | None = None
-        try:
-            parsed = jsonlib.loads(body) if body.strip() else None
-        except ValueError:
-            parsed = None
-        if isinstance(parsed, dict):
-            parsed_body = parsed
-            err = parsed.get("error")
-            if isinstance(err, dict):
-                code = err.get("code") if isinstance(err.get("code"), str) else None
-                message = err.get("message") if isinstance(err.get("message"), str) else None
-            elif isinstance(err, str):  # OAuth style: {"error": code, "error_description": ...}
-                code = err
-                description = parsed.get("error_description")
-                message = description if isinstance(description, str) else None
-        if message is None and parsed is None and body.strip():
-            message = body[:200].decode("utf-8", "replace").strip()
+        info = parse_error_body(body) if body.strip() else None
+        code = info.code if info else None
+        message = info.message if info and info.message != code else None
+        parsed_body = info.data if info else None
         text = f"{method} {path}: HTTP {status}"
         if code:
             text += f" {code}"

@@ -28,6 +28,7 @@ from urllib.parse import quote
 import attrs
 
 from agentrun._errors import ConfigurationError, RemoteProtocolError
+from agentrun._errors import parse_error_body as _parse_error_body
 from agentrun._sse import SSEEvent
 
 __all__ = [
@@ -123,7 +124,6 @@ _MESSAGE_EVENTS = frozenset(
 #: should insert the same separator when the part index changes.
 TEXT_PART_SEPARATOR = "\n\n"
 
-_ERROR_TEXT_LIMIT = 500
 
 _T = TypeVar("_T")
 
@@ -756,52 +756,9 @@ def parse_deleted(data: Any) -> Deleted:
     return Deleted(_str(d, "id", where), deleted)
 
 
-def _loose_str(value: Any) -> str | None:
-    if value is None:
-        return None
-    if type(value) is str:
-        return value
-    if type(value) in (int, float, bool):
-        return _json.dumps(value)
-    return None
-
-
-def _truncate(text: str) -> str:
-    text = text.strip()
-    if len(text) > _ERROR_TEXT_LIMIT:
-        return text[:_ERROR_TEXT_LIMIT] + "…"
-    return text
-
-
 def parse_error_body(body: bytes) -> ErrorInfo:
-    """What an HTTP error response says. Never raises: an error path must not fail twice.
-
-    Understands ``{"error": {"code", "message", "param", "type"}}`` (the Agents API),
-    ``{"error": "text"}``, a flat ``{"code", "message"}`` (gateways), and anything else as
-    plain text (truncated to 500 characters).
-    """
-    text = body.decode("utf-8", "replace")
-    try:
-        data = _json.loads(text)
-    except (ValueError, RecursionError):
-        return ErrorInfo(None, _truncate(text), None, None)
-    if type(data) is dict:
-        err = data.get("error")
-        if type(err) is str:
-            return ErrorInfo(_loose_str(data.get("code")), _truncate(err), None, None)
-        d = err if type(err) is dict else data
-        message = _loose_str(d.get("message"))
-        if message is None and d is not data:
-            message = _loose_str(data.get("message"))
-        return ErrorInfo(
-            _loose_str(d.get("code")),
-            _truncate(message) if message else _truncate(text),
-            _loose_str(d.get("param")),
-            _loose_str(d.get("type")),
-        )
-    if type(data) is str:
-        return ErrorInfo(None, _truncate(data), None, None)
-    return ErrorInfo(None, _truncate(text), None, None)
+    """What an HTTP error response says (`agentrun._errors.parse_error_body`). Never raises."""
+    return ErrorInfo(*_parse_error_body(body)[:4])
 
 
 # --------------------------------------------------------------------------------------------

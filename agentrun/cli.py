@@ -12,6 +12,26 @@ import importlib
 import sys
 from collections.abc import Sequence
 
+# The exit codes live with the other shared CLI pieces; re-exported here for callers of old.
+from agentrun._cli_common import (
+    EXIT_AUTH_CONFIG as EXIT_AUTH_CONFIG,
+)
+from agentrun._cli_common import (
+    EXIT_BROKEN_PIPE as EXIT_BROKEN_PIPE,
+)
+from agentrun._cli_common import (
+    EXIT_INTERRUPTED as EXIT_INTERRUPTED,
+)
+from agentrun._cli_common import (
+    EXIT_OK as EXIT_OK,
+)
+from agentrun._cli_common import (
+    EXIT_RUN_FAILED as EXIT_RUN_FAILED,
+)
+from agentrun._cli_common import (
+    EXIT_USAGE as EXIT_USAGE,
+)
+
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "emulator": ("agentrun.emulator._cli", "run the local Agent Service emulator"),
@@ -20,13 +40,6 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("agentrun._demo", "a tour on the embedded emulator: the examples, then a batch"),
     "serve": ("agentrun._cli_serve", "serve agents to OpenAI clients (LiteLLM's config.yaml)"),
 }
-
-EXIT_OK = 0
-EXIT_RUN_FAILED = 1
-EXIT_USAGE = 2
-EXIT_AUTH_CONFIG = 3
-EXIT_INTERRUPTED = 130
-EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, what `yes | head` gives: the reader went away
 
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:

@@ -34,6 +34,7 @@ import logging
 import math
 import os
 import pathlib
+import ssl
 import threading
 import time
 import warnings
@@ -76,11 +77,13 @@ from agentrun._batch import (
     success_line,
 )
 from agentrun._client import AsyncClient, Mode
+from agentrun._credentials import environment
 from agentrun._errors import ConfigurationError, RunError
 from agentrun._machine import State
 from agentrun._openai import ChatCompletion, chat
 from agentrun._results import percentile
 from agentrun._retry import RetryPolicy
+from agentrun._settings import ConnectionSettings
 
 __all__ = [
     "RESULT_SCHEMA",
@@ -177,14 +180,48 @@ class ClientSettings:
         ``AZURE_CLIENT_ID``, ``AZURE_CLIENT_SECRET``, ``AZURE_AUTHORITY_HOST`` and
         ``AZURE_AD_TOKEN`` (from `environ`, default `os.environ`) to the actors; `kwargs`
         are the other fields."""
-        source = os.environ if environ is None else environ
-        env = {name: source[name] for name in _ENV_NAMES if source.get(name)}
+        found = environment(environ)
+        env = {name: found[name] for name in _ENV_NAMES if name in found}
         return cls(env=env, **kwargs)
 
-    def build(self) -> AsyncClient:
-        """A new `AsyncClient` (call it on the event loop that will use it; close it)."""
-        return AsyncClient(
-            self.api_base,
+    @classmethod
+    def from_settings(
+        cls,
+        settings: ConnectionSettings,
+        *,
+        mode: Mode = "auto",
+        timeout: float | None = 600.0,
+    ) -> ClientSettings:
+        """The picklable form of `settings` (which must hold no `credential` object nor
+        `ssl.SSLContext`: actors build their own), with the client's `mode` and `timeout`.
+        Its environment snapshot travels too. Raises `ConfigurationError` otherwise."""
+        if settings.credential is not None or isinstance(settings.verify, ssl.SSLContext):
+            raise ConfigurationError(
+                "ClientSettings carry plain values to Ray actors: use api_key or a service "
+                "principal instead of credential=, and a CA bundle path instead of an SSLContext"
+            )
+        return cls(
+            api_base=settings.api_base,
+            api_key=settings.api_key,
+            tenant_id=settings.tenant_id,
+            client_id=settings.client_id,
+            client_secret=settings.client_secret,
+            authority=settings.authority,
+            api_version=settings.api_version,
+            verify=settings.verify,
+            pool_limit=settings.pool_limit,
+            mode=mode,
+            timeout=timeout,
+            retry_policy=settings.retry_policy,
+            env=settings.environ,
+        )
+
+    def connection_settings(self) -> ConnectionSettings:
+        """The `ConnectionSettings` these describe, resolved where this is called (on an
+        actor: from its environment, unless `env` carries the driver's). Raises
+        `ConfigurationError` for a bad api_base or missing credentials."""
+        return ConnectionSettings(
+            api_base=self.api_base,
             api_key=self.api_key,
             tenant_id=self.tenant_id,
             client_id=self.client_id,
@@ -193,10 +230,14 @@ class ClientSettings:
             api_version=self.api_version,
             verify=self.verify,
             pool_limit=self.pool_limit,
-            mode=self.mode,
-            timeout=self.timeout,
             retry_policy=self.retry_policy,
             env=self.env,
+        )
+
+    def build(self) -> AsyncClient:
+        """A new `AsyncClient` (call it on the event loop that will use it; close it)."""
+        return AsyncClient(
+            settings=self.connection_settings(), mode=self.mode, timeout=self.timeout
         )
 
     def check(self) -> None:

@@ -544,8 +544,9 @@ def test_parse_model() -> None:
 
 
 def test_reprs_hold_no_secrets() -> None:
-    """A shared client's registry key holds digests, not the secrets themselves."""
-    assert _openai._secret_key("s3cret") != "s3cret"
+    """A shared client's registry key (its ConnectionSettings) shows no secret in its repr."""
+    key = agentrun.ConnectionSettings(api_base="https://x.example", api_key="s3cret", env={})
+    assert "s3cret" not in repr(key)
     resp = _openai.completion_from_result(_result_with_annotations(), MODEL)
     assert "ChatCompletion(" in repr(resp) and "thread_1" in repr(resp)
 

@@ -26,7 +26,7 @@ import pyarrow.parquet as pq
 import pytest
 import ray
 
-from agentrun import ConfigurationError
+from agentrun import ConfigurationError, ConnectionSettings
 from agentrun import ray as agentrun_ray
 from agentrun.emulator import Emulator, EmulatorSettings, FaultRule, Timing
 
@@ -91,6 +91,19 @@ def test_client_settings_pickle_and_hide_secrets() -> None:
     assert env.env == {"AZURE_AD_TOKEN": "tok-3"} and "tok-3" not in repr(env)
     with pytest.raises(ConfigurationError, match="mode"):
         agentrun_ray.ClientSettings("http://127.0.0.1:1", mode="fast")  # type: ignore[arg-type]
+
+
+def test_client_settings_carry_a_connection_settings_value() -> None:
+    """ClientSettings made from a ConnectionSettings give back an equal value (built where
+    called, with the snapshot of the environment carried along), and refuse what cannot
+    travel to an actor (a credential object)."""
+    conn = ConnectionSettings(
+        api_base="http://127.0.0.1:1/api/projects/p", api_key="k", pool_limit=7, env={}
+    )
+    shipped = pickle.loads(pickle.dumps(agentrun_ray.ClientSettings.from_settings(conn)))
+    assert shipped.connection_settings() == conn
+    with pytest.raises(ConfigurationError, match="credential"):
+        agentrun_ray.ClientSettings.from_settings(conn.replace(credential=object()))
 
 
 def test_settings_check_fails_early_even_inside_an_event_loop() -> None:

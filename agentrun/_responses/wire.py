@@ -51,6 +51,7 @@ from agentrun._errors import (
     RemoteProtocolError,
     status_error_class,
 )
+from agentrun._errors import parse_error_body as _parse_error_body
 from agentrun._retry import retry_after_seconds as _retry_after_header_seconds
 from agentrun._sse import SSEEvent
 
@@ -965,49 +966,10 @@ class ErrorInfo:
     details: tuple[Mapping[str, Any], ...] = ()
 
 
-def _loose(value: Any) -> str | None:
-    if value is None:
-        return None
-    if type(value) is str:
-        return value
-    if type(value) in (int, float, bool):
-        return _json.dumps(value)
-    return None
-
-
 def parse_error_body(body: bytes | str) -> ErrorInfo:
-    """Never raises: an error path must not fail twice. Understands the Responses error shape,
-    ``{"error": "text"}``, a flat ``{"code", "message"}``, and anything else as text (first
-    500 characters)."""
-    text = body.decode("utf-8", "replace") if isinstance(body, bytes) else body
-    short = text.strip()[:500]
-    try:
-        data = _json.loads(text)
-    except (ValueError, RecursionError):
-        return ErrorInfo(None, short, None, None)
-    if type(data) is not dict:
-        return ErrorInfo(None, short, None, None)
-    err = data.get("error")
-    if type(err) is str:
-        return ErrorInfo(_loose(data.get("code")), err[:500], None, None)
-    d = err if type(err) is dict else data
-    message = _loose(d.get("message")) or short
-    raw_details = d.get("details")
-    details = tuple(x for x in raw_details if type(x) is dict) if type(raw_details) is list else ()
-    extra = [
-        f"{x.get('param')}: {x.get('message')}" if x.get("param") else str(x.get("message"))
-        for x in details
-        if _loose(x.get("message"))
-    ]
-    if extra:
-        message = f"{message} ({'; '.join(extra)})"
-    return ErrorInfo(
-        _loose(d.get("code")),
-        message[:1000],
-        _loose(d.get("param")),
-        _loose(d.get("type")),
-        details,
-    )
+    """What an error body or stream ``error`` event says (`agentrun._errors.parse_error_body`:
+    the Responses error shape, with its ``details`` in the message). Never raises."""
+    return ErrorInfo(*_parse_error_body(body)[:5])
 
 
 def retry_after_seconds(headers: Mapping[str, str], now_epoch: float | None = None) -> float | None:
@@ -1258,12 +1220,6 @@ def parse_stream_event(ev: SSEEvent) -> StreamEvent | None:
             _str(d, "arguments", where),
         )
     if kind == "error":
-        nested = d.get("error")
-        err: dict[str, Any] = nested if type(nested) is dict else d
-        return StreamError(
-            seq,
-            _loose(err.get("code")),
-            _loose(err.get("message")) or ev.data[:500],
-            _loose(err.get("param")),
-        )
+        info = _parse_error_body(ev.data)
+        return StreamError(seq, info.code, info.message, info.param)
     return UnknownEvent(kind, seq, d)

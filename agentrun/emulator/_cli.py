@@ -9,22 +9,18 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import pathlib
-import signal
 import sys
 from typing import Any
 
 import attrs
 
+from agentrun._cli_common import EXIT_OK, EXIT_RUN_FAILED, EXIT_USAGE, stop_on_signals
+
 from ._server import Emulator
 from ._settings import EmulatorSettings, SettingsError
 
 __all__ = ["configure", "main"]
-
-EXIT_OK = 0
-EXIT_FAILED = 1
-EXIT_USAGE = 2
 
 _TIMING_FLAGS = ("queue_delay", "run_duration", "delta_interval")
 _FAULT_FLAGS = (
@@ -83,13 +79,7 @@ def build_settings(args: argparse.Namespace) -> EmulatorSettings:
 
 async def _serve(emu: Emulator) -> None:
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    installed = []
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(sig, stop.set)
-            installed.append(sig)
-    try:
+    with stop_on_signals(stop):
         async with emu:
             s = emu.settings
             print(f"agentrun emulator: Azure AI Foundry Agent Service at {emu.url}")
@@ -106,9 +96,6 @@ async def _serve(emu: Emulator) -> None:
             print(f"  agents:               {agents}")
             print(f"ready: {emu.endpoint}", flush=True)
             await stop.wait()
-    finally:
-        for sig in installed:
-            loop.remove_signal_handler(sig)
 
 
 def main(args: argparse.Namespace) -> int:
@@ -125,7 +112,7 @@ def main(args: argparse.Namespace) -> int:
         asyncio.run(_serve(emu))
     except OSError as exc:
         print(f"agentrun emulator: cannot serve on {args.host}:{args.port}: {exc}", file=sys.stderr)
-        return EXIT_FAILED
+        return EXIT_RUN_FAILED
     except KeyboardInterrupt:
         return EXIT_OK
     print("agentrun emulator: stopped", flush=True)
