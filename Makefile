@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: test lint typecheck contracts pytest demo bench bench-smoke clean
+.PHONY: test lint typecheck contracts pytest demo bench bench-smoke bench-floor clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -42,3 +42,8 @@ bench: $(STAMP)
 
 bench-smoke: $(STAMP)
 	$(BIN)/python benchmarks/bench.py --smoke
+
+# Issue 15's rows only (floor, agentrun's entry points, openai -> proxy, sync), 3 repetitions
+# at 100 and 1,000, plus cProfile of the measured phase at 1,000 (~10 minutes).
+bench-floor: $(STAMP)
+	$(BIN)/python benchmarks/bench.py --plan floor --reps 3 --cprofile

@@ -3,6 +3,13 @@
     .venv/bin/python benchmarks/bench.py            # the full run (`make bench`)
     .venv/bin/python benchmarks/bench.py --smoke    # agentrun only, 1 and 10 invocations
     .venv/bin/python benchmarks/bench.py --report-only   # re-render docs from latest.json
+    .venv/bin/python benchmarks/bench.py --plan floor --reps 3 --cprofile   # `make bench-floor`
+
+Every CPU figure is also reported as a ratio to the *floor* (runners/run_floor.py: a bare
+aiohttp client, one streaming POST /threads/runs per invocation), measured in the same
+repetition; the 100/1,000 rows run `--reps` times (repetitions outermost) with the machine's
+load recorded beside each row. The openai -> proxy rows start `agentrun serve` in a process of
+its own and measure its CPU apart.
 
 The emulator runs in its own process (`agentrun emulator --tls`, fixed timings); every client
 runs in its own process (runners/), on the same scenarios, one at a time, with the emulator
@@ -75,12 +82,47 @@ class Client:
 
     @property
     def peer(self) -> bool:
-        return self.family != "agentrun"
+        """Runs from .bench-venv (the floor and the openai-via-proxy rows use the project's)."""
+        return self.family in ("litellm", "sdk")
 
 
 CLIENTS = {
     c.name: c
     for c in [
+        Client(
+            "floor",
+            "floor (bare aiohttp)",
+            "floor",
+            "run_floor.py",
+            "stream",
+            streaming=True,
+            continues=False,
+            note="runners/run_floor.py: one streaming POST /threads/runs per invocation on a "
+            "plain aiohttp session (same pool size, CA and token), SSE body read to the end; "
+            "every CPU ratio is to this row of the same repetition",
+        ),
+        Client(
+            "openai-proxy",
+            "openai -> proxy",
+            "proxy",
+            "run_openai_proxy.py",
+            "chat",
+            streaming=False,
+            continues=False,
+            note="openai.AsyncOpenAI().chat.completions.create() against `agentrun serve` "
+            "(plain HTTP on 127.0.0.1), which calls the emulator; the proxy process's CPU is "
+            "measured apart",
+        ),
+        Client(
+            "openai-proxy-stream",
+            "openai -> proxy, stream",
+            "proxy",
+            "run_openai_proxy.py",
+            "chat-stream",
+            streaming=True,
+            continues=False,
+            note="as openai -> proxy, with stream=True, every chunk read",
+        ),
         Client(
             "agentrun-stream",
             "agentrun stream",
@@ -146,15 +188,6 @@ CLIENTS = {
             note="service-principal credentials, no warm-up: all runs race for one token",
         ),
         Client(
-            "agentrun-auto-half",
-            "agentrun auto, half-pool rule",
-            "agentrun",
-            "run_agentrun.py",
-            "auto-half",
-            streaming=False,
-            note="candidate auto rule: stream only while fewer than pool_limit/2 stream",
-        ),
-        Client(
             "agentrun-stream-p1000",
             "agentrun stream, pool 1000",
             "agentrun",
@@ -183,6 +216,27 @@ CLIENTS = {
             streaming=False,
             note="a candidate auto rule, emulated per call: the first pool_limit/2 stream, "
             "the rest poll",
+        ),
+        Client(
+            "agentrun-auto-fit",
+            "agentrun auto, fit-the-pool rule",
+            "agentrun",
+            "run_agentrun.py",
+            "auto-fit",
+            streaming=False,
+            note="the rule proposed in issue 15, emulated per call: stream when all in-flight "
+            "runs fit in the pool (n <= pool_limit), else poll every run",
+        ),
+        Client(
+            "agentrun-stream-nodeadline",
+            "agentrun stream, timeout=None",
+            "agentrun",
+            "run_agentrun.py",
+            "stream",
+            streaming=True,
+            extra={"client_timeout": None},
+            note="as agentrun stream, with AsyncClient(timeout=None): no invocation deadline, "
+            "so no cancel scope with a timer per body chunk (an A/B of that cost)",
         ),
         Client(
             "litellm",
@@ -231,22 +285,56 @@ AGENTRUN_NAMES = (
     "agentrun-poll",
     "agentrun-auto",
     "agentrun-acompletion",
+    "agentrun-acompletion-stream",
     "agentrun-sync",
+)
+# The issue-15 rows: every CPU figure is a ratio to the floor measured in the same repetition.
+FLOOR_NAMES = (
+    "floor",
+    "agentrun-stream",
+    "agentrun-acompletion-stream",
+    "agentrun-acompletion",
+    "agentrun-poll",
+    "agentrun-auto",
+    "agentrun-auto-half",
+    "agentrun-auto-fit",
+    "openai-proxy",
+    "openai-proxy-stream",
 )
 
 
+def floor_plan(
+    reps: int,
+    sizes: tuple[int, ...] = (100, 1000),
+    names: tuple[str, ...] = FLOOR_NAMES,
+    *,
+    sync: bool = True,
+) -> list[tuple[str, str, int, int]]:
+    """(client, kind, n, rep): repetitions outermost, so a change of load hits every client.
+
+    The sync layer runs at 100 only (100 threads, the figure the issue asks for)."""
+    plan = []
+    for rep in range(reps):
+        for n in sizes:
+            for name in names:
+                plan.append((name, "new", n, rep))
+            if n == 100 and sync:
+                plan.append(("agentrun-sync", "new", n, rep))
+    return plan
+
+
 def full_plan() -> list[tuple[str, str, int]]:
-    """(client, kind, n) in the order they run."""
+    """(client, kind, n) in the order they run (one repetition; `--reps` adds the floor plan's)."""
     plan: list[tuple[str, str, int]] = []
     for kind in ("new", "continue"):
         for n in (1, 100, 1000):
-            for name in AGENTRUN_NAMES + PEER_NAMES:
+            for name in ("floor", *AGENTRUN_NAMES, *PEER_NAMES):
                 if kind == "continue" and not CLIENTS[name].continues:
                     continue
                 plan.append((name, kind, n))
     # Pool size: what a pool as large as the batch buys.
     plan += [("agentrun-stream-p1000", "new", 1000), ("agentrun-auto-p1000", "new", 1000)]
-    plan += [("agentrun-auto-half", "new", 1000), ("agentrun-auto-half", "new", 10000)]
+    plan += [("agentrun-auto-half", "new", 10000)]
     # Ten thousand at once, in every mode and entry point: agentrun only (the peers would take
     # minutes and open thousands of connections). Every call must end with its answer: with a
     # pool of 100 a streamed run holds a connection for its whole life, so 10,000 streams take
@@ -265,11 +353,10 @@ def full_plan() -> list[tuple[str, str, int]]:
 
 def smoke_plan() -> list[tuple[str, str, int]]:
     """Small and quick (< 60 s): every agentrun variant once, both kinds of thread."""
-    plan = [("agentrun-auto", "new", 1)]
+    plan = [("agentrun-auto", "new", 1), ("floor", "new", 10)]
     plan += [(name, "new", 10) for name in AGENTRUN_NAMES]
     plan += [("agentrun-stream", "continue", 10), ("agentrun-poll", "continue", 10)]
     plan.append(("agentrun-sp", "new", 10))
-    plan.append(("agentrun-acompletion-stream", "new", 10))
     return plan
 
 
@@ -411,6 +498,70 @@ class Emulator:
         self.log.close()
 
 
+class Proxy:
+    """`agentrun serve` in a child process: one model, `bench`, whose api_base is the emulator.
+
+    Plain HTTP on 127.0.0.1 towards the openai client; towards the emulator the same TLS, CA,
+    static token and pool size as every other client. Its CPU is read from /proc like the
+    emulator's, so the harness can put it beside the openai client's own."""
+
+    def __init__(self, emu: Emulator, workdir: pathlib.Path) -> None:
+        cfg = workdir / "proxy.yaml"
+        cfg.write_text(
+            "model_list:\n"
+            "  - model_name: bench\n"
+            "    litellm_params:\n"
+            f"      model: azure_ai/agents/{AGENT}\n"
+            f"      api_base: {emu.endpoint}\n"
+            f"      api_key: {emu.api_key}\n"
+            f"      verify: {emu.ca_path}\n"
+            f"      pool_limit: {POOL_LIMIT}\n"
+        )
+        cmd = [sys.executable, "-c", "from agentrun.cli import main; main()", "serve"]
+        cmd += ["--config", str(cfg), "--port", "0", "--log-level", "warning"]
+        cmd += ["--max-connections", "20000"]
+        env = clean_env()
+        env["PYTHONPATH"] = str(ROOT)
+        self.log = open(workdir / "proxy.log", "w")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(
+            cmd, stdout=subprocess.PIPE, stderr=self.log, text=True, env=env
+        )
+        self.url = ""
+        assert self.proc.stdout is not None
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            line = self.proc.stdout.readline()
+            if not line:
+                break
+            if line.startswith("ready: "):
+                self.url = line.split(" ", 1)[1].strip()
+                break
+        if not self.url:
+            self.stop()
+            raise SystemExit(f"the proxy did not start; see {workdir / 'proxy.log'}")
+        threading.Thread(target=self._drain, daemon=True).start()
+
+    def _drain(self) -> None:
+        assert self.proc.stdout is not None
+        for _ in self.proc.stdout:
+            pass
+
+    def cpu_seconds(self) -> float:
+        with open(f"/proc/{self.proc.pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+        self.log.close()
+
+
 # -- environments ------------------------------------------------------------------------------
 
 
@@ -536,9 +687,12 @@ def run_one(
     workdir: pathlib.Path,
     *,
     profile_with: pathlib.Path | None = None,
+    proxy: Proxy | None = None,
+    rep: int = 0,
+    cprofile: pathlib.Path | None = None,
 ) -> dict[str, Any]:
     """Run `client` on (`kind`, `n`) in its own process; return its figures."""
-    tag = f"{client.name}-{kind}-{n}"
+    tag = f"{client.name}-{kind}-{n}-r{rep}"
     emu.reset()
     thread_ids = emu.make_threads(n) if kind == "continue" else []
     threads_file = ""
@@ -568,6 +722,12 @@ def run_one(
         },
     }
     cfg.update(client.extra)
+    if client.family == "proxy":
+        if proxy is None:
+            raise RuntimeError("the openai -> proxy rows need the proxy running")
+        cfg["proxy_url"] = proxy.url.rstrip("/") + "/v1"
+    if cprofile is not None:
+        cfg["cprofile"] = str(cprofile)
     env = clean_env()
     if not client.peer:
         # agentrun from this tree, not whichever checkout the venv was installed from.
@@ -579,7 +739,7 @@ def run_one(
     python = sys.executable if not client.peer else str(peers_python())
     cmd = [python, str(RUNNERS / client.runner), str(cfg_path)]
     err_path = workdir / f"{tag}.stderr"
-    result: dict[str, Any] = {"client": client.name, "kind": kind, "n": n}
+    result: dict[str, Any] = {"client": client.name, "kind": kind, "n": n, "rep": rep}
     with open(err_path, "w") as err:
         proc = subprocess.Popen(
             cmd,
@@ -604,12 +764,14 @@ def run_one(
                 time.sleep(1.0)  # let py-spy attach before the phase starts
             before = emu.stats()
             emu_cpu0 = emu.cpu_seconds()
+            proxy_cpu0 = proxy.cpu_seconds() if proxy is not None else 0.0
             proc.stdin.write("GO\n")
             proc.stdin.flush()
             done = _wait_line(lines, "DONE", timeout + 90)
             if done is None:
                 raise RuntimeError("the runner did not finish in time")
             emu_cpu1 = emu.cpu_seconds()
+            proxy_cpu1 = proxy.cpu_seconds() if proxy is not None else 0.0
             for spy in spies:
                 spy.send_signal(signal.SIGINT)
             for spy in spies:
@@ -630,6 +792,11 @@ def run_one(
     out = json.loads(pathlib.Path(cfg["out"]).read_text())
     result.update(figures(client, n, out, before, after, runs))
     result["emulator_cpu_s"] = round(emu_cpu1 - emu_cpu0, 3)
+    result["load"] = {"at_go": out.get("load_at_go"), "at_end": out.get("load_at_end")}
+    if client.family == "proxy":
+        # /proc ticks are 10 ms: at 100 requests that is 0.1 ms per request of resolution.
+        result["proxy_cpu_s"] = round(proxy_cpu1 - proxy_cpu0, 3)
+        result["proxy_cpu_ms_per_inv"] = round((proxy_cpu1 - proxy_cpu0) * 1000 / n, 3)
     result["exit_code"] = proc.returncode
     return result
 
@@ -795,6 +962,46 @@ def summarize_profile(path: pathlib.Path, top: int = 15) -> dict[str, Any]:
     }
 
 
+_PSTATS_IDLE = frozenset({"<method 'poll' of 'select.epoll' objects>"})
+
+
+def summarize_pstats(path: pathlib.Path, top: int = 25) -> dict[str, Any]:
+    """Own (tottime) and inclusive (cumtime) shares of a cProfile dump, and own time by module.
+
+    Shares are of the profiled total (cProfile's own overhead inflates small Python calls, so
+    read them as where the time goes, not as absolute costs)."""
+    import pstats
+
+    st = pstats.Stats(str(path))
+    raw: dict[Any, Any] = st.stats  # type: ignore[attr-defined]
+    # cProfile's clock is wall time: the event loop's wait in epoll is idle, not CPU. It is
+    # taken out of the total, so the shares are of the time the process spent working.
+    idle = sum(v[2] for k, v in raw.items() if k[2] in _PSTATS_IDLE)
+    total = (sum(v[2] for v in raw.values()) - idle) or 1e-9
+    rows = []
+    areas: collections.Counter[str] = collections.Counter()
+    for (file, line, func), (_cc, nc, tt, ct, _callers) in raw.items():
+        if func in _PSTATS_IDLE:
+            continue
+        name = _frame_name(f"{func} ({file}:{line})") if file != "~" else f"{func} (builtin)"
+        rows.append((name, nc, tt, ct))
+        area = _area(name) if file != "~" else "builtins (C)"
+        if "/benchmarks/runners/" in file:
+            area = "the runner (harness)"
+        if area == "agentrun":
+            area = "agentrun/" + name.rsplit("agentrun/", 1)[-1].split(")", 1)[0]
+        areas[area] += tt
+    by_own = sorted(rows, key=lambda r: -r[2])[:top]
+    by_cum = sorted(rows, key=lambda r: -r[3])[:top]
+    return {
+        "total_s": round(total, 3),
+        "idle_s": round(idle, 3),
+        "self": [(n, c, round(100 * t / total, 1)) for n, c, t, _ in by_own],
+        "inclusive": [(n, c, round(100 * ct / total, 1)) for n, c, _, ct in by_cum],
+        "by_area": [(a, round(100 * t / total, 1)) for a, t in areas.most_common(top)],
+    }
+
+
 # Leaf frames that wait rather than compute (py-spy's own idle detection misses some).
 _IDLE = frozenset(
     {
@@ -852,6 +1059,20 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-profile", action="store_true", help="skip the py-spy profiles")
     ap.add_argument("--out", type=pathlib.Path, help="results JSON (default results/latest.json)")
     ap.add_argument("--no-docs", action="store_true", help="do not regenerate docs/benchmarks.md")
+    ap.add_argument(
+        "--plan",
+        choices=("full", "floor"),
+        default="full",
+        help="full: everything (`make bench`); floor: only the issue-15 rows (floor, agentrun's\n"
+        "entry points, openai -> proxy, sync) at 100 and 1,000, --reps times",
+    )
+    ap.add_argument("--reps", type=int, default=3, help="repetitions of the 100/1,000 rows (3)")
+    ap.add_argument(
+        "--cprofile",
+        action="store_true",
+        help="after the plan, cProfile the measured phase of floor, agentrun stream and\n"
+        "acompletion stream at 1,000 (pstats kept in results/profiles/)",
+    )
     args = ap.parse_args(argv)
 
     import report  # this directory is on sys.path when run as a script
@@ -868,8 +1089,22 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     started = time.time()
-    plan = smoke_plan() if args.smoke else full_plan()
-    with_peers = not (args.smoke or args.no_peers)
+    with_peers = not (args.smoke or args.no_peers or args.plan == "floor")
+    plan: list[tuple[str, str, int, int]]
+    if args.smoke:
+        plan = [(c, k, n, 0) for c, k, n in smoke_plan()]
+    elif args.plan == "floor":
+        # --only names the rows (any client, the floor plan's order otherwise).
+        if args.only:
+            plan = floor_plan(args.reps, names=tuple(args.only), sync=False)
+        else:
+            plan = floor_plan(args.reps)
+    else:
+        # The 100/1,000 rows of every client, --reps times (the peers beside the floor of the
+        # same repetition), then the rest once.
+        plan = floor_plan(args.reps, names=FLOOR_NAMES + PEER_NAMES)
+        seen = {(c, k, n) for c, k, n, _ in plan}
+        plan += [(c, k, n, 0) for c, k, n in full_plan() if (c, k, n) not in seen]
     notes: list[str] = []
     if not sync_available():
         plan = [p for p in plan if p[0] != "agentrun-sync"]
@@ -885,7 +1120,8 @@ def main(argv: list[str] | None = None) -> int:
         ensure_peers_venv()
     pyspy = PEERS_VENV / "bin" / "py-spy"
     profiles_wanted: list[tuple[str, str, int]] = []
-    if with_peers and not args.no_profile and pyspy.exists() and not args.only:
+    full = args.plan == "full" and not args.only
+    if with_peers and not args.no_profile and pyspy.exists() and full:
         profiles_wanted = [
             ("agentrun-auto", "new", 1000),
             ("agentrun-stream", "new", 1000),
@@ -900,15 +1136,19 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="agentrun-bench-") as tmp:
         workdir = pathlib.Path(tmp)
         emu = Emulator(workdir)
+        proxy: Proxy | None = None
         try:
             print(f"emulator at {emu.endpoint} (timings {TIMING})", flush=True)
-            for i, (name, kind, n) in enumerate(plan, 1):
+            if any(CLIENTS[p[0]].family == "proxy" for p in plan):
+                proxy = Proxy(emu, workdir)
+                print(f"proxy at {proxy.url}", flush=True)
+            for i, (name, kind, n, rep) in enumerate(plan, 1):
                 client = CLIENTS[name]
                 t = time.monotonic()
                 try:
-                    res = run_one(emu, client, kind, n, workdir)
+                    res = run_one(emu, client, kind, n, workdir, proxy=proxy, rep=rep)
                 except Exception as exc:  # recorded, so one broken run cannot lose the rest
-                    res = {"client": name, "kind": kind, "n": n, "failed": repr(exc)}
+                    res = {"client": name, "kind": kind, "n": n, "rep": rep, "failed": repr(exc)}
                 res["label"] = client.label
                 res["family"] = client.family
                 res["streaming"] = client.streaming
@@ -931,7 +1171,20 @@ def main(argv: list[str] | None = None) -> int:
                     )
                     profiles[who + key] = summary
                     print(f"profiled {who}{key}: {summary.get('samples')} samples", flush=True)
+            if args.cprofile:
+                pdir = RESULTS / "profiles"
+                pdir.mkdir(parents=True, exist_ok=True)
+                for name in ("floor", "agentrun-stream", "agentrun-acompletion-stream"):
+                    path = pdir / f"{name}-new-1000.pstats"
+                    res = run_one(emu, CLIENTS[name], "new", 1000, workdir, cprofile=path)
+                    summary = summarize_pstats(path) if path.exists() else {}
+                    summary["cpu_s_under_profiler"] = res.get("cpu_s")
+                    summary["failed"] = res.get("failed")
+                    profiles[f"cProfile {name}-new-1000"] = summary
+                    print(f"cProfiled {name}: cpu {res.get('cpu_s')} s", flush=True)
         finally:
+            if proxy is not None:
+                proxy.stop()
             emu.stop()
     data = {
         "meta": {
@@ -947,6 +1200,9 @@ def main(argv: list[str] | None = None) -> int:
             },
             "clients": {c.name: {"label": c.label, "note": c.note} for c in CLIENTS.values()},
             "notes": notes,
+            "reps": 1 if args.smoke else args.reps,
+            "plan": "smoke" if args.smoke else args.plan,
+            "command": "python benchmarks/bench.py " + " ".join(argv or sys.argv[1:]),
         },
         "results": results,
         "profiles": profiles,
@@ -956,7 +1212,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.smoke and not args.no_docs:
         report.write(data, DOCS, RESULTS / "chart.svg")
         print(f"wrote {DOCS.relative_to(ROOT)}")
-    if not args.smoke and not args.only:  # the Ray row: 20,000 calls, local Ray vs one process
+    if not args.smoke and full:  # the Ray row: 20,000 calls, local Ray vs one process
         subprocess.run([sys.executable, str(HERE / "bench_ray.py")], check=False)
         subprocess.run([sys.executable, str(HERE / "bench_v2.py")], check=False)  # v2 rows
     problems = check(results, smoke=args.smoke)
@@ -993,8 +1249,14 @@ def check(results: list[dict[str, Any]], *, smoke: bool) -> list[str]:
             problems.append(f"{tag}: {r['n'] - r['ok']} invocations failed: {r['errors']}")
         if r["matched"] != r["ok"]:
             problems.append(f"{tag}: only {r['matched']} of {r['ok']} runs matched the emulator's")
-        if smoke and r["client"] == "agentrun-stream" and r["requests_per_inv"] != 1:
+        streamed = ("floor", "agentrun-stream", "agentrun-acompletion-stream")
+        if smoke and r["client"] in streamed and r["requests_per_inv"] != 1:
             problems.append(f"{tag}: {r['requests_per_inv']} requests per streamed invocation")
+        # Token requests: one for the cold service-principal run (all invocations race for
+        # it), none for the static token.
+        want_tokens = 1 if r["client"] == "agentrun-sp" else 0
+        if smoke and r["tokens_issued"] != want_tokens:
+            problems.append(f"{tag}: {r['tokens_issued']} token requests, want {want_tokens}")
     return problems
 
 

@@ -284,6 +284,244 @@ def svg_chart(results: list[dict[str, Any]]) -> str:
     return "\n".join(parts) + "\n"
 
 
+# -- issue 15: every CPU figure as a ratio to the floor, over repetitions ---------------------
+
+FLOOR_ROWS = (
+    ("agentrun-stream", "`AsyncClient.stream()` (mode stream)"),
+    ("agentrun-stream-nodeadline", "`AsyncClient.stream()`, `timeout=None` (no deadline)"),
+    ("agentrun-acompletion-stream", "`acompletion(stream=True)`"),
+    ("agentrun-acompletion", "`acompletion()` (not streamed, mode auto)"),
+    ("agentrun-poll", "`AsyncClient.run()` mode poll"),
+    ("agentrun-auto", "`AsyncClient.run()` mode auto (default)"),
+    ("agentrun-auto-half", "`run()`, first pool/2 stream, rest poll (per call)"),
+    ("agentrun-auto-fit", "`run()`, stream iff all in flight fit the pool (per call)"),
+    ("agentrun-sync", "`Client.run()` from 100 threads (sync layer)"),
+    ("litellm", "LiteLLM `acompletion()`"),
+    ("litellm-stream", "LiteLLM `acompletion(stream=True)`"),
+    ("sdk-poll", "azure-ai-agents, polling"),
+    ("sdk-stream", "azure-ai-agents, stream"),
+    ("openai-proxy", "openai client -> proxy: the openai client's CPU"),
+    ("openai-proxy:proxy", "openai client -> proxy: the proxy process's CPU"),
+    ("openai-proxy-stream", "openai client -> proxy, stream: the openai client's CPU"),
+    ("openai-proxy-stream:proxy", "openai client -> proxy, stream: the proxy process's CPU"),
+)
+
+
+def _cpu(r: dict[str, Any], which: str) -> float | None:
+    if "failed" in r:
+        return None
+    value = r.get("proxy_cpu_ms_per_inv") if which == "proxy" else r.get("cpu_ms_per_inv")
+    return float(value) if value is not None else None
+
+
+def _by_rep(results: list[dict[str, Any]], n: int) -> dict[int, dict[str, dict[str, Any]]]:
+    reps: dict[int, dict[str, dict[str, Any]]] = {}
+    for r in results:
+        if r["kind"] == "new" and r["n"] == n:
+            reps.setdefault(r.get("rep", 0), {})[r["client"]] = r
+    return reps
+
+
+def _spread(values: list[float], digits: int = 2, unit: str = "") -> str:
+    if not values:
+        return "–"
+    v = sorted(values)
+    mid = v[len(v) // 2] if len(v) % 2 else (v[len(v) // 2 - 1] + v[len(v) // 2]) / 2
+    if len(v) == 1:
+        return f"{mid:.{digits}f}{unit}"
+    return f"{mid:.{digits}f}{unit} [{v[0]:.{digits}f}–{v[-1]:.{digits}f}]"
+
+
+def _ratios(reps: dict[int, dict[str, dict[str, Any]]], key: str) -> list[float]:
+    """`key` ("client" or "client:proxy") CPU per invocation / the floor's, rep by rep."""
+    name, _, which = key.partition(":")
+    out = []
+    for rows in reps.values():
+        floor, mine = rows.get("floor"), rows.get(name)
+        if floor is None or mine is None:
+            continue
+        f, m = _cpu(floor, ""), _cpu(mine, which)
+        if f and m is not None:
+            out.append(m / f)
+    return out
+
+
+def _diffs(reps: dict[int, dict[str, dict[str, Any]]], a: str, b: str) -> list[float]:
+    """(a - b) / floor, rep by rep: the extra CPU of `a` over `b` in floor units."""
+    out = []
+    for rows in reps.values():
+        floor = rows.get("floor")
+        an, _, aw = a.partition(":")
+        bn, _, bw = b.partition(":")
+        if floor is None or an not in rows or bn not in rows:
+            continue
+        f, x, y = _cpu(floor, ""), _cpu(rows[an], aw), _cpu(rows[bn], bw)
+        if f and x is not None and y is not None:
+            out.append((x - y) / f)
+    return out
+
+
+def floor_section(data: dict[str, Any]) -> list[str]:
+    results = data["results"]
+    sizes = [n for n in (100, 1000) if any(r["client"] == "floor" and r["n"] == n for r in results)]
+    if not sizes:
+        return []
+    by = {n: _by_rep(results, n) for n in sizes}
+    reps = max(len(v) for v in by.values())
+    head = " | ".join(f"N={n:,}" for n in sizes)
+    out = [
+        "## CPU as a ratio to the floor",
+        "",
+        "The **floor** (`benchmarks/runners/run_floor.py`) is a bare aiohttp client doing what the "
+        "service requires and nothing else: one streaming `POST /threads/runs` per invocation on "
+        "a `TCPConnector` of the same size as agentrun's pool, trusting the same CA, with the same "
+        "static bearer token, reading the SSE body to the end. Every client runs in its own "
+        "process; CPU is `getrusage` user+sys from the first invocation to the last result "
+        "(imports, client construction and one warm-up call are outside it). The rows of one "
+        f"repetition run one after the other; {reps} repetition(s), repetitions outermost. Each "
+        "cell: median [min–max] over the repetitions of (the row's CPU per invocation / the "
+        "floor's in the same repetition). Lower is better; 1.00 is the floor.",
+        "",
+        f"| CPU per invocation | {head} |",
+        "|---|" + "---:|" * len(sizes),
+    ]
+    cells = []
+    for n in sizes:
+        floors = [_cpu(rows["floor"], "") for rows in by[n].values() if "floor" in rows]
+        cells.append(_spread([f for f in floors if f is not None], 2, " ms"))
+    out.append("| floor, absolute | " + " | ".join(cells) + " |")
+    for key, label in FLOOR_ROWS:
+        cells = [_spread(_ratios(by[n], key)) for n in sizes]
+        if all(c == "–" for c in cells):
+            continue
+        out.append(f"| {label} | " + " | ".join(cells) + " |")
+    out += [
+        "",
+        "Derived costs, in floor units (the difference of two rows' CPU per invocation in the same "
+        "repetition, divided by the floor's):",
+        "",
+        f"| extra CPU | {head} |",
+        "|---|" + "---:|" * len(sizes),
+    ]
+    derived = (
+        (
+            "OpenAI-format layer, streamed: `acompletion(stream=True)` − `stream()`",
+            "agentrun-acompletion-stream",
+            "agentrun-stream",
+        ),
+        (
+            "OpenAI-format layer, not streamed: `acompletion()` − `run()` auto",
+            "agentrun-acompletion",
+            "agentrun-auto",
+        ),
+        (
+            "proxy per request: proxy process − `acompletion()` in-process",
+            "openai-proxy:proxy",
+            "agentrun-acompletion",
+        ),
+        (
+            "proxy per request, streamed: proxy process − `acompletion(stream=True)`",
+            "openai-proxy-stream:proxy",
+            "agentrun-acompletion-stream",
+        ),
+        (
+            "sync layer: `Client.run()` (100 threads) − `AsyncClient.run()` auto",
+            "agentrun-sync",
+            "agentrun-auto",
+        ),
+    )
+    for label, a, b in derived:
+        cells = [_spread(_diffs(by[n], a, b)) for n in sizes]
+        if all(c == "–" for c in cells):
+            continue
+        out.append(f"| {label} | " + " | ".join(cells) + " |")
+    out += [
+        "",
+        "The proxy rows: the openai client talks plain HTTP to `agentrun serve` on 127.0.0.1; "
+        "the proxy (its own process, CPU read from /proc in 10 ms ticks) calls the emulator over "
+        "TLS exactly as `acompletion()` does in-process. The proxy speaks chat completions and "
+        "the emulator speaks the Agents API, so *openai client -> emulator directly* does not "
+        "exist; the honest baseline for the proxy's own cost is agentrun's `acompletion()` "
+        "calling the emulator from the caller's process, and the proxy's overhead is the proxy "
+        "process's CPU minus that.",
+        "",
+        "Behaviour (median [min–max] over repetitions):",
+        "",
+        "| client | N | requests / invocation | wall s | lag p50 ms | lag p99 ms | modes (rep 0) |",
+        "|---|---:|---:|---:|---:|---:|---|",
+    ]
+    for n in sizes:
+        for name in (
+            "floor",
+            "agentrun-stream",
+            "agentrun-stream-nodeadline",
+            "agentrun-acompletion-stream",
+            "agentrun-acompletion",
+            "agentrun-poll",
+            "agentrun-auto",
+            "agentrun-auto-half",
+            "agentrun-auto-fit",
+            "agentrun-sync",
+            "openai-proxy",
+            "openai-proxy-stream",
+        ):
+            rows = [rows[name] for rows in by[n].values() if name in rows]
+            rows = [r for r in rows if "failed" not in r]
+            if not rows:
+                continue
+            label = rows[0].get("label", name)
+            lag50 = [r["lag_ms"]["p50"] for r in rows if r.get("lag_ms")]
+            lag99 = [r["lag_ms"]["p99"] for r in rows if r.get("lag_ms")]
+            errs = sum(r["n"] - r["ok"] for r in rows)
+            modes = rows[0].get("modes") or ""
+            out.append(
+                f"| {label}{' (' + str(errs) + ' errors)' if errs else ''} | {n:,} "
+                f"| {_spread([r['requests_per_inv'] for r in rows])} "
+                f"| {_spread([r['wall_s'] for r in rows])} "
+                f"| {_spread(lag50, 1)} | {_spread(lag99, 1)} | {modes} |"
+            )
+    out += ["", "Machine load (`os.getloadavg()` 1-minute figure when each row started):", ""]
+    out += ["| repetition | N | load at GO, min–max over its rows |", "|---:|---:|---|"]
+    for n in sizes:
+        for rep, rows in sorted(by[n].items()):
+            loads = [
+                r["load"]["at_go"][0] for r in rows.values() if (r.get("load") or {}).get("at_go")
+            ]
+            if loads:
+                out.append(f"| {rep} | {n:,} | {min(loads):.2f}–{max(loads):.2f} |")
+    out.append("")
+    cprof = {k: v for k, v in (data.get("profiles") or {}).items() if k.startswith("cProfile")}
+    if cprof:
+        out += [
+            "### cProfile of the measured phase at N=1,000",
+            "",
+            "Own time (tottime) as a share of the profiled working time (cProfile's clock is "
+            "wall time: the event loop's idle wait in `epoll` is taken out); cProfile adds a "
+            "fixed cost per "
+            "Python call, so small Python functions look larger than they are. `benchmarks/"
+            "bench.py --plan floor --cprofile` writes these (pstats in `benchmarks/results/"
+            "profiles/`).",
+            "",
+        ]
+        for key, p in cprof.items():
+            if not p.get("self"):
+                out += [f"- {key}: {p.get('failed')}", ""]
+                continue
+            out += [
+                f"#### {key.removeprefix('cProfile ')} (CPU {p.get('cpu_s_under_profiler')} s "
+                "under the profiler)",
+                "",
+                "By module (own time): " + ", ".join(f"{a} {pct}%" for a, pct in p["by_area"][:14]),
+                "",
+                "| top own time | calls | % |",
+                "|---|---:|---:|",
+            ]
+            for name, calls, pct in p["self"][:15]:
+                out.append(f"| `{name}` | {calls:,} | {pct} |")
+            out.append("")
+    return out
+
+
 def _versions(versions: dict[str, str]) -> str:
     groups: dict[str, list[str]] = {}
     for key, version in versions.items():
@@ -296,7 +534,9 @@ def _versions(versions: dict[str, str]) -> str:
 
 
 def render(data: dict[str, Any]) -> str:
-    meta, results = data["meta"], data["results"]
+    meta = data["meta"]
+    # The per-scenario tables show the first repetition; the floor section uses them all.
+    results = [r for r in data["results"] if r.get("rep", 0) == 0]
     m = meta["machine"]
     s = meta["settings"]
     emu = s["emulator"]
@@ -310,6 +550,16 @@ def render(data: dict[str, Any]) -> str:
         "(figures in `benchmarks/results/latest.json`); `make bench-smoke` runs the smallest "
         "scenarios for agentrun only.",
         "",
+        *(
+            [
+                f"This page's figures: `{meta['command'].strip()}`, {meta.get('reps', 1)} "
+                "repetition(s) of the 100/1,000 rows (the scenario tables show the first; the "
+                "floor section shows them all).",
+                "",
+            ]
+            if meta.get("command")
+            else []
+        ),
         "## Machine and settings",
         "",
         f"- Machine: {m['cpu']}, {m['cores']} cores, {m['memory_gb']} GB, {m['os']}, "
@@ -352,6 +602,7 @@ def render(data: dict[str, Any]) -> str:
     for note in meta.get("notes", []):
         out.append(f"> {note}")
         out.append("")
+    out += floor_section(data)
     out += ["## Targets", "", *targets(results, s["pool_limit"]), ""]
     out += [
         "## Chart",
@@ -398,9 +649,11 @@ def render(data: dict[str, Any]) -> str:
         out.append(f"| {r['label']} | {r['n']} {KIND_TITLE[r['kind']]} | {routes} |")
     out.append("")
     profiles = data.get("profiles") or {}
-    if profiles:
+    if any(not k.startswith("cProfile") for k in profiles):
         out += ["## Profiles (py-spy attached for the measured phase only; idle waits dropped)", ""]
         for key, p in profiles.items():
+            if key.startswith("cProfile"):
+                continue  # rendered in the floor section
             if "self" not in p:
                 out += [f"- {key}: {p}", ""]
                 continue

@@ -120,8 +120,11 @@ async def run_all(n: int, invoke: Invoke, thread_ids: list[str], timeout: float)
 class Phase:
     """The measured phase: CPU, wall time and memory from GO to the last result."""
 
-    def __init__(self) -> None:
+    def __init__(self, profile: str | None = None) -> None:
         self.info: dict[str, Any] = {}
+        # cProfile over the measured phase only, written as pstats to `profile` (a path).
+        self._profile_path = profile
+        self._profiler: Any = None
 
     def ready(self, extra: dict[str, Any]) -> None:
         """Tell the harness we are warm, and wait for it to say GO."""
@@ -135,13 +138,25 @@ class Phase:
         # The phase's peak RSS is the process's peak (ru_maxrss) read at the end: CPython
         # seldom gives memory back, so the peak before GO is about the RSS at GO. (A sampling
         # thread was tried: it cost ~5 ms of CPU per second, too much for 1-invocation runs.)
+        self.info["load_at_go"] = os.getloadavg()
+        if self._profile_path:
+            import cProfile
+
+            self._profiler = cProfile.Profile()
         self._cpu0 = cpu_seconds()
         self._wall0 = time.perf_counter()
         self.info["go_ms"] = now_ms()
+        if self._profiler is not None:
+            self._profiler.enable()
 
     def end(self) -> None:
+        if self._profiler is not None:
+            self._profiler.disable()
         self.info["wall_s"] = time.perf_counter() - self._wall0
         self.info["cpu_s"] = cpu_seconds() - self._cpu0
+        self.info["load_at_end"] = os.getloadavg()
+        if self._profiler is not None:
+            self._profiler.dump_stats(self._profile_path)
         self.info["phase_peak_rss"] = max(max_rss_bytes(), rss_bytes())
         self.info["end_ms"] = now_ms()
 

@@ -9,6 +9,8 @@ Variants (config `variant`):
   sync        `agentrun.Client` from `n` threads (the sync wrapper), default mode
   auto-half   a candidate `auto` rule, emulated per call: the first pool_limit/2 invocations
               stream, the rest poll, so polls keep half of the pool (`client.run(mode=...)`)
+  auto-fit    the rule proposed in issue 15, emulated per call: stream when the whole burst
+              (`n` in flight) fits in the pool (n <= pool_limit), else poll every run
 `credentials: "sp"` authenticates with the emulator's service principal instead of the static
 token; `warmup: false` starts cold (no token, no connection) so single-flight shows.
 """
@@ -51,6 +53,8 @@ async def main_async(cfg: dict[str, Any]) -> None:
     agent = cfg["agent"]
     kw = client_kwargs(cfg)
     mode = {"stream": "stream", "poll": "poll"}.get(variant, "auto")
+    if "client_timeout" in cfg:  # e.g. None: no invocation deadline (an A/B of its cost)
+        kw["timeout"] = cfg["client_timeout"]
     client = AsyncClient(cfg["endpoint"], pool_limit=cfg.get("pool_limit", 100), mode=mode, **kw)
     model = f"azure_ai/agents/{agent}"
 
@@ -108,6 +112,8 @@ async def main_async(cfg: dict[str, Any]) -> None:
             chosen = None
             if variant == "auto-half":
                 chosen = "stream" if i < client.pool_limit // 2 else "poll"
+            elif variant == "auto-fit":
+                chosen = "stream" if cfg["n"] <= client.pool_limit else "poll"
             res = await client.run(agent, text, thread_id=thread_id, mode=chosen)
             rec["done_ms"] = common.now_ms()
             rec.update(run_id=res.run_id, thread_id=res.thread_id, chars=len(res.text))
@@ -118,7 +124,7 @@ async def main_async(cfg: dict[str, Any]) -> None:
         if cfg.get("warmup", True):
             warm = common.new_record(-1)
             await invoke(-1, warm, None)
-        phase = common.Phase()
+        phase = common.Phase(cfg.get("cprofile"))
         phase.ready(IMPORTED)
         records = await common.run_all(cfg["n"], invoke, cfg["thread_ids"], cfg["timeout"])
         phase.end()
@@ -163,7 +169,7 @@ def main_sync(cfg: dict[str, Any]) -> None:
     with client:
         if cfg.get("warmup", True):
             invoke(-1, None)
-        phase = common.Phase()
+        phase = common.Phase(cfg.get("cprofile"))
         phase.ready(IMPORTED)
         # One thread per invocation, as a threaded caller would do (capped: threads cost ~8 MB
         # of address space each, not of RSS, but 1,000 is plenty to show the behaviour).
