@@ -21,6 +21,7 @@ only if that run ended without a reply.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import json
 import logging
@@ -30,7 +31,7 @@ import random
 import time
 import uuid
 from collections import Counter, deque
-from collections.abc import Iterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping
 from typing import IO, Any, Literal
 
 import anyio
@@ -53,6 +54,7 @@ from agentrun._errors import (
     RunError,
     RunIncompleteError,
 )
+from agentrun._fanout import fan_out
 from agentrun._machine import State
 from agentrun._openai import (
     MODEL_PREFIX,
@@ -733,7 +735,6 @@ class BatchRunner:
         self._client = client
         progress = self.progress
         progress.started_at = time.monotonic()
-        limit = anyio.Semaphore(cfg.concurrency)
         logger.info(
             "batch %s -> %s: %d to run, %d already done, %d failed before and skipped; "
             "concurrency %d",
@@ -761,13 +762,18 @@ class BatchRunner:
                 ) as out,
             ):
                 try:
-                    async with anyio.create_task_group() as tg:
-                        tg.start_soon(self._sync_ticker, out)
-                        await self._feed(client, out, limit, tg)
-                        # wait for the last items, then stop the ticker
-                        for _ in range(cfg.concurrency):
-                            await limit.acquire()
-                        tg.cancel_scope.cancel()
+                    # `stop` ends the batch early (a fatal error); the items run in the same
+                    # structured fan-out as `AsyncClient.map`, at most `concurrency` at once.
+                    with anyio.CancelScope() as stop:
+                        async with anyio.create_task_group() as tg:
+                            tg.start_soon(self._sync_ticker, out)
+                            work = functools.partial(self._one, client, out, stop)
+                            async with fan_out(
+                                self._runnable(out), work, cfg.concurrency
+                            ) as finished:
+                                async for _ in finished:
+                                    pass
+                            tg.cancel_scope.cancel()  # every item is done: stop the ticker
                 finally:
                     self._output_lines = out.lines
         finally:
@@ -785,13 +791,8 @@ class BatchRunner:
             raise self._fatal
         return self.summary()
 
-    async def _feed(
-        self,
-        client: AsyncClient,
-        out: OutputWriter,
-        limit: anyio.Semaphore,
-        tg: anyio.abc.TaskGroup,
-    ) -> None:
+    async def _runnable(self, out: OutputWriter) -> AsyncIterator[BatchItem]:
+        """The input's items to run, in order; lines that need no run are handled here."""
         cfg = self.config
         seen: set[str] = set()
         for n, entry in enumerate(iter_input(cfg.input_path, cfg.default_model)):
@@ -809,12 +810,9 @@ class BatchRunner:
                 self._failures["InputError: invalid_input_line"] += 1
                 self.progress.note_finished(False)
                 continue
-            await limit.acquire()
             if self._fatal is not None:
-                limit.release()
                 return
-            self.progress.started += 1
-            tg.start_soon(self._one, client, entry, out, limit, tg)
+            yield entry
 
     async def _sync_ticker(self, out: OutputWriter) -> None:
         logged = time.monotonic()
@@ -884,11 +882,14 @@ class BatchRunner:
     async def _one(
         self,
         client: AsyncClient,
-        item: BatchItem,
         out: OutputWriter,
-        limit: anyio.Semaphore,
-        tg: anyio.abc.TaskGroup,
+        stop: anyio.CancelScope,
+        index: int,
+        item: BatchItem,
     ) -> None:
+        if self._fatal is not None:
+            return
+        self.progress.started += 1
         start = anyio.current_time()
         item_span = _otel.job_span(
             "agentrun.batch.item",
@@ -896,42 +897,39 @@ class BatchRunner:
             tracer_provider=client._telemetry.tracer_provider,
         )
         try:
-            try:
-                with item_span:
-                    resp = await self._invoke(client, item, start)
-            except (
-                AuthenticationError,
-                PermissionDeniedError,
-                CertificateVerificationError,
-            ) as exc:
-                # Every other item would fail the same way: stop, and write no line for it.
-                if self._fatal is None:
-                    self._fatal = exc
-                tg.cancel_scope.cancel()
-                return
-            except Exception as exc:
-                elapsed = anyio.current_time() - start
-                if not self._write(out, error_line(item, exc, elapsed), tg):
-                    return
-                kind, code = error_kind(exc)
-                self._failures[f"{kind}: {code}"] += 1
-                self._record_history(getattr(exc, "history", ()), elapsed, None)
-                self.progress.note_finished(False)
-                return
-            assert isinstance(resp, ChatCompletion)
+            with item_span:
+                resp = await self._invoke(client, item, start)
+        except (
+            AuthenticationError,
+            PermissionDeniedError,
+            CertificateVerificationError,
+        ) as exc:
+            # Every other item would fail the same way: stop, and write no line for it.
+            if self._fatal is None:
+                self._fatal = exc
+            stop.cancel()
+            return
+        except Exception as exc:
             elapsed = anyio.current_time() - start
-            if not self._write(out, success_line(item, resp, elapsed), tg):
+            if not self._write(out, error_line(item, exc, elapsed), stop):
                 return
-            result = resp.run_result
-            if result is not None:
-                self._record_history(result.history, elapsed, result.requests)
-                if result.usage is not None:
-                    self._tokens[0] += result.usage.prompt_tokens
-                    self._tokens[1] += result.usage.completion_tokens
-                    self._tokens[2] += result.usage.total_tokens
-            self.progress.note_finished(True)
-        finally:
-            limit.release()
+            kind, code = error_kind(exc)
+            self._failures[f"{kind}: {code}"] += 1
+            self._record_history(getattr(exc, "history", ()), elapsed, None)
+            self.progress.note_finished(False)
+            return
+        assert isinstance(resp, ChatCompletion)
+        elapsed = anyio.current_time() - start
+        if not self._write(out, success_line(item, resp, elapsed), stop):
+            return
+        result = resp.run_result
+        if result is not None:
+            self._record_history(result.history, elapsed, result.requests)
+            if result.usage is not None:
+                self._tokens[0] += result.usage.prompt_tokens
+                self._tokens[1] += result.usage.completion_tokens
+                self._tokens[2] += result.usage.total_tokens
+        self.progress.note_finished(True)
 
     async def _follow(
         self, client: AsyncClient, item: BatchItem, thread_id: str, run_id: str
@@ -954,14 +952,14 @@ class BatchRunner:
             return None
         return completion_from_result(result, item.model)
 
-    def _write(self, out: OutputWriter, line: dict[str, Any], tg: anyio.abc.TaskGroup) -> bool:
+    def _write(self, out: OutputWriter, line: dict[str, Any], stop: anyio.CancelScope) -> bool:
         """Write a line; a write error (disk full, ...) stops the batch."""
         try:
             out.write(line)
         except OSError as exc:
             if self._fatal is None:
                 self._fatal = exc
-            tg.cancel_scope.cancel()
+            stop.cancel()
             return False
         return True
 

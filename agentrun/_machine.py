@@ -1,6 +1,6 @@
 """The run state machine: one agent invocation, as a pure transition table and step functions.
 
-No I/O, no event loop and no clock: the driver (`agentrun._client`) feeds in what happened
+No I/O, no event loop and no clock: the driver (`agentrun._driver`) feeds in what happened
 (a run status from a response, a poll or a stream event; a stream that ended; a timer that
 fired; a local cancel or deadline) with the time it happened, and gets back the next `Action`:
 send this request, sleep until then, keep reading the stream, or finish.
@@ -30,6 +30,7 @@ __all__ = [
     "Action",
     "Finish",
     "Op",
+    "Outcome",
     "ReadStream",
     "RunMachine",
     "Send",
@@ -161,11 +162,47 @@ class ReadStream:
     """Keep reading the open event stream."""
 
 
+class Outcome(str, enum.Enum):
+    """What an invocation that finished means for its caller (`Finish.outcome`)."""
+
+    #: ``completed`` or ``requires_action``: the caller gets the result.
+    REPLY = "reply"
+    #: ``failed``, ``cancelled``, ``expired``, ``incomplete``: the caller gets a `RunError`.
+    RUN_ERROR = "run_error"
+    #: The stream broke before the service confirmed a run: none may exist.
+    NO_RUN = "no_run"
+
+
 @attrs.frozen
 class Finish:
-    """The invocation is over; `state` is where it ended (terminal, or `requires_action`)."""
+    """The invocation is over; `state` is where it ended (terminal, or `requires_action`).
+
+    `unseen` is True when events of the run went unseen (poll mode, or a stream that broke):
+    what a stream would have shown (text written before tool calls, built-in tool steps) is
+    then listed by the driver.
+    """
 
     state: State
+    unseen: bool = attrs.field(default=False, eq=False)
+
+    @property
+    def outcome(self) -> Outcome:
+        """What the end means for the caller: a result, a run error, or no run at all."""
+        if self.state in (S.COMPLETED, S.REQUIRES_ACTION):
+            return Outcome.REPLY
+        if self.state in TERMINAL_STATES:
+            return Outcome.RUN_ERROR
+        return Outcome.NO_RUN
+
+    @property
+    def run_ended(self) -> bool:
+        """Whether the run reached a status it never leaves (its duration is known)."""
+        return self.state in TERMINAL_STATES
+
+    @property
+    def has_reply(self) -> bool:
+        """Whether the run wrote a reply the caller receives (text, possibly partial)."""
+        return self.state in (S.COMPLETED, S.REQUIRES_ACTION, S.INCOMPLETE)
 
 
 Action = Send | Sleep | ReadStream | Finish
@@ -224,6 +261,7 @@ class RunMachine:
         self._poll_delay = poll_delay
         self._run_created_at: float | None = None
         self._need_messages = mode == "poll"
+        self._unseen = mode == "poll"
         self._started = False
         self._finished: Finish | None = None
         # An attached run's status is unknown until the first poll (which moves it on from
@@ -327,6 +365,7 @@ class RunMachine:
         """The stream broke (or ended early): finish the same run by polling it."""
         self._check_live()
         self.streaming = False
+        self._unseen = True
         return self._stream_lost(now)
 
     def timer(self, now: float) -> Send:
@@ -392,7 +431,7 @@ class RunMachine:
         self.history.append(Transition(target, now, cause))
 
     def _finish(self) -> Finish:
-        self._finished = Finish(self.state)
+        self._finished = Finish(self.state, unseen=self._unseen)
         return self._finished
 
     def _stream_lost(self, now: float) -> Action:

@@ -29,10 +29,11 @@ from agentrun._errors import (
     UnsupportedParamsError,
 )
 from agentrun._machine import State
+from agentrun._model import TEXT_PART_SEPARATOR
 from agentrun._results import RunFinished, RunResult, StateChanged, TextDelta, ToolCallDelta
 from agentrun._retry import RetryPolicy
 from agentrun._settings import ConnectionSettings
-from agentrun._wire import TEXT_PART_SEPARATOR
+from agentrun._toolcalls import ToolCallMemory
 
 __all__ = [
     "ChatCompletion",
@@ -263,6 +264,9 @@ class _Request:
         self.tool_outputs: dict[str, str] = {}
         self.thread_id: str | None = None
         self.include_usage = False
+        # Tool messages without thread_id, mapped without a client: the sending client's
+        # tool-call memory must name their thread (map again with it).
+        self.needs_thread = False
 
 
 def _content_text(content: Any, where: str) -> str:
@@ -364,6 +368,7 @@ def _map_request(
     drop_params: bool,
     stream_options: Any,
     params: Mapping[str, Any],
+    memory: ToolCallMemory | None,
 ) -> _Request:
     if not isinstance(messages, Sequence) or isinstance(messages, (str, bytes)):
         raise ConfigurationError(
@@ -410,9 +415,14 @@ def _map_request(
     tail = convo[last_assistant + 1 :]
     tool_ids = [_tool_call_id(i, m) for i, m in convo if m.get("role") == "tool"]
     if thread_id is None and tool_ids:
+        if memory is None:
+            # Only checked (before a client is chosen): the thread these tool messages belong
+            # to is looked up, and the rest mapped, by the client that sends them.
+            req.needs_thread = True
+            return req
         # A plain OpenAI client sends the whole history and no thread_id: the tool call ids
-        # this process handed out name the thread the history lives on.
-        thread_id = _TOOL_CALLS.thread_for(tool_ids)
+        # this client handed out name the thread the history lives on.
+        thread_id = memory.thread_for(tool_ids)
         if thread_id is None:
             raise BadRequestError(
                 "tool messages need the thread_id of the run that asked for them: pass "
@@ -461,36 +471,6 @@ def _tool_call_id(i: int, msg: Mapping[str, Any]) -> str:
     if not isinstance(call_id, str) or not call_id:
         raise ConfigurationError(f"messages[{i}] (tool) has no tool_call_id")
     return call_id
-
-
-# -- tool-call memory: tool messages without a thread_id still find their run ---------------
-
-
-class _ToolCallMemory:
-    """Which thread asked for which tool call ids (bounded, most recent kept)."""
-
-    def __init__(self, size: int = 10_000) -> None:
-        self._lock = threading.Lock()
-        self._items: collections.OrderedDict[str, str] = collections.OrderedDict()
-        self._size = size
-
-    def remember(self, thread_id: str, call_ids: Sequence[str]) -> None:
-        with self._lock:
-            for call_id in call_ids:
-                self._items[call_id] = thread_id
-                self._items.move_to_end(call_id)
-            while len(self._items) > self._size:
-                self._items.popitem(last=False)
-
-    def thread_for(self, call_ids: Sequence[str]) -> str | None:
-        with self._lock:
-            threads = {t for t in (self._items.get(c) for c in call_ids) if t is not None}
-        if len(threads) == 1:
-            return threads.pop()
-        return None
-
-
-_TOOL_CALLS = _ToolCallMemory()
 
 
 # -- response mapping -------------------------------------------------------------------------
@@ -655,8 +635,6 @@ def completion_from_result(result: RunResult, model: str) -> ChatCompletion:
         "thread_id": result.thread_id,
         "run_id": result.run_id,
     }
-    if tool_calls:
-        _TOOL_CALLS.remember(result.thread_id, [c["id"] for c in tool_calls])
     return ChatCompletion(data, result)
 
 
@@ -670,8 +648,15 @@ class CompletionStream:
     background as soon as the stream is dropped (say, after `break`).
     """
 
-    def __init__(self, events: RunStream, model: str, include_usage: bool) -> None:
+    def __init__(
+        self,
+        events: RunStream,
+        model: str,
+        include_usage: bool,
+        memory: ToolCallMemory | None = None,
+    ) -> None:
         self._events = events
+        self._memory = memory
         self._model = model
         self._include_usage = include_usage
         self._queue: collections.deque[ChatCompletionChunk] = collections.deque()
@@ -804,8 +789,8 @@ class CompletionStream:
         _agent_extras(result, delta)
         self._queue.append(self._chunk(delta, finish_reason=_finish_reason(result)))
         calls = [c["id"] for c in _tool_calls_json(result)]
-        if calls:
-            _TOOL_CALLS.remember(result.thread_id, calls)
+        if calls and self._memory is not None:
+            self._memory.remember(result.thread_id, calls)
         if self._include_usage:
             self._queue.append(self._chunk(None, usage=_usage_json(result)))
 
@@ -818,6 +803,7 @@ def map_chat(
     instructions: str | None = None,
     stream_options: Any = None,
     drop_params: bool = False,
+    memory: ToolCallMemory | None = None,
     **params: Any,
 ) -> _Request:
     """A chat request as one invocation's arguments: the one OpenAI -> run mapping (used by
@@ -833,6 +819,7 @@ def map_chat(
         drop_params=drop_params,
         stream_options=stream_options,
         params=params,
+        memory=memory,
     )
     req.agent = agent
     req.model = model
@@ -860,7 +847,7 @@ async def run_chat(
     if stream:
         kwargs.setdefault("mode", mode or "stream")
         events = client.open_stream(req.agent, req.input, thread_id=req.thread_id, **kwargs)
-        return CompletionStream(events, name, req.include_usage)
+        return CompletionStream(events, name, req.include_usage, client._tool_calls)
     if mode is not None:
         kwargs["mode"] = mode
     try:
@@ -869,6 +856,9 @@ async def run_chat(
         if not isinstance(exc.result, RunResult):
             raise
         result = exc.result
+    calls = [c["id"] for c in _tool_calls_json(result)]
+    if calls:
+        client._tool_calls.remember(result.thread_id, calls)
     return completion_from_result(result, name)
 
 
@@ -897,6 +887,7 @@ async def chat(
         instructions=instructions,
         stream_options=stream_options,
         drop_params=drop_params,
+        memory=client._tool_calls,
         **params,
     )
     return await run_chat(
@@ -1233,4 +1224,16 @@ async def acompletion(
         max_retries=retries,
         allow_insecure_http=allow_insecure_http,
     )
+    if req.needs_thread:
+        # Tool messages without thread_id: their thread is in this client's tool-call memory.
+        req = map_chat(
+            model=model,
+            messages=messages,
+            thread_id=thread_id,
+            instructions=instructions,
+            stream_options=stream_options,
+            drop_params=drop_params,
+            memory=client._tool_calls,
+            **params,
+        )
     return await run_chat(client, req, stream=stream, timeout=timeout)

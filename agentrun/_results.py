@@ -12,7 +12,7 @@ from typing import Any
 import attrs
 
 from agentrun._machine import State, Transition
-from agentrun._wire import ImageFilePart, LastError, Message, Run, RunStep, ToolCall, Usage
+from agentrun._model import ImageFilePart, LastError, Message, Run, RunStep, ToolCall, Usage
 
 __all__ = [
     "ClientStatistics",

@@ -237,6 +237,8 @@ class _SharedPortal(_Runner):
 
         # A daemon thread: a non-daemon one would be joined before atexit handlers run, so
         # the interpreter would wait forever for a loop that only the atexit handler stops.
+        # (This is why anyio's `start_blocking_portal` is not used: it runs the loop in a
+        # `ThreadPoolExecutor` worker, which is not a daemon and is joined at that point.)
         thread = threading.Thread(target=main, name="agentrun-portal", daemon=True)
         thread.start()
         portal = ready.result()
@@ -491,16 +493,12 @@ class MapIterator:
         self.close()
 
     async def _produce(self, send: anyio.abc.ObjectSendStream[MapResult]) -> None:
-        async with send:
-            results = self._client.map(_pull(self._requests), concurrency=self._concurrency)
-            try:
-                async for item in results:
-                    await send.send(item)
-            finally:
-                # Shielded: closing the batch cancels its runs and waits for their (bounded)
-                # remote cancels, even when this task is being cancelled.
-                with anyio.CancelScope(shield=True):
-                    await results.aclose()
+        # The batch's task group lives in this task: cancelling it (close, Ctrl-C) cancels the
+        # runs, and leaving the block waits for their (bounded, shielded) remote cancels.
+        batch = self._client.map(_pull(self._requests), concurrency=self._concurrency)
+        async with send, batch as results:
+            async for item in results:
+                await send.send(item)
 
     def _start(self) -> None:
         send, receive = anyio.create_memory_object_stream[MapResult]()

@@ -311,7 +311,7 @@ async def test_waiting_for_the_pool_is_bounded_by_the_deadline_only(
     """Pool of 2, 8 streamed runs of 1 s each (so the last wait ~3 s for a connection, far
     longer than the only grace period left, made tiny here): all complete, and the runs are
     created in the order the invocations asked for a connection (first come, first served)."""
-    monkeypatch.setattr("agentrun._client.CANCEL_GRACE", 0.2)
+    monkeypatch.setattr("agentrun._driver.CANCEL_GRACE", 0.2)
     timing = Timing(queue_delay=0.01, run_duration=1.0, delta_interval=0.001)
     async with Emulator(EmulatorSettings(timing=timing)) as emu:
         async with AsyncClient(emu.endpoint, api_key=emu.api_key, pool_limit=2) as client:

@@ -318,7 +318,8 @@ async def test_map_bounds_concurrency_and_isolates_failures(
         {"agent": "asst_def456", "input": f"What is {i} + {i}?", "key": i} for i in range(40)
     ]
     requests[7]["input"] = "Boom [emulator:fail=server_error]"
-    results = [r async for r in client.map(requests, concurrency=8)]
+    async with client.map(requests, concurrency=8) as items:
+        results = [r async for r in items]
     assert sorted(r.index for r in results) == list(range(40))
     failed = [r for r in results if not r.ok]
     assert [r.index for r in failed] == [7]
@@ -333,10 +334,9 @@ async def test_map_bounds_concurrency_and_isolates_failures(
 
 async def test_map_reports_bad_items_without_stopping(client: AsyncClient) -> None:
     """A malformed request becomes an error item; the rest still run."""
-    results = [
-        r
-        async for r in client.map([{"input": "no agent"}, {"agent": "asst_abc123", "input": "Hi"}])
-    ]
+    requests = [{"input": "no agent"}, {"agent": "asst_abc123", "input": "Hi"}]
+    async with client.map(requests) as items:
+        results = [r async for r in items]
     by_index = {r.index: r for r in results}
     assert isinstance(by_index[0].error, agentrun.ConfigurationError)
     assert by_index[1].ok
@@ -436,14 +436,15 @@ async def test_auto_streams_up_to_half_the_pool_then_polls(emu: Emulator) -> Non
 
 
 async def test_breaking_out_of_map_cancels_the_rest(client: AsyncClient, emu: Emulator) -> None:
-    """Leaving `async for ... in client.map()` early is safe: the runs still going are
-    cancelled on the service, and nothing more is started."""
+    """Breaking out of the results of `client.map()` (and so out of its block) is safe: the
+    runs still going are cancelled on the service, and nothing more is started."""
     requests = [{"agent": "asst_abc123", "input": "Quick one"}] + [
         {"agent": "asst_abc123", "input": f"Job {i} [emulator:sleep=30]"} for i in range(10)
     ]
-    async for item in client.map(requests, concurrency=4):
-        assert item.ok
-        break
+    async with client.map(requests, concurrency=4) as results:
+        async for item in results:
+            assert item.ok
+            break
     with anyio.fail_after(10):
         while emu.stats()["active_runs"]:
             await anyio.sleep(0.02)
@@ -466,6 +467,86 @@ async def test_map_as_context_manager_closes_on_exit(client: AsyncClient, emu: E
             await anyio.sleep(0.02)
     assert {r["status"] for r in _runs(emu)} == {"cancelled"}
     assert got == []
+
+
+async def test_map_without_async_with_is_refused(client: AsyncClient, emu: Emulator) -> None:
+    """`async for item in client.map(...)` (the old form) raises a TypeError that shows the
+    `async with` form, and starts no run: the work needs a block that owns it."""
+    with pytest.raises(TypeError, match=r"async with client\.map\(requests"):
+        async for _ in client.map([{"agent": "asst_abc123", "input": "Hi"}]):
+            pass  # pragma: no cover
+    assert emu.stats()["runs_created"] == 0
+
+
+async def test_map_reraises_what_stopped_reading_the_requests(client: AsyncClient) -> None:
+    """An error raised by the requests' own iterator comes out of the results after the items
+    already started, with its own type."""
+
+    async def requests() -> AsyncIterator[dict[str, Any]]:
+        yield {"agent": "asst_abc123", "input": "Hi"}
+        raise LookupError("the source broke")
+
+    got: list[Any] = []
+
+    async def consume() -> None:
+        async with client.map(requests(), concurrency=2) as results:
+            async for item in results:
+                got.append(item)
+
+    with pytest.raises(LookupError, match="the source broke"):
+        await consume()
+    assert [item.ok for item in got] == [True]
+
+
+async def test_a_closed_client_refuses_reuse(emu: Emulator) -> None:
+    """After `aclose()`, `run`, `open_stream` and `map` raise `ClientStateError` saying the
+    client is closed, before anything is sent."""
+    client = AsyncClient(emu.endpoint, api_key=emu.api_key)
+    await client.aclose()
+    with pytest.raises(agentrun.ClientStateError, match="closed"):
+        await client.run("asst_abc123", "Hi")
+    with pytest.raises(agentrun.ClientStateError, match="closed"):
+        client.open_stream("asst_abc123", "Hi")
+    with pytest.raises(agentrun.ClientStateError, match="closed"):
+        async with client.map([{"agent": "asst_abc123", "input": "Hi"}]):
+            pass  # pragma: no cover
+    assert emu.stats()["runs_created"] == 0
+
+
+async def test_closing_the_client_stops_a_map(emu: Emulator) -> None:
+    """`aclose()` during a `map()` block cancels the runs under way (their items carry
+    `ClientStateError`), creates no more runs, and the results then raise `ClientStateError`."""
+    client = AsyncClient(emu.endpoint, api_key=emu.api_key)
+    requests = [{"agent": "asst_abc123", "input": f"Job {i} [emulator:sleep=30]"} for i in range(9)]
+    got: list[Any] = []
+    raised: list[Exception] = []
+
+    async def consume() -> None:
+        try:
+            async with client.map(requests, concurrency=3) as results:
+                async for item in results:
+                    got.append(item)
+        except agentrun.ClientStateError as exc:
+            raised.append(exc)
+
+    async def close_soon() -> None:
+        with anyio.fail_after(10):
+            while emu.stats()["runs_created"] < 3:
+                await anyio.sleep(0.02)
+        await client.aclose()
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(close_soon)
+        tg.start_soon(consume)
+    assert len(raised) == 1 and "closed" in str(raised[0])
+    # The three under way, and at most the one request already read and waiting for a slot.
+    assert 3 <= len(got) <= 4
+    assert all(isinstance(item.error, agentrun.ClientStateError) for item in got)
+    assert emu.stats()["runs_created"] == 3
+    with anyio.fail_after(10):
+        while emu.stats()["active_runs"]:
+            await anyio.sleep(0.02)
+    assert {r["status"] for r in _runs(emu)} == {"cancelled"}
 
 
 @pytest.mark.parametrize("mode", ["stream", "poll"])

@@ -14,9 +14,9 @@ import pytest
 
 import agentrun
 from agentrun import _openai
+from agentrun._classic.wire import list_messages, parse_message
 from agentrun._machine import State
 from agentrun._results import RunResult
-from agentrun._wire import list_messages, parse_message
 from agentrun.emulator import Emulator, EmulatorSettings, Timing
 
 pytestmark = pytest.mark.anyio
@@ -223,6 +223,30 @@ async def test_unknown_tool_call_id_without_thread_is_clear_error(emu: Emulator)
             **kw(emu),
         )
     assert emu.stats()["requests_total"] == before
+
+
+async def test_tool_call_memory_is_per_client(emu: Emulator) -> None:
+    """A tool call id one client handed out resolves its thread on that client only: another
+    client (another endpoint, or other credentials) refuses the same tool messages without
+    thread_id (BadRequestError, nothing sent), while the first continues the run."""
+    messages: list[dict[str, Any]] = user(WEATHER_ASK)
+    async with (
+        agentrun.AsyncClient(emu.endpoint, api_key=emu.api_key) as mine,
+        agentrun.AsyncClient(emu.endpoint, api_key=emu.api_key) as other,
+    ):
+        first = await _openai.chat(mine, model=MODEL, messages=messages, tools=[WEATHER_TOOL])
+        assert isinstance(first, _openai.ChatCompletion)
+        call = first.choices[0].message.tool_calls[0]
+        messages.append(first.choices[0].message.to_dict())
+        messages.append({"role": "tool", "tool_call_id": call.id, "content": "sunny, 21 C"})
+        before = emu.stats()["requests_total"]
+        with pytest.raises(agentrun.BadRequestError, match="thread_id"):
+            await _openai.chat(other, model=MODEL, messages=messages, tools=[WEATHER_TOOL])
+        assert emu.stats()["requests_total"] == before
+        final = await _openai.chat(mine, model=MODEL, messages=messages, tools=[WEATHER_TOOL])
+        assert isinstance(final, _openai.ChatCompletion)
+        assert final.thread_id == first.thread_id
+        assert "sunny, 21 C" in final.choices[0].message.content
 
 
 @pytest.mark.parametrize(

@@ -81,3 +81,43 @@ def test_drop_params_module_attribute_defaults_false() -> None:
     """LiteLLM's global `drop_params` switch exists and is off unless set."""
     assert agentrun.drop_params is False
     assert "drop_params" in agentrun.__all__
+
+
+def test_types_results_expose_are_exported() -> None:
+    """Every class a public result or event holds in its fields (messages, runs, steps, tool
+    calls, usage, errors' details) is exported from `agentrun`, so callers can annotate and
+    `isinstance` them without importing private modules."""
+    import typing
+
+    from agentrun import _model, _results
+
+    exposed = {
+        agentrun.RunResult,
+        agentrun.MapResult,
+        agentrun.RunFinished,
+        agentrun.StateChanged,
+        agentrun.TextDelta,
+        agentrun.ToolCallDelta,
+        agentrun.Message,
+        agentrun.Run,
+        agentrun.RunStep,
+    }
+    namespace = {**vars(_model), **vars(_results)}
+    seen: set[str] = set()
+    for cls in exposed:
+        for hint in typing.get_type_hints(cls, namespace).values():
+            for arg in _flatten(hint):
+                if isinstance(arg, type) and arg.__module__.startswith("agentrun."):
+                    seen.add(arg.__name__)
+    assert seen, "no agentrun types found in result fields"
+    missing = sorted(name for name in seen if name not in agentrun.__all__)
+    assert missing == []
+
+
+def _flatten(hint: object) -> list[object]:
+    import typing
+
+    args = typing.get_args(hint)
+    if not args:
+        return [hint]
+    return [hint, *(a for arg in args for a in _flatten(arg))]

@@ -17,8 +17,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from agentrun import _sse
-from agentrun import _wire as w
+from agentrun import _inputs, _machine, _model, _sse
+from agentrun._classic import wire as w
 from agentrun._errors import ConfigurationError, RemoteProtocolError
 from agentrun._sse import SSEEvent
 
@@ -131,9 +131,9 @@ def test_status_sets_partition_the_nine_statuses() -> None:
     assert set(w.TERMINAL_STATUSES) == terminal
 
 
-@pytest.mark.parametrize("module", [w, _sse], ids=lambda m: m.__name__)
+@pytest.mark.parametrize("module", [w, _sse, _model, _inputs, _machine], ids=lambda m: m.__name__)
 def test_module_is_pure(module: Any) -> None:
-    """The pure core imports only the stdlib, attrs and agentrun's own errors and SSE."""
+    """The pure core imports only the stdlib, attrs and agentrun's own pure modules."""
     tree = ast.parse(Path(module.__file__).read_text())
     imported: set[str] = set()
     for node in ast.walk(tree):
@@ -150,7 +150,9 @@ def test_module_is_pure(module: Any) -> None:
         "typing",
         "urllib.parse",
     }
-    assert imported <= allowed_stdlib | {"attrs", "agentrun._errors", "agentrun._sse"}
+    pure = {"agentrun._errors", "agentrun._sse", "agentrun._machine"}
+    pure |= {"agentrun._model", "agentrun._inputs"}
+    assert imported <= allowed_stdlib | {"attrs", "enum", "itertools"} | pure
 
 
 # -- runs --------------------------------------------------------------------------------------
@@ -398,16 +400,11 @@ def test_parse_message_page_requires_has_more() -> None:
         w.parse_message_page({"data": [], "has_more": "no"})
 
 
-def test_parse_thread_and_deleted() -> None:
-    """Thread metadata null becomes {}; a delete answer gives id and flag."""
+def test_parse_thread() -> None:
+    """Thread metadata null becomes {}."""
     assert w.parse_thread(
         {"id": "thread_1", "object": "thread", "created_at": 5, "metadata": None}
     ) == w.Thread("thread_1", 5, {})
-    assert w.parse_deleted({"id": "thread_1", "object": "thread.deleted", "deleted": True}) == (
-        w.Deleted("thread_1", True)
-    )
-    with pytest.raises(RemoteProtocolError, match="'deleted'"):
-        w.parse_deleted({"id": "thread_1", "deleted": "yes"})
 
 
 def test_decode_json_errors_name_the_body() -> None:
@@ -680,11 +677,9 @@ def test_create_run_with_additional_messages() -> None:
 
 
 def test_simple_run_and_thread_requests() -> None:
-    """Get, cancel, list and delete requests have the documented methods, paths and params."""
+    """Get, cancel and list requests have the documented methods, paths and params."""
     assert w.get_run("t", "r") == w.ApiRequest("GET", "/threads/t/runs/r")
     assert w.cancel_run("t", "r") == w.ApiRequest("POST", "/threads/t/runs/r/cancel", (), None)
-    assert w.get_thread("t") == w.ApiRequest("GET", "/threads/t")
-    assert w.delete_thread("t") == w.ApiRequest("DELETE", "/threads/t")
     assert w.list_runs("t") == w.ApiRequest(
         "GET", "/threads/t/runs", (("limit", "1"), ("order", "desc"))
     )
@@ -719,15 +714,12 @@ def test_submit_tool_outputs_body() -> None:
         w.submit_tool_outputs("t", "r", [{"tool_call_id": "c", "output": ""}], stream=False)  # type: ignore[list-item]
 
 
-def test_create_thread_and_message() -> None:
-    """create_thread with no messages sends {}; create_message sends role and content."""
+def test_create_thread() -> None:
+    """create_thread with no messages sends {}; with messages, their role and content."""
     assert w.create_thread() == w.ApiRequest("POST", "/threads", (), {})
     assert w.create_thread([HELLO]).json == {"messages": [{"role": "user", "content": "Hello"}]}
-    assert w.create_message("t", HELLO) == w.ApiRequest(
-        "POST", "/threads/t/messages", (), {"role": "user", "content": "Hello"}
-    )
-    with pytest.raises(ConfigurationError, match="InputMessage"):
-        w.create_message("t", {"role": "user", "content": "x"})  # type: ignore[arg-type]
+    with pytest.raises(ConfigurationError, match=r"messages\[0\]"):
+        w.create_thread([{"role": "user", "content": "x"}])  # type: ignore[list-item]
 
 
 def test_ids_are_validated_as_whole_strings() -> None:
@@ -738,7 +730,7 @@ def test_ids_are_validated_as_whole_strings() -> None:
     bad_ids = ("", ".", "..", None, 5, "a/b", "c?d", "e#f", "thread_1\n", "thread 1", "t\r\nx")
     for bad in (*bad_ids, "x" * 257, "th%2F"):
         with pytest.raises(ConfigurationError, match="thread_id"):
-            w.get_thread(bad)  # type: ignore[arg-type]
+            w.get_run(bad, "run_1")  # type: ignore[arg-type]
     with pytest.raises(ConfigurationError, match="run_id"):
         w.get_run("thread_1", "run_1\n")
     with pytest.raises(ConfigurationError, match="agent_id"):
@@ -898,7 +890,6 @@ PARSERS = [
     w.parse_message_page,
     w.parse_run_page,
     w.parse_thread,
-    w.parse_deleted,
 ]
 
 

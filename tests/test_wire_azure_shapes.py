@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from agentrun import _wire as w
+from agentrun._classic import wire as w
 from agentrun._errors import RemoteProtocolError
 from agentrun._sse import SSEEvent
 

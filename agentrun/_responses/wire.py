@@ -6,7 +6,7 @@ decoded body (or each `SSEEvent`) back to the parsers here. The shapes follow
 ``reference/agents-v2-api.md`` (OpenAI's Responses and Conversations types as served by
 ``{project}/openai/v1``, and the Foundry agent-version routes with ``api-version=v1``).
 
-Error rules, as in the classic `agentrun._wire`:
+Error rules, as in the classic `agentrun._classic.wire`:
 
 * bad input from the caller (an invalid agent name, both ``conversation`` and
   ``previous_response_id``) raises `ConfigurationError` naming the parameter; a parameter the
@@ -29,9 +29,9 @@ own ``POST .../items``; normally the input goes in the response request) → ``r
 ``cancelling``: a cancel answers with the final response. See `run_state`.
 
 Why one module of ~1,200 lines: it is the whole v2 wire format, the counterpart of the classic
-`agentrun._wire`, so the protocol seam can import one module per protocol. Its sections (names
-and routing, requests, response values, errors, stream events) share only the private
-field readers and can be split along those lines if the seam wants it.
+`agentrun._classic.wire`, so the protocol seam can import one module per protocol. Its
+sections (names and routing, requests, response values, errors, stream events) share only the
+private field readers and can be split along those lines if the seam wants it.
 """
 
 from __future__ import annotations

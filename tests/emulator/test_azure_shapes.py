@@ -17,7 +17,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from agentrun import _wire
+from agentrun._classic import wire as _wire
 from agentrun.emulator import AgentSpec, Emulator, EmulatorSettings, FaultRule, Timing
 
 pytestmark = pytest.mark.anyio
@@ -399,7 +399,6 @@ async def test_agentrun_request_bodies_are_accepted(
     tid = run["thread_id"]
     await wait_terminal(session, emu, tid, run["id"])
     for req in (
-        _wire.create_message(tid, hello),
         _wire.create_run(
             tid,
             "asst_abc123",

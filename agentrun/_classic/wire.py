@@ -1,8 +1,12 @@
-"""The Agents API wire format: request builders, and parsers from decoded JSON to attrs values.
+"""The classic Agents API (threads/runs) wire format: request builders, and parsers from decoded
+JSON to the neutral values of `agentrun._model`.
 
-Pure code: no I/O, no clock, no event loop (stdlib, attrs and `agentrun._errors` only). The
-transport turns an `ApiRequest` into HTTP and hands the decoded body (or each `SSEEvent`)
-back to the parsers here. The shapes follow ``reference/agents-rest-api.md``.
+Pure code: no I/O, no clock, no event loop (stdlib, attrs and agentrun's pure core only).
+The values runs produce (`Run`, `Message`, `RunStep`, ...) live in `agentrun._model` and the
+caller's input values (`InputMessage`, `RunOptions`, `ToolOutput`) in `agentrun._inputs`; they
+are re-exported here for the parsers' and builders' callers. The transport turns an
+`ApiRequest` into HTTP and hands the decoded body (or each `SSEEvent`) back to the parsers
+here. The shapes follow ``reference/agents-rest-api.md``.
 
 Two error rules hold throughout:
 
@@ -14,12 +18,15 @@ Two error rules hold throughout:
 
 Forward compatibility: unknown stream events, unknown content part types and unknown keys are
 ignored or kept in ``raw``, so a new service feature does not break an old client.
+
+Why one module of ~1,000 lines: it is the whole classic wire format (field readers, parsers
+of every object and stream event, request builders with their id checks), the counterpart of
+`agentrun._responses.wire`; its sections share the private field readers and id checks.
 """
 
 from __future__ import annotations
 
 import json as _json
-import math
 import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal, NoReturn, TypeAlias, TypeVar
@@ -29,6 +36,24 @@ import attrs
 
 from agentrun._errors import ConfigurationError, RemoteProtocolError
 from agentrun._errors import parse_error_body as _parse_error_body
+from agentrun._inputs import InputMessage, RunOptions, ToolOutput
+from agentrun._machine import ACTIVE_STATES, STATUS_TO_STATE
+from agentrun._model import (
+    TERMINAL_STATUSES,
+    TEXT_PART_SEPARATOR,
+    ImageFilePart,
+    ImageUrlPart,
+    LastError,
+    Message,
+    Part,
+    Run,
+    RunStep,
+    StepToolCall,
+    TextPart,
+    ToolCall,
+    UnknownPart,
+    Usage,
+)
 from agentrun._sse import SSEEvent
 
 __all__ = [
@@ -38,7 +63,6 @@ __all__ = [
     "TERMINAL_STATUSES",
     "TEXT_PART_SEPARATOR",
     "ApiRequest",
-    "Deleted",
     "ErrorInfo",
     "ImageFilePart",
     "ImageUrlPart",
@@ -68,18 +92,14 @@ __all__ = [
     "UnknownPart",
     "Usage",
     "cancel_run",
-    "create_message",
     "create_run",
     "create_thread",
     "create_thread_and_run",
     "decode_json",
-    "delete_thread",
     "get_run",
-    "get_thread",
     "list_messages",
     "list_run_steps",
     "list_runs",
-    "parse_deleted",
     "parse_error_body",
     "parse_message",
     "parse_message_page",
@@ -95,16 +115,13 @@ __all__ = [
 # --------------------------------------------------------------------------------------------
 # Run statuses
 
-#: Statuses after which a run never changes again.
-TERMINAL_STATUSES: frozenset[str] = frozenset(
-    {"completed", "failed", "cancelled", "expired", "incomplete"}
-)
-#: Statuses of a run that is still alive (the thread refuses a second run meanwhile).
+#: Statuses after which a run never changes again, of a run still alive, and every status the
+#: service may report (anything else is a `RemoteProtocolError`): all derived from the run state
+#: machine's `STATUS_TO_STATE`, the one place that knows run statuses.
 ACTIVE_STATUSES: frozenset[str] = frozenset(
-    {"queued", "in_progress", "requires_action", "cancelling"}
+    status for status, state in STATUS_TO_STATE.items() if state in ACTIVE_STATES
 )
-#: Every status the service may report; anything else is a `RemoteProtocolError`.
-RUN_STATUSES: frozenset[str] = TERMINAL_STATUSES | ACTIVE_STATUSES
+RUN_STATUSES: frozenset[str] = frozenset(STATUS_TO_STATE)
 
 #: Stream events whose data is a run object (``thread.run.<status>``, plus ``created``).
 RUN_EVENTS: frozenset[str] = frozenset(
@@ -117,12 +134,6 @@ _STEP_EVENTS = frozenset(
 _MESSAGE_EVENTS = frozenset(
     f"thread.message.{s}" for s in ("created", "in_progress", "completed", "incomplete")
 )
-
-#: How `Message.text` joins the text of several text parts. Separate parts are separate
-#: blocks of the reply (a paragraph break in Markdown); joining with "" would glue the last
-#: word of one part to the first of the next. Stream consumers that assemble `TextDelta`s
-#: should insert the same separator when the part index changes.
-TEXT_PART_SEPARATOR = "\n\n"
 
 
 _T = TypeVar("_T")
@@ -256,152 +267,6 @@ def decode_json(body: bytes | str, what: str) -> Any:
 
 
 @attrs.frozen
-class Usage:
-    """Token counts of a run (``null`` on the wire until the run is terminal)."""
-
-    prompt_tokens: int
-    completion_tokens: int
-    total_tokens: int
-    #: ``usage.prompt_token_details.cached_tokens`` (Azure sends it on runs and steps; the
-    #: recordings in Azure/azure-sdk-assets show ``{"cached_tokens": 0}``), None when absent.
-    cached_tokens: int | None = None
-
-
-@attrs.frozen
-class LastError:
-    """Why a run failed, e.g. ``code="rate_limit_exceeded"`` or ``"server_error"``."""
-
-    code: str | None
-    message: str | None
-
-
-@attrs.frozen
-class ToolCall:
-    """One tool call the run waits for. For non-function tools `name` is None, `arguments` "";
-    `raw` is the call object as received (e.g. an ``mcp`` approval request)."""
-
-    id: str
-    type: str
-    name: str | None
-    arguments: str
-    raw: Mapping[str, Any] = attrs.field(factory=dict, repr=False, eq=False)
-
-
-@attrs.frozen
-class Run:
-    """A ThreadRun. `raw` is the decoded JSON object as received (read it, do not mutate it).
-
-    `required_tool_calls` holds the calls of ``required_action`` (whatever its ``type``:
-    ``submit_tool_outputs``, or ``submit_tool_approval`` in preview versions; the type itself is
-    in ``raw["required_action"]["type"]``), empty when no action is required.
-    """
-
-    id: str
-    thread_id: str
-    assistant_id: str
-    status: str
-    created_at: int
-    started_at: int | None
-    completed_at: int | None
-    failed_at: int | None
-    cancelled_at: int | None
-    expires_at: int | None
-    last_error: LastError | None
-    usage: Usage | None
-    required_tool_calls: tuple[ToolCall, ...]
-    incomplete_reason: str | None
-    metadata: Mapping[str, str]
-    model: str | None
-    raw: Mapping[str, Any] = attrs.field(repr=False, eq=False)
-
-    @property
-    def is_terminal(self) -> bool:
-        """Whether the run reached a status it never leaves."""
-        return self.status in TERMINAL_STATUSES
-
-
-@attrs.frozen
-class TextPart:
-    """A text content item; annotation indices are relative to this part's `text`."""
-
-    text: str
-    annotations: tuple[Mapping[str, Any], ...] = ()
-
-
-@attrs.frozen
-class ImageFilePart:
-    file_id: str
-
-
-@attrs.frozen
-class ImageUrlPart:
-    url: str
-
-
-@attrs.frozen
-class UnknownPart:
-    """A content item of a type this version does not know; `raw` is the item as received."""
-
-    type: str
-    raw: Mapping[str, Any] = attrs.field(eq=False)
-
-
-Part: TypeAlias = TextPart | ImageFilePart | ImageUrlPart | UnknownPart
-
-
-@attrs.frozen
-class Message:
-    """A ThreadMessage. `raw` is the decoded JSON object as received.
-
-    Only ``id``, ``thread_id``, ``role`` and ``content`` are required: the service sends message
-    objects outside a stream without ``status``, ``completed_at``, ``incomplete_at`` and
-    ``incomplete_details`` (azure-sdk-assets recordings, 2025-05-15-preview), and
-    ``thread.message.created`` with ``content: []``.
-    """
-
-    id: str
-    thread_id: str
-    run_id: str | None
-    assistant_id: str | None
-    role: str
-    #: ``in_progress``/``completed``/``incomplete`` in stream events; None in message objects
-    #: outside a stream (create, get, list), where the service leaves the key out.
-    status: str | None
-    #: Unix seconds (whole seconds: two messages of one run often share it; never sort on it).
-    created_at: int
-    content: tuple[Part, ...]
-    incomplete_reason: str | None
-    raw: Mapping[str, Any] = attrs.field(repr=False, eq=False)
-
-    @property
-    def text(self) -> str:
-        """The text parts joined with `TEXT_PART_SEPARATOR` ("" when there is none)."""
-        return TEXT_PART_SEPARATOR.join(p.text for p in self.content if type(p) is TextPart)
-
-    @property
-    def annotations(self) -> tuple[Mapping[str, Any], ...]:
-        """All text parts' annotations, with ``start_index``/``end_index`` shifted to `text`."""
-        result: list[Mapping[str, Any]] = []
-        offset = 0
-        first = True
-        for part in self.content:
-            if type(part) is not TextPart:
-                continue
-            if not first:
-                offset += len(TEXT_PART_SEPARATOR)
-            first = False
-            for ann in part.annotations:
-                if offset:
-                    ann = dict(ann)
-                    for key in ("start_index", "end_index"):
-                        if type(ann.get(key)) is int:
-                            ann[key] += offset
-                result.append(ann)
-            offset += len(part.text)
-        return tuple(result)
-
-
-@attrs.frozen
 class MessagePage:
     """One page of a message list. `last_id` is None when the service sent null or ""."""
 
@@ -429,14 +294,6 @@ class Thread:
 
 
 @attrs.frozen
-class Deleted:
-    """The answer to a delete: the object's id and whether it was deleted."""
-
-    id: str
-    deleted: bool
-
-
-@attrs.frozen
 class ErrorInfo:
     """What an HTTP error body said. `message` is never empty when the body was not."""
 
@@ -444,42 +301,6 @@ class ErrorInfo:
     message: str
     param: str | None
     type: str | None
-
-
-@attrs.frozen
-class StepToolCall:
-    """One call of a ``tool_calls`` run step: a `function` call, or a built-in tool the service
-    ran itself (``code_interpreter``, ``bing_grounding``, ``file_search``, ``azure_ai_search``,
-    ``connected_agent``, ``openapi``, ``mcp``, or any type this version does not know).
-
-    `name`, `arguments` and `output` are read from the type's own object where it has them:
-    ``function`` and ``connected_agent``/``openapi``/``mcp`` -> ``name``, ``arguments``,
-    ``output``; ``code_interpreter`` -> ``input`` as `arguments`, ``outputs`` (a list) as
-    `output`; ``bing_grounding`` -> ``requesturl`` as `arguments`; ``file_search`` and
-    ``azure_ai_search`` -> ``results``/``output`` as `output`. Everything else is in `raw`,
-    the call object as received.
-    """
-
-    id: str | None
-    type: str
-    name: str | None
-    arguments: str | None
-    output: Any
-    raw: Mapping[str, Any] = attrs.field(repr=False, eq=False)
-
-
-@attrs.frozen
-class RunStep:
-    """A RunStep (``thread.run.step`` object): ``message_creation`` (with `message_id`) or
-    ``tool_calls`` (with `tool_calls`). Only ``id`` is required; the service sends steps
-    without ``metadata``, and unknown step or call types are kept (``raw``)."""
-
-    id: str
-    type: str
-    status: str | None
-    message_id: str | None
-    tool_calls: tuple[StepToolCall, ...]
-    raw: Mapping[str, Any] = attrs.field(repr=False, eq=False)
 
 
 # --------------------------------------------------------------------------------------------
@@ -740,20 +561,6 @@ def parse_thread(data: Any) -> Thread:
     where = "thread"
     d = _obj(data, where)
     return Thread(_str(d, "id", where), _opt_int(d, "created_at", where) or 0, _metadata(d, where))
-
-
-def parse_deleted(data: Any) -> Deleted:
-    """A ``{"id", "object": "….deleted", "deleted": bool}`` answer -> `Deleted`."""
-    where = "delete response"
-    d = _obj(data, where)
-    deleted = d.get("deleted")
-    if type(deleted) is not bool:
-        _bad(
-            where,
-            "deleted",
-            "is missing" if "deleted" not in d else f"must be a boolean, got {_type_name(deleted)}",
-        )
-    return Deleted(_str(d, "id", where), deleted)
 
 
 def parse_error_body(body: bytes) -> ErrorInfo:
@@ -1019,277 +826,7 @@ def _seg(value: Any, name: str) -> str:
     return quote(_id(value, name), safe="")
 
 
-_ROLES = ("user", "assistant")
-_DETAILS = ("auto", "low", "high")
-
-
-def _check_detail(holder: Mapping[str, Any], where: str) -> None:
-    if "detail" in holder and holder["detail"] not in _DETAILS:
-        raise ConfigurationError(
-            f"{where}.detail must be one of {_DETAILS}, got {holder['detail']!r}"
-        )
-
-
-def _check_keys(d: Mapping[str, Any], allowed: tuple[str, ...], where: str) -> None:
-    extra = sorted(str(k) for k in d if k not in allowed)
-    if extra:
-        raise ConfigurationError(f"{where} has unsupported keys {extra}; allowed: {list(allowed)}")
-
-
-def _content_part(part: Any, where: str) -> dict[str, Any]:
-    if not isinstance(part, Mapping):
-        raise ConfigurationError(f"{where} must be a mapping, got {type(part).__name__}")
-    kind = part.get("type")
-    if kind == "text":
-        _check_keys(part, ("type", "text"), where)
-        if type(part.get("text")) is not str:
-            raise ConfigurationError(f"{where}.text must be a string")
-        return {"type": "text", "text": part["text"]}
-    if kind == "image_url":
-        _check_keys(part, ("type", "image_url"), where)
-        image = part.get("image_url")
-        if type(image) is str:  # OpenAI's shorthand
-            image = {"url": image}
-        if not isinstance(image, Mapping) or type(image.get("url")) is not str or not image["url"]:
-            raise ConfigurationError(f"{where}.image_url must be {{'url': str, 'detail'?: str}}")
-        _check_keys(image, ("url", "detail"), f"{where}.image_url")
-        _check_detail(image, f"{where}.image_url")
-        return {"type": "image_url", "image_url": dict(image)}
-    if kind == "image_file":
-        _check_keys(part, ("type", "image_file"), where)
-        image = part.get("image_file")
-        if (
-            not isinstance(image, Mapping)
-            or type(image.get("file_id")) is not str
-            or not image["file_id"]
-        ):
-            raise ConfigurationError(
-                f"{where}.image_file must be {{'file_id': str, 'detail'?: str}}"
-            )
-        _check_keys(image, ("file_id", "detail"), f"{where}.image_file")
-        _check_detail(image, f"{where}.image_file")
-        return {"type": "image_file", "image_file": dict(image)}
-    raise ConfigurationError(
-        f"{where}.type must be 'text', 'image_url' or 'image_file', got {kind!r}"
-    )
-
-
-def _content(value: Any) -> str | tuple[Mapping[str, Any], ...]:
-    if type(value) is str:
-        return value
-    if isinstance(value, Sequence) and not isinstance(value, (bytes, bytearray)):
-        if not value:
-            raise ConfigurationError("message content must not be an empty list")
-        return tuple(_content_part(p, f"message content[{i}]") for i, p in enumerate(value))
-    raise ConfigurationError(
-        f"message content must be a string or a list of parts, got {type(value).__name__}"
-    )
-
-
-def _role(_inst: Any, _attr: Any, value: Any) -> None:
-    if value not in _ROLES:
-        raise ConfigurationError(f"message role must be 'user' or 'assistant', got {value!r}")
-
-
-@attrs.frozen
-class InputMessage:
-    """A message to add to a thread. `content` is a string or OpenAI-style parts.
-
-    Parts are ``{"type": "text", "text": str}``, ``{"type": "image_url", "image_url": {"url",
-    "detail"?}}`` (or ``"image_url": "<url>"``) and ``{"type": "image_file", "image_file":
-    {"file_id", "detail"?}}``; anything else is a `ConfigurationError`. Parts are copied, so
-    later changes to the caller's dicts do not leak into the value.
-    """
-
-    role: Literal["user", "assistant"] = attrs.field(validator=_role)
-    content: str | Sequence[Mapping[str, Any]] = attrs.field(converter=_content)
-
-    def to_json(self) -> dict[str, Any]:
-        content = self.content
-        return {
-            "role": self.role,
-            "content": content if isinstance(content, str) else [dict(p) for p in content],
-        }
-
-
-def _check_number(name: str, value: Any, low: float, high: float) -> None:
-    if value is None:
-        return
-    if type(value) not in (int, float) or not math.isfinite(value) or not low <= value <= high:
-        raise ConfigurationError(f"{name} must be a number from {low:g} to {high:g}, got {value!r}")
-
-
-def _check_min_tokens(name: str, value: Any) -> None:
-    if value is None:
-        return
-    if type(value) is not int or value < 256:
-        raise ConfigurationError(f"{name} must be an integer >= 256, got {value!r}")
-
-
-def _check_str(name: str, value: Any) -> None:
-    if value is not None and type(value) is not str:
-        raise ConfigurationError(f"{name} must be a string, got {type(value).__name__}")
-
-
-def _check_tools(value: Any) -> tuple[Mapping[str, Any], ...] | None:
-    if value is None:
-        return None
-    if not isinstance(value, Sequence) or isinstance(value, (str, bytes)):
-        raise ConfigurationError(
-            f"tools must be a list of tool definitions, got {type(value).__name__}"
-        )
-    for i, tool in enumerate(value):
-        if not isinstance(tool, Mapping) or type(tool.get("type")) is not str:
-            raise ConfigurationError(f"tools[{i}] must be a mapping with a string 'type'")
-        if tool["type"] == "function":
-            fn = tool.get("function")
-            if not isinstance(fn, Mapping) or type(fn.get("name")) is not str or not fn["name"]:
-                raise ConfigurationError(f"tools[{i}].function must be a mapping with a 'name'")
-    return tuple(value)
-
-
-def _check_tool_choice(value: Any) -> None:
-    if value is None or value in ("none", "auto"):
-        return
-    if isinstance(value, Mapping) and type(value.get("type")) is str:
-        return
-    raise ConfigurationError(
-        f"tool_choice must be 'none', 'auto' or a mapping with a 'type', got {value!r}"
-    )
-
-
-def _check_response_format(value: Any) -> None:
-    if value is None or value == "auto":
-        return
-    if isinstance(value, Mapping):
-        kind = value.get("type")
-        if kind in ("text", "json_object"):
-            return
-        if kind == "json_schema":
-            schema = value.get("json_schema")
-            if (
-                isinstance(schema, Mapping)
-                and type(schema.get("name")) is str
-                and isinstance(schema.get("schema"), Mapping)
-            ):
-                return
-            raise ConfigurationError(
-                "response_format json_schema needs {'name': str, 'schema': mapping}"
-            )
-    raise ConfigurationError(
-        "response_format must be 'auto' or {'type': 'text' | 'json_object' | 'json_schema'}, "
-        f"got {value!r}"
-    )
-
-
-def _check_truncation(value: Any) -> None:
-    if value is None:
-        return
-    if isinstance(value, Mapping):
-        kind = value.get("type")
-        last = value.get("last_messages")
-        if kind == "auto" and last is None:
-            return
-        if kind == "last_messages" and type(last) is int and last >= 1:
-            return
-    raise ConfigurationError(
-        "truncation_strategy must be {'type': 'auto'} or "
-        f"{{'type': 'last_messages', 'last_messages': int >= 1}}, got {value!r}"
-    )
-
-
-def _check_metadata(value: Any) -> dict[str, str] | None:
-    if value is None:
-        return None
-    if not isinstance(value, Mapping):
-        raise ConfigurationError(
-            f"metadata must be a mapping of str to str, got {type(value).__name__}"
-        )
-    if len(value) > 16:
-        raise ConfigurationError(f"metadata may hold at most 16 pairs, got {len(value)}")
-    for k, v in value.items():
-        if type(k) is not str or type(v) is not str:
-            raise ConfigurationError(f"metadata must map str to str, got {k!r}: {v!r}")
-    return dict(value)
-
-
-@attrs.frozen
-class RunOptions:
-    """Per-run settings; None means "not sent" (the agent's own setting applies).
-
-    Validated on construction against the ranges of the API: `temperature` 0–2, `top_p` 0–1,
-    `max_prompt_tokens` and `max_completion_tokens` >= 256, `metadata` at most 16 str->str
-    pairs. A bad value raises `ConfigurationError` naming the parameter.
-    """
-
-    instructions: str | None = None
-    additional_instructions: str | None = None
-    tools: Sequence[Mapping[str, Any]] | None = attrs.field(default=None, converter=_check_tools)
-    tool_choice: str | Mapping[str, Any] | None = None
-    response_format: str | Mapping[str, Any] | None = None
-    temperature: float | None = None
-    top_p: float | None = None
-    max_prompt_tokens: int | None = None
-    max_completion_tokens: int | None = None
-    truncation_strategy: Mapping[str, Any] | None = None
-    metadata: Mapping[str, str] | None = attrs.field(default=None, converter=_check_metadata)
-    parallel_tool_calls: bool | None = None
-    model: str | None = None
-
-    def __attrs_post_init__(self) -> None:
-        _check_str("instructions", self.instructions)
-        _check_str("additional_instructions", self.additional_instructions)
-        _check_str("model", self.model)
-        if self.model == "":
-            raise ConfigurationError("model must not be empty")
-        _check_tool_choice(self.tool_choice)
-        _check_response_format(self.response_format)
-        _check_number("temperature", self.temperature, 0.0, 2.0)
-        _check_number("top_p", self.top_p, 0.0, 1.0)
-        _check_min_tokens("max_prompt_tokens", self.max_prompt_tokens)
-        _check_min_tokens("max_completion_tokens", self.max_completion_tokens)
-        _check_truncation(self.truncation_strategy)
-        if self.parallel_tool_calls is not None and type(self.parallel_tool_calls) is not bool:
-            raise ConfigurationError("parallel_tool_calls must be a bool")
-
-    def to_json(self) -> dict[str, Any]:
-        """The run keys of a request body, leaving out every option that is None."""
-        out: dict[str, Any] = {}
-        for field in attrs.fields(RunOptions):
-            value = getattr(self, field.name)
-            if value is None:
-                continue
-            if field.name == "tools":
-                value = [dict(t) for t in value]
-            elif isinstance(value, Mapping):
-                value = dict(value)
-            out[field.name] = value
-        return out
-
-
 _NO_OPTIONS = RunOptions()
-
-
-@attrs.frozen
-class ToolOutput:
-    """The result of one tool call, sent with `submit_tool_outputs`."""
-
-    tool_call_id: str
-    output: str
-
-    def __attrs_post_init__(self) -> None:
-        if type(self.tool_call_id) is not str or not self.tool_call_id:
-            raise ConfigurationError(
-                f"tool_call_id must be a non-empty string, got {self.tool_call_id!r}"
-            )
-        if type(self.output) is not str:
-            raise ConfigurationError(
-                f"output of tool call {self.tool_call_id!r} must be a string, "
-                f"got {type(self.output).__name__}"
-            )
-
-    def to_json(self) -> dict[str, str]:
-        return {"tool_call_id": self.tool_call_id, "output": self.output}
 
 
 def _items(value: Any, name: str, kind: type[_T]) -> list[_T]:
@@ -1452,21 +989,3 @@ def create_thread(messages: Sequence[InputMessage] = ()) -> ApiRequest:
     """``POST /threads``; with no messages the body is ``{}``, as the SDK sends."""
     items = _messages(messages, "messages")
     return ApiRequest("POST", "/threads", (), {"messages": items} if items else {})
-
-
-def create_message(thread_id: str, message: InputMessage) -> ApiRequest:
-    """``POST /threads/{thread_id}/messages``."""
-    if not isinstance(message, InputMessage):
-        raise ConfigurationError(f"message must be an InputMessage, got {type(message).__name__}")
-    path = f"/threads/{_seg(thread_id, 'thread_id')}/messages"
-    return ApiRequest("POST", path, (), message.to_json())
-
-
-def get_thread(thread_id: str) -> ApiRequest:
-    """``GET /threads/{thread_id}``."""
-    return ApiRequest("GET", f"/threads/{_seg(thread_id, 'thread_id')}")
-
-
-def delete_thread(thread_id: str) -> ApiRequest:
-    """``DELETE /threads/{thread_id}``."""
-    return ApiRequest("DELETE", f"/threads/{_seg(thread_id, 'thread_id')}")

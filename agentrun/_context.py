@@ -1,0 +1,118 @@
+"""`DriverContext`: what the run driver needs of the client that owns it, as one value.
+
+`AsyncClient` builds one at the end of its `__init__`; every `RunStream` of the client gets it
+instead of the client itself. It holds the transport, the protocol behind the seam, telemetry,
+the poll schedules learned per agent, the run counters behind `statistics()`, and the tasks that
+must outlive a cancelled caller (creates already sent, cleanups), which `aclose()` waits for.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import weakref
+from collections import Counter, deque
+from collections.abc import Coroutine
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
+
+import anyio
+import attrs
+
+from agentrun import _otel
+from agentrun._machine import RunMachine, State
+from agentrun._protocol import Mode, RunProtocol
+from agentrun._results import percentiles
+from agentrun._schedule import PollSchedule
+from agentrun._transport import Transport
+
+if TYPE_CHECKING:
+    from agentrun._driver import RunStream
+
+__all__ = ["DriverContext"]
+
+_T = TypeVar("_T")
+#: How many durations per state `statistics()` keeps (the most recent).
+_STATE_SAMPLES = 10_000
+
+
+@attrs.define(eq=False)
+class DriverContext:
+    """What the driver needs of the client that owns it, and the state its invocations share.
+
+    Built once by `AsyncClient`: the `transport` (connection pool, tokens, retries), the
+    `protocol` behind the seam, `telemetry`, the `pool_limit` (auto mode streams while fewer
+    than half of it are streams), the poll `schedules` learned per agent, the run counters
+    behind `statistics()`, and the tasks that must outlive a cancelled caller (`detach`).
+    """
+
+    transport: Transport
+    protocol: RunProtocol
+    telemetry: _otel.Telemetry
+    pool_limit: int
+    schedules: dict[str, PollSchedule] = attrs.Factory(dict)
+    closing: bool = False
+    in_flight: int = 0
+    streams_in_flight: int = 0
+    started: int = 0
+    by_state: Counter[str] = attrs.Factory(Counter)
+    state_time: dict[State, deque[float]] = attrs.Factory(dict)
+    # Work that must outlive a cancelled caller: creates already sent, and cleanups.
+    tasks: set[asyncio.Task[Any]] = attrs.Factory(set)
+    live: weakref.WeakSet[RunStream] = attrs.Factory(weakref.WeakSet)
+    _learn_events: dict[str, anyio.Event] = attrs.Factory(dict)
+
+    def detach(self, coro: Coroutine[Any, Any, _T]) -> asyncio.Task[_T]:
+        """Run `coro` in a task the context owns (and `AsyncClient.aclose` waits for)."""
+        task = asyncio.get_running_loop().create_task(coro)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+        return task
+
+    async def wait_tasks(self) -> None:
+        """Wait until every owned task finished (shield this from cancellation)."""
+        while self.tasks:
+            await asyncio.wait(set(self.tasks))
+
+    def learned(self, agent: str) -> anyio.Event:
+        """An event set when `agent`'s poll schedule changes materially."""
+        event = self._learn_events.get(agent)
+        if event is None:
+            event = self._learn_events[agent] = anyio.Event()
+        return event
+
+    def relearned(self, agent: str) -> None:
+        event = self._learn_events.pop(agent, None)
+        if event is not None:
+            event.set()
+
+    def pick_mode(self, mode: Mode) -> Literal["stream", "poll"]:
+        if mode != "auto":
+            return mode
+        # A streamed run holds a pooled connection for its whole life. Streams may take half
+        # the pool; beyond that runs are polled, so that creates and polls always find a
+        # connection (docs/benchmarks.md has the measurements behind this rule).
+        return "stream" if self.streams_in_flight < max(1, self.pool_limit // 2) else "poll"
+
+    def begin(self, mode: Mode) -> Literal["stream", "poll"]:
+        chosen = self.pick_mode(mode)
+        self.in_flight += 1
+        self.started += 1
+        if chosen == "stream":
+            self.streams_in_flight += 1
+        return chosen
+
+    def end(self, m: RunMachine | None, mode: str) -> None:
+        self.in_flight -= 1
+        if mode == "stream":
+            self.streams_in_flight -= 1
+        if m is None:
+            return
+        self.by_state[m.state.value] += 1
+        for state, seconds in m.durations().items():
+            bucket = self.state_time.get(state)
+            if bucket is None:
+                bucket = self.state_time[state] = deque(maxlen=_STATE_SAMPLES)
+            bucket.append(seconds)
+
+    def state_percentiles(self) -> dict[str, dict[str, float]]:
+        """Seconds per state (p50, p90, p99, ...) over the recent invocations."""
+        return {s.value: percentiles(list(v)) for s, v in self.state_time.items()}

@@ -1,0 +1,794 @@
+"""The run driver: one `RunStream` per invocation, carrying out its `RunMachine`'s decisions.
+
+The machine decides (send this, sleep until then, read the stream, finish, and how the
+invocation ended); this module only carries its decisions out with anyio: requests through the
+shared `Transport`, sleeps, stream reading, one absolute deadline per invocation (passed to
+every request it makes, and so to the retry decisions), and a time-bounded cancel of the remote
+run when the caller gives up. What each decision means on the wire is the protocol's
+(`agentrun._protocol.RunProtocol`; the classic API's is `agentrun._classic.protocol`). The
+driver reads nothing of the client: it gets a `DriverContext` (`agentrun._context`: transport,
+protocol, telemetry, poll schedules, counters, the tasks it owns), and gathers the reply in a
+`Reply` (`agentrun._reply`).
+
+Giving up never leaves a run behind. A create that may have reached the service runs in a task
+of its own (owned by the context, so by the client), so that no cancellation of the caller,
+asyncio's included, can cut it short before the run id is known; a create still waiting for a
+pooled connection is cancelled instead, before anything is sent. The cleanup that cancels the
+remote run is a context-owned task too: a repeated native cancel cannot stop it, and
+`AsyncClient.aclose()` waits for it.
+
+Why one module of ~800 lines: `RunStream` is one object whose lifecycle (deadline scopes,
+cleanup, adoption of a create cut short, abandonment) and steps (the machine loop, the stream
+reader) share its state (machine, deadline, pending create, orphaned stream, cleanup task);
+splitting them would pass that state around.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import logging
+import math
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from typing import Any, Literal, TypeVar
+
+import anyio
+import attrs
+
+from agentrun import _otel
+from agentrun._context import DriverContext
+from agentrun._errors import (
+    APIConnectionError,
+    APIStatusError,
+    APITimeoutError,
+    BadRequestError,
+    ClientStateError,
+    RemoteProtocolError,
+)
+from agentrun._machine import (
+    ACTIVE_STATES,
+    STATUS_TO_STATE,
+    Finish,
+    Op,
+    Outcome,
+    ReadStream,
+    RunMachine,
+    Send,
+    Sleep,
+    State,
+)
+from agentrun._model import Run
+from agentrun._protocol import (
+    ApiRequest,
+    Event,
+    Invocation,
+    MessageSeen,
+    RunUpdated,
+    StepSeen,
+    StreamEnded,
+    TextDelta,
+    ThreadStarted,
+    ToolCallDelta,
+)
+from agentrun._reply import Reply, run_error
+from agentrun._results import (
+    RunFinished,
+    RunResult,
+    StateChanged,
+    StreamEvent,
+)
+from agentrun._retry import request_id_of
+from agentrun._schedule import PollSchedule
+from agentrun._sse import SSEDecoder
+from agentrun._transport import (
+    BodyChunks,
+    RequestProgress,
+    StreamInterruptedError,
+)
+
+__all__ = ["CANCEL_GRACE", "DriverContext", "RunStream"]
+
+logger = logging.getLogger("agentrun")
+
+_T = TypeVar("_T")
+
+#: How long the cleanup after a cancel or timeout may take: finishing a create that was already
+#: sent (so that its run id is known), then cancelling the remote run. The invocation's own
+#: requests are bounded by its deadline alone.
+CANCEL_GRACE = 10.0
+
+
+#: Statuses of a poll worth repeating later: the run exists, the service is briefly unwell.
+_TRANSIENT_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
+
+
+class RunStream:
+    """One invocation, driven step by step as its events are consumed.
+
+    An async iterator of `StreamEvent`s ending with `RunFinished` (or raising the run's error),
+    and an async context manager whose exit cancels the remote run if the invocation did not
+    finish. It holds no task and no cancel scope between events: the invocation's deadline is
+    applied around each step, so it can be iterated from any code, like any async iterator.
+
+    Whatever stops it early (an error, the deadline, a cancellation of the caller, `aclose()`,
+    the client closing, or the stream being dropped unfinished) cancels the remote run in a
+    cleanup task owned by the client; the caller waits for that cleanup unless cancelled again.
+    """
+
+    def __init__(self, ctx: DriverContext, inv: Invocation, *, emit: bool) -> None:
+        self._ctx = ctx
+        self._inv = inv
+        self._emit = emit
+        self._machine: RunMachine | None = None
+        self._col = Reply()
+        self._mode: Literal["stream", "poll"] = "poll"
+        self._gen: AsyncGenerator[list[StreamEvent], None] | None = None
+        self._buffer: collections.deque[StreamEvent] = collections.deque()
+        self._deadline = math.inf
+        self._done = False
+        self._result: RunResult | None = None
+        # A create the caller stopped waiting for after it may have been sent.
+        self._pending: asyncio.Task[Any] | None = None
+        # A streamed create whose reader stopped before the run id arrived.
+        self._orphan: tuple[BodyChunks, SSEDecoder] | None = None
+        self._cleanup: asyncio.Task[None] | None = None
+        self._scope: anyio.CancelScope | None = None
+        self._idle: anyio.Event | None = None
+        self._closed_by_client = False
+        self._obs: _otel.Observer | None = None
+
+    @property
+    def thread_id(self) -> str | None:
+        return self._machine.thread_id if self._machine else self._inv.thread_id
+
+    @property
+    def run_id(self) -> str | None:
+        return self._machine.run_id if self._machine else self._inv.run_id
+
+    @property
+    def result(self) -> RunResult | None:
+        """The result, once `RunFinished` was delivered."""
+        return self._result
+
+    def __aiter__(self) -> RunStream:
+        return self
+
+    async def __aenter__(self) -> RunStream:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Stop: cancel the remote run if it is still going, and wait for that (bounded)."""
+        if self._done:
+            if self._cleanup is not None and not self._cleanup.done():
+                await self._await_cleanup(self._cleanup)
+            return
+        self._done = True
+        await self._stop("cancel")
+        self._observed("cancelled")
+
+    def __del__(self) -> None:
+        self._abandon()
+
+    def _abandon(self) -> None:
+        """The stream was dropped unfinished (say, by `break`): cancel its run in the background."""
+        if self._done or self._gen is None:
+            return
+        self._done = True
+        loop = self._ctx.transport._loop
+        if loop is None or loop.is_closed():
+            return
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is loop:
+            self._begin_cleanup("abandoned")
+        else:
+            with contextlib.suppress(RuntimeError):  # the loop stopped meanwhile
+                loop.call_soon_threadsafe(self._begin_cleanup, "abandoned")
+
+    def _client_closing(self) -> None:
+        """`AsyncClient.aclose()`: stop the current step, or clean up if none is running."""
+        self._closed_by_client = True
+        if self._scope is not None:
+            self._scope.cancel()
+        elif not self._done and self._gen is not None:
+            self._done = True
+            self._begin_cleanup("client closed")
+
+    async def _stepped(self) -> None:
+        """Wait until no step runs (after `_client_closing`), then for the cleanup."""
+        if self._scope is not None:
+            self._idle = self._idle or anyio.Event()
+            await self._idle.wait()
+        if self._cleanup is not None:
+            await asyncio.wait({self._cleanup})
+
+    async def __anext__(self) -> StreamEvent:
+        if self._buffer:
+            return self._buffer.popleft()
+        if self._done:
+            raise StopAsyncIteration
+        if self._gen is None:
+            if self._ctx.closing:
+                self._done = True
+                raise ClientStateError("this client is closed; create a new one")
+            self._mode = self._ctx.begin(self._inv.mode)
+            self._ctx.live.add(self)
+            inv = self._inv
+            self._obs = self._ctx.telemetry.start(
+                inv.agent, self._mode, inv.thread_id, inv.messages, inv.options.model
+            )
+            self._gen = self._steps()
+            if self._inv.timeout is not None:
+                self._deadline = anyio.current_time() + self._inv.timeout
+        scope = self._scope = anyio.CancelScope(deadline=self._deadline)
+        try:
+            with scope, _otel.current(self._obs):
+                batch = await self._gen.__anext__()
+        except BaseException as exc:
+            self._step_ended()
+            self._done = True
+            cancelled = isinstance(exc, anyio.get_cancelled_exc_class())
+            await self._stop("cancel" if cancelled else "error")
+            if isinstance(exc, APITimeoutError) and anyio.current_time() >= self._deadline:
+                self._observed("timeout")
+                raise self._timeout_error() from exc
+            self._observed(exc)
+            raise
+        self._step_ended()
+        if scope.cancelled_caught:
+            self._done = True
+            await self._stop("client closed" if self._closed_by_client else "deadline")
+            self._observed("cancelled" if self._closed_by_client else "timeout")
+            if self._closed_by_client:
+                raise ClientStateError(
+                    "the client was closed while this invocation was running"
+                    + (f"; run {self.run_id} was cancelled" if self.run_id else "")
+                )
+            raise self._timeout_error()
+        if isinstance(batch[-1], RunFinished):
+            self._done = True
+            self._result = batch[-1].result
+            await self._finish_gen()
+            self._observed(None)
+        self._buffer.extend(batch)
+        return self._buffer.popleft()
+
+    def _step_ended(self) -> None:
+        self._scope = None
+        if self._idle is not None:
+            self._idle.set()
+            self._idle = None
+
+    def _timeout_error(self) -> APITimeoutError:
+        m = self._machine
+        cancelled = m is not None and m.run_id is not None and m.state is State.CANCELLED
+        return APITimeoutError(
+            f"the invocation of {self._inv.agent} did not finish within "
+            f"{self._inv.timeout:g} s"
+            + (f"; run {m.run_id} was cancelled" if m and cancelled else ""),
+            thread_id=m.thread_id if m else None,
+            run_id=m.run_id if m else None,
+            history=m.history if m else (),
+        )
+
+    async def _stop(self, reason: str) -> None:
+        """End the invocation early: clean up (in a client task) and wait for it."""
+        m = self._machine
+        if (m is None or m.finished) and self._pending is None and self._orphan is None:
+            await self._finish_gen()  # nothing runs on the service: no task needed
+            return
+        await self._await_cleanup(self._begin_cleanup(reason))
+
+    @staticmethod
+    async def _await_cleanup(task: asyncio.Task[None]) -> None:
+        # anyio's shield keeps an anyio cancel from cutting the wait short; a native asyncio
+        # cancel does cut it short, but the cleanup task goes on (the client waits for it).
+        with anyio.CancelScope(shield=True):
+            await asyncio.shield(task)
+
+    def _begin_cleanup(self, reason: str) -> asyncio.Task[None]:
+        if self._cleanup is None:
+            self._cleanup = self._ctx.detach(self._clean_up(reason))
+        return self._cleanup
+
+    async def _clean_up(self, reason: str) -> None:
+        """Finish the steps, learn the run id of a create cut short, cancel the run. Never
+        raises; bounded by `CANCEL_GRACE`."""
+        try:
+            with anyio.move_on_after(CANCEL_GRACE):
+                await self._finish_gen()
+                await self._adopt(reason)
+                await self._cancel_remote(reason)
+        except Exception as exc:
+            logger.warning("cleanup of run %s failed: %s", self.run_id, exc)
+        finally:
+            pending, self._pending = self._pending, None
+            if pending is not None and not pending.done():
+                pending.cancel()
+            orphan, self._orphan = self._orphan, None
+            if orphan is not None:
+                orphan[0].finish()
+            if reason == "abandoned":
+                self._observed("cancelled")
+
+    async def _adopt(self, reason: str) -> None:
+        """Take over what a create cut short produced, until the run id is known."""
+        m = self._machine
+        pending = self._pending
+        if pending is not None:
+            await asyncio.wait({pending})
+            self._pending = None
+            if pending.cancelled() or pending.exception() is not None:
+                return
+            got = pending.result()
+            if isinstance(got, BodyChunks):
+                self._orphan = (got, SSEDecoder())
+            elif m is not None and not m.finished:
+                self._apply_run(self._ctx.protocol.parse_run(got), "response")
+        if self._orphan is None or m is None:
+            return
+        body, decoder = self._orphan
+        with contextlib.suppress(StreamInterruptedError, APITimeoutError):
+            async for chunk in body:
+                for sse in decoder.feed(chunk):
+                    for ev in self._ctx.protocol.stream_events(sse):
+                        if m.finished:
+                            return
+                        if isinstance(ev, RunUpdated):
+                            self._apply_run(ev.run, "stream")
+                        elif isinstance(ev, ThreadStarted):
+                            m.thread_created(ev.thread_id, anyio.current_time())
+                if m.run_id is not None:
+                    return
+
+    def _observed(self, error: BaseException | str | None) -> None:
+        """Report the invocation's end to its telemetry observer (once)."""
+        obs, self._obs = self._obs, None
+        if obs is not None:
+            obs.end(self._machine, self._result, error)
+
+    async def _finish_gen(self) -> None:
+        gen, self._gen = self._gen, None
+        if gen is not None:
+            self._ctx.end(self._machine, self._mode)
+            self._ctx.live.discard(self)
+            await gen.aclose()
+
+    # -- the steps ----------------------------------------------------------------------
+
+    async def _steps(self) -> AsyncGenerator[list[StreamEvent], None]:
+        inv, col, ctx = self._inv, self._col, self._ctx
+        schedule = ctx.schedules.setdefault(inv.agent, PollSchedule())
+        if inv.tool_outputs and inv.run_id is None:
+            inv.run_id = await self._waiting_run()
+        if inv.tool_outputs and inv.thread_id is not None and inv.run_id is not None:
+            # The run may have written text before its tool calls; that reply was returned
+            # with the calls. Note those messages so this reply holds only what follows.
+            col.earlier = await self._run_message_ids(inv.thread_id, inv.run_id)
+        start = anyio.current_time()
+        m = self._machine = RunMachine(
+            mode=self._mode,
+            now=start,
+            thread_id=inv.thread_id,
+            run_id=inv.run_id,
+            poll_delay=schedule.delay,
+            # /threads/runs takes no additional_instructions: create the thread first then.
+            separate_thread=inv.options.additional_instructions is not None,
+            attach=inv.run_id is not None and not inv.tool_outputs,
+        )
+        action: Send | Sleep | ReadStream | Finish = m.start(start)
+        while not isinstance(action, Finish):
+            if isinstance(action, Sleep):
+                # Sleep until the planned poll, unless the agent's schedule learns something
+                # first (say, the first run of a batch finished): then re-plan from it.
+                learned = ctx.learned(inv.agent)
+                with anyio.move_on_after(action.until - anyio.current_time()):
+                    await learned.wait()
+                now = anyio.current_time()
+                action = m.replan(now) if learned.is_set() and now < action.until else m.timer(now)
+            elif isinstance(action, Send) and action.stream:
+                async with contextlib.aclosing(self._stream(action)) as items:
+                    async for item in items:
+                        if isinstance(item, _Next):
+                            action = item.action
+                        else:
+                            yield item
+            elif isinstance(action, Send):
+                action = await self._send(action)
+            else:  # pragma: no cover - the machine only asks for ReadStream while streaming
+                raise AssertionError("unexpected ReadStream outside a stream")
+            if col.pending:
+                yield list(col.pending)
+                col.pending.clear()
+        # The machine decided how the invocation ended; this only carries it out.
+        fin = action
+        if fin.run_ended:
+            # The run ended between the last sight of it active and the first sight of it
+            # ended. Take the middle when the two are close, but never more than a tenth of
+            # the run earlier (after a long sleep the middle says nothing), so that the lag of
+            # this poll does not teach the schedule to poll later next time.
+            seen_end = m.history[-1].at
+            created = _run_created_at(m)
+            ended = seen_end
+            if col.last_active_at is not None and col.last_active_at < seen_end:
+                ended -= min((seen_end - col.last_active_at) / 2, 0.1 * (seen_end - created))
+            if schedule.record(ended - created):
+                ctx.relearned(inv.agent)
+        if fin.unseen and fin.state is State.REQUIRES_ACTION:
+            # Text written before the tool calls belongs to this reply (as in a stream).
+            await self._list_messages()
+        if (
+            fin.unseen
+            and fin.outcome is not Outcome.NO_RUN
+            and col.run is not None
+            and ctx.protocol.uses_builtin_tools(col.run)
+        ):
+            # Not seen in a stream: the built-in tool steps are listed (only for agents that
+            # have built-in tools, so that plain runs cost no extra request).
+            await self._list_steps()
+        result = col.result(inv.agent, m, self._mode)
+        if self._emit and fin.has_reply:
+            # The whole reply reaches a stream consumer exactly once: what the event stream did
+            # not deliver (poll mode, or a stream that broke) follows as deltas now.
+            rest = col.undelivered(result)
+            if rest:
+                yield rest
+        if fin.outcome is Outcome.NO_RUN:
+            raise APIConnectionError(
+                "the event stream broke before the service confirmed the run; it may or may "
+                "not have been created",
+                thread_id=m.thread_id,
+            )
+        if fin.outcome is Outcome.REPLY:
+            yield [RunFinished(result)]
+            return
+        raise run_error(result)
+
+    async def _request(
+        self,
+        req: ApiRequest,
+        meta: dict[str, str] | None = None,
+        *,
+        progress: RequestProgress | None = None,
+        deadline: float | None = None,
+    ) -> Any:
+        """One request of the invocation, bounded by its deadline (or by `deadline`)."""
+        self._col.requests += 1
+        m = self._machine
+        if deadline is None and math.isfinite(self._deadline):
+            deadline = self._deadline
+        return await self._ctx.transport.request_json(
+            req.method,
+            req.path,
+            params=req.params,
+            json=req.json,
+            deadline=deadline,
+            thread_id=m.thread_id if m else self._inv.thread_id,
+            run_id=m.run_id if m else self._inv.run_id,
+            meta=meta,
+            progress=progress,
+        )
+
+    async def _create(self, send: Callable[[RequestProgress], Awaitable[_T]]) -> _T:
+        """Send a create in a client-owned task, so that a cancelled caller cannot cut it
+        short once it may have reached the service (its run is then cleaned up, not lost).
+
+        A create still waiting for a connection, a token or a retry delay when the caller
+        is cancelled is cancelled too: nothing is sent after the cancel.
+        """
+        progress = RequestProgress()
+
+        async def run() -> _T:
+            return await send(progress)
+
+        task = self._ctx.detach(run())
+        self._pending = task
+        try:
+            result = await asyncio.shield(task)
+        except BaseException:
+            if not task.done() and not progress.sent:
+                task.cancel()  # it has sent nothing: stop it before it does
+                self._pending = None
+            elif task.done() and (task.cancelled() or task.exception() is not None):
+                self._pending = None  # it failed on its own: nothing to adopt
+            # Otherwise the cleanup adopts it: waits for its answer, then cancels the run.
+            raise
+        self._pending = None
+        return result
+
+    async def _send(self, action: Send) -> Send | Sleep | ReadStream | Finish:
+        m = self._machine
+        assert m is not None
+        op, protocol = action.op, self._ctx.protocol
+        if op is Op.LIST_MESSAGES:
+            await self._list_messages()
+            return m.messages_fetched(anyio.current_time())
+        if op is Op.FIND_RUN:
+            assert m.thread_id is not None
+            found = await protocol.latest_run(self._request, m.thread_id)
+            if found is None or (
+                found.created_at < self._inv.floor
+                and STATUS_TO_STATE.get(found.status) not in ACTIVE_STATES
+            ):
+                raise APIConnectionError(
+                    "the event stream broke before the run was created; no run was started",
+                    thread_id=m.thread_id,
+                )
+            return self._apply_run(found, "poll")
+        req = protocol.request(op, self._inv, m.thread_id, m.run_id, stream=False)
+        if op is Op.CREATE_THREAD:
+            data = await self._request(req)
+            seen = len(m.history)
+            nxt = m.thread_ready(protocol.parse_thread_id(data), anyio.current_time())
+            self._note_moves(seen)
+            return nxt
+        if op in (Op.CREATE_THREAD_AND_RUN, Op.CREATE_RUN, Op.SUBMIT_TOOL_OUTPUTS):
+            meta: dict[str, str] = {}
+            data = await self._create(lambda p: self._request(req, meta, progress=p))
+            self._col.request_id = meta.get("request_id")
+            return self._apply_run(protocol.parse_run(data), "response")
+        if op is Op.GET_RUN:
+            try:
+                data = await self._request(req)
+            except (APIConnectionError, APIStatusError) as exc:
+                if isinstance(exc, APIStatusError) and exc.status_code not in _TRANSIENT_STATUSES:
+                    raise
+                if anyio.current_time() >= self._deadline:
+                    raise
+                # The run exists and may still finish: poll it again rather than fail the
+                # invocation and leave the run unseen. The deadline bounds this.
+                logger.debug("poll of run %s failed (%s); polling again", m.run_id, exc)
+                return m.poll_failed(anyio.current_time())
+            return self._apply_run(protocol.parse_run(data), "poll")
+        assert op is Op.CANCEL_RUN
+        return self._apply_run(protocol.parse_run(await self._request(req)), "response")
+
+    def _apply_run(
+        self, run: Run, via: Literal["response", "poll", "stream"]
+    ) -> Send | Sleep | ReadStream | Finish:
+        m = self._machine
+        assert m is not None
+        self._col.run = run
+        if STATUS_TO_STATE.get(run.status) in ACTIVE_STATES:
+            self._col.last_active_at = anyio.current_time()
+        seen = len(m.history)
+        action = m.run_update(
+            run.status, run_id=run.id, thread_id=run.thread_id, now=anyio.current_time(), via=via
+        )
+        self._note_moves(seen)
+        return action
+
+    def _note_moves(self, seen: int) -> None:
+        """Log the moves recorded since `seen` history entries, report them to telemetry, and
+        queue their events."""
+        m = self._machine
+        assert m is not None
+        for i in range(max(seen, 1), len(m.history)):
+            prev, t = m.history[i - 1], m.history[i]
+            logger.debug(
+                "run %s on thread %s: %s -> %s (%s)",
+                m.run_id,
+                m.thread_id,
+                prev.state.value,
+                t.state.value,
+                t.cause,
+            )
+            if self._obs is not None:
+                self._obs.state(
+                    prev.state.value, t.state.value, t.at, t.cause, m.thread_id, m.run_id
+                )
+            if self._emit:
+                self._col.pending.append(
+                    StateChanged(t.state, prev.state, t.at, m.thread_id, m.run_id)
+                )
+
+    async def _stream(self, action: Send) -> AsyncGenerator[list[StreamEvent] | _Next, None]:
+        m = self._machine
+        assert m is not None
+        req = self._ctx.protocol.request(action.op, self._inv, m.thread_id, m.run_id, stream=True)
+        transport = self._ctx.transport
+        self._col.requests += 1
+        decoder = SSEDecoder()
+        deadline = self._deadline if math.isfinite(self._deadline) else None
+
+        async def open_stream(progress: RequestProgress) -> BodyChunks:
+            context = transport.stream(
+                req.method,
+                req.path,
+                params=req.params,
+                json=req.json,
+                deadline=deadline,
+                thread_id=m.thread_id,
+                run_id=m.run_id,
+                progress=progress,
+            )
+            return await context.__aenter__()
+
+        body = await self._create(open_stream)
+        if self._col.request_id is None:
+            self._col.request_id = request_id_of(body.headers)
+        eof = False
+        handed_off = False
+        try:
+            while not eof:
+                try:
+                    frames = decoder.feed(await body.__anext__())
+                except StopAsyncIteration:
+                    eof = True
+                    frames = decoder.close()
+                # The events of one chunk go out together: one resume of this generator
+                # (and one deadline scope in `__anext__`) per chunk, not per event.
+                batch: list[StreamEvent] = []
+                for sse in frames:
+                    if not self._emit and sse.event in self._ctx.protocol.quiet_events:
+                        continue
+                    for ev in self._ctx.protocol.stream_events(sse):
+                        nxt = self._on_stream_event(ev)
+                        if self._col.pending:
+                            batch.extend(self._col.pending)
+                            self._col.pending.clear()
+                        if isinstance(nxt, ReadStream):
+                            if self._emit:
+                                out = self._col.public_delta(ev)
+                                if out is not None:
+                                    batch.append(out)
+                            continue
+                        if batch:
+                            yield batch
+                        if isinstance(ev, StreamEnded):
+                            await _drain(body)
+                        yield _Next(nxt)
+                        return
+                if batch:
+                    yield batch
+        except StreamInterruptedError:
+            logger.debug("stream of run %s broke; finishing it by polling", m.run_id)
+            yield _Next(m.stream_lost(anyio.current_time()))
+            return
+        except BaseException:
+            if m.run_id is None and not eof and not m.finished:
+                # Stopped before the service named the run: the cleanup reads on to learn
+                # its id and cancel it.
+                self._orphan = (body, decoder)
+                handed_off = True
+            raise
+        finally:
+            if not handed_off:
+                body.finish()
+        yield _Next(m.stream_done(anyio.current_time()))
+
+    def _on_stream_event(self, ev: Event) -> Send | Sleep | ReadStream | Finish:
+        m = self._machine
+        assert m is not None
+        if isinstance(ev, StepSeen):
+            if m.run_id is None or ev.run_id in (None, m.run_id):
+                self._col.steps[ev.step.id] = ev.step
+            return ReadStream()
+        if isinstance(ev, (TextDelta, ToolCallDelta)):
+            return ReadStream()
+        if isinstance(ev, RunUpdated):
+            return self._apply_run(ev.run, "stream")
+        if isinstance(ev, MessageSeen):
+            msg = ev.message
+            if msg.role == "assistant" and (m.run_id is None or msg.run_id in (None, m.run_id)):
+                self._col.messages[msg.id] = msg
+            return ReadStream()
+        if isinstance(ev, ThreadStarted):
+            seen = len(m.history)
+            action = m.thread_created(ev.thread_id, anyio.current_time())
+            self._note_moves(seen)
+            return action
+        if isinstance(ev, StreamEnded):
+            return m.stream_done(anyio.current_time())
+        # An error event: the service reports a failure inside the stream; the run's own
+        # status (polled next) says what happened to it.
+        logger.debug("stream error event for run %s: %s", m.run_id, ev.code)
+        return m.stream_lost(anyio.current_time())
+
+    async def _waiting_run(self) -> str:
+        """The run of the invocation's thread that waits for tool outputs."""
+        thread_id = self._inv.thread_id
+        assert thread_id is not None
+        run = await self._ctx.protocol.latest_run(self._request, thread_id)
+        if run is None or run.status != "requires_action":
+            state = f"its latest run is {run.status}" if run else "it has no run"
+            raise BadRequestError(
+                f"thread {thread_id} has no run waiting for tool outputs ({state})",
+                thread_id=thread_id,
+            )
+        return run.id
+
+    async def _list_messages(self) -> None:
+        """Collect the run's assistant messages in the list's own order (oldest first)."""
+        m = self._machine
+        assert m is not None and m.thread_id is not None
+        async for msg in self._ctx.protocol.messages(self._request, m.thread_id, m.run_id):
+            if msg.role == "assistant":
+                self._col.messages[msg.id] = msg
+
+    async def _list_steps(self) -> None:
+        """Collect the run's steps in the list's order; a failure only loses the steps."""
+        m = self._machine
+        assert m is not None
+        if m.thread_id is None or m.run_id is None:
+            return
+        try:
+            steps = await self._ctx.protocol.steps(self._request, m.thread_id, m.run_id)
+        except (APIStatusError, RemoteProtocolError) as exc:
+            logger.debug("could not list the steps of run %s: %s", m.run_id, exc)
+            return
+        if self._inv.tool_outputs:
+            # As a stream after tool outputs: from the step that made the answered calls on.
+            answered = {o.tool_call_id for o in self._inv.tool_outputs}
+            start = next(
+                (i for i, s in enumerate(steps) if any(c.id in answered for c in s.tool_calls)),
+                0,
+            )
+            steps = steps[start:]
+        for step in steps:
+            self._col.steps[step.id] = step
+
+    async def _run_message_ids(self, thread_id: str, run_id: str) -> set[str]:
+        return {
+            msg.id async for msg in self._ctx.protocol.messages(self._request, thread_id, run_id)
+        }
+
+    async def _cancel_remote(self, reason: str) -> None:
+        """Cancel the remote run (bounded in time); never raises."""
+        m = self._machine
+        if m is None or m.finished:
+            return
+        seen = len(m.history)
+        if m.run_id is None or m.thread_id is None:
+            m.cancel(anyio.current_time(), reason)
+            self._note_moves(seen)
+            return
+        with anyio.move_on_after(CANCEL_GRACE), _otel.current(self._obs):
+            try:
+                action = m.cancel(anyio.current_time(), reason)
+                self._note_moves(seen)
+                if isinstance(action, Send):
+                    protocol = self._ctx.protocol
+                    req = protocol.request(
+                        Op.CANCEL_RUN, self._inv, m.thread_id, m.run_id, stream=False
+                    )
+                    # The cleanup's own bound, not the invocation's (it may have passed).
+                    grace = anyio.current_time() + CANCEL_GRACE
+                    data = await self._request(req, deadline=grace)
+                    self._apply_run(protocol.parse_run(data), "response")
+            except BadRequestError:
+                # Already terminal on the service: nothing left to cancel.
+                pass
+            except Exception as exc:
+                logger.warning("could not cancel run %s: %s", m.run_id, exc)
+
+
+@attrs.frozen
+class _Next:
+    """Internal: the stream reader's next machine action."""
+
+    action: Send | Sleep | ReadStream | Finish
+
+
+def _run_created_at(m: RunMachine) -> float:
+    for t in m.history:
+        if t.state is State.RUN_QUEUED:
+            return t.at
+    return m.history[0].at
+
+
+async def _drain(chunks: AsyncIterator[bytes]) -> None:
+    """Read what is left of a finished stream (normally nothing) so the connection is reused.
+
+    The `done` event was read: the run's outcome is known, so a connection that breaks now
+    (reset, deadline) changes nothing.
+    """
+    with anyio.move_on_after(1.0), contextlib.suppress(StreamInterruptedError, APITimeoutError):
+        async for _ in chunks:
+            pass
