@@ -92,6 +92,8 @@ class Invocation:
     timeout: float | None
     mode: Mode
     floor: float = 0.0
+    #: The `RunProtocol.name` of the API that serves `agent` (``"classic"``, ``"responses"``).
+    protocol: str = "classic"
 
 
 # -- the neutral stream events ----------------------------------------------------------------
@@ -181,6 +183,20 @@ class RunProtocol(Protocol):
     name: str
     #: SSE event names that only a caller with an event stream needs; others skip decoding them.
     quiet_events: frozenset[str]
+    #: Whether every invocation creates a run of its own, tool outputs included (the Responses
+    #: API: outputs are input of a new response). When False (classic), tool outputs resume
+    #: the thread's waiting run, which the driver looks up first.
+    new_run_per_invocation: bool
+
+    def creates_thread_first(self, inv: Invocation) -> bool:
+        """Whether the invocation starts with `Op.CREATE_THREAD` (its own request) rather than
+        creating the thread, if any, with the run."""
+        ...
+
+    def reply_of(self, run: Run) -> tuple[Message, ...] | None:
+        """The reply `run` carries in itself (a response's output), or None when the reply
+        must be listed (`messages`)."""
+        ...
 
     def request(
         self,

@@ -13,12 +13,21 @@ from typing import Any
 import pytest
 
 from agentrun._errors import BadRequestError, ConfigurationError
+from agentrun._inputs import InputMessage, RunOptions, ToolOutput
 from agentrun._machine import Finish, Op, ReadStream, RunMachine, Send, Sleep, State
+from agentrun._model import Message, Run
+from agentrun._protocol import (
+    Invocation,
+    MessageSeen,
+    RunUpdated,
+    StreamEnded,
+    StreamFailed,
+    TextDelta,
+    ToolCallDelta,
+)
 from agentrun._responses import protocol as p
 from agentrun._responses import wire
-from agentrun._results import TextDelta, ToolCallDelta
 from agentrun._sse import SSEEvent
-from agentrun._wire import InputMessage, RunOptions, ToolOutput
 
 AGENT = wire.AgentReference("trip-planner", "2")
 
@@ -102,68 +111,98 @@ TEXT_STREAM: list[dict[str, Any]] = [
 ]
 
 
-def events(raw: list[dict[str, Any]]) -> list[wire.StreamEvent]:
-    out = []
-    for seq, event in enumerate(raw):
-        parsed = wire.parse_stream_event(
-            SSEEvent(event["type"], json.dumps({**event, "sequence_number": seq}))
-        )
-        assert parsed is not None
-        out.append(parsed)
-    return out
+def sse_frames(raw: list[dict[str, Any]]) -> list[SSEEvent]:
+    return [
+        SSEEvent(event["type"], json.dumps({**event, "sequence_number": seq}))
+        for seq, event in enumerate(raw)
+    ]
 
 
-def feed_stream(
-    m: RunMachine, fold: p.StreamFold, raw: list[dict[str, Any]], now: float = 1.0
-) -> tuple[Any, list[TextDelta | ToolCallDelta]]:
-    """Feed a stream to the machine as a driver would; the last action and the deltas."""
+class Fed:
+    """What a driver keeps while feeding a stream's neutral events to the machine."""
+
+    def __init__(self) -> None:
+        self.run: Run | None = None
+        self.messages: list[Message] = []
+        self.deltas: list[TextDelta | ToolCallDelta] = []
+        self.failed: list[StreamFailed] = []
+
+
+def feed_stream(m: RunMachine, raw: list[dict[str, Any]], now: float = 1.0) -> tuple[Any, Fed]:
+    """Feed a stream to the machine as the driver does; the last action and what was kept."""
+    fed = Fed()
     action: Any = ReadStream()
-    deltas: list[TextDelta | ToolCallDelta] = []
-    for ev in events(raw):
-        step = fold.feed(ev)
-        deltas.extend(step.deltas)
-        if step.response is not None:
-            r = step.response
-            action = m.run_update(
-                p.machine_status(r),
-                run_id=r.id,
-                thread_id=r.conversation_id or m.thread_id or "",
-                now=now,
-                via="stream",
-            )
-        if isinstance(action, Finish):
+    for sse in sse_frames(raw):
+        for ev in p.ResponsesProtocol().stream_events(sse):
+            if isinstance(ev, RunUpdated):
+                fed.run = ev.run
+                action = m.run_update(
+                    ev.run.status,
+                    run_id=ev.run.id,
+                    thread_id=ev.run.thread_id,
+                    now=now,
+                    via="stream",
+                )
+            elif isinstance(ev, MessageSeen):
+                fed.messages.append(ev.message)
+            elif isinstance(ev, (TextDelta, ToolCallDelta)):
+                fed.deltas.append(ev)
+            elif isinstance(ev, StreamFailed):
+                fed.failed.append(ev)
+                action = m.stream_lost(now)
+            elif isinstance(ev, StreamEnded):
+                action = m.stream_done(now)
+        if isinstance(action, (Finish, Send)):
             break
-    if not isinstance(action, Finish):
+    else:
         action = m.stream_done(now)
-    return action, deltas
+    return action, fed
+
+
+def inv(**over: Any) -> Invocation:
+    base: dict[str, Any] = {
+        "agent": "trip-planner:2",
+        "messages": (InputMessage("user", "Bergen tomorrow?"),),
+        "options": RunOptions(),
+        "thread_id": None,
+        "run_id": None,
+        "tool_outputs": (),
+        "timeout": None,
+        "mode": "stream",
+        "protocol": "responses",
+    }
+    base.update(over)
+    return Invocation(**base)
 
 
 def states(m: RunMachine) -> list[str]:
     return [t.state.value for t in m.history]
 
 
+PROTO = p.ResponsesProtocol()
+
+
 def test_first_turn_creates_a_conversation_then_streams_one_response() -> None:
     """A new conversation is `POST /openai/v1/conversations` (empty, no api-version), then one
     streamed `POST /openai/v1/responses` with the conversation, the agent and the input; the
-    events walk the machine to `completed`, text deltas join to the reply, the annotation
-    arrives in the neutral (classic) shape, and the final response gives messages, usage and
-    the conversation id as thread_id."""
-    call = p.build_call("trip-planner:2", [InputMessage("user", "Bergen tomorrow?")], RunOptions())
-    assert call.new_conversation and call.agent == AGENT
-    m = RunMachine(mode="stream", now=0.0, separate_thread=call.new_conversation)
+    neutral events walk the machine to `completed`, text deltas join to the reply, the
+    annotation arrives in the neutral (classic) shape, and the final snapshot gives messages,
+    usage and the conversation id as thread_id."""
+    first_turn = inv()
+    assert PROTO.creates_thread_first(first_turn)
+    m = RunMachine(mode="stream", now=0.0, separate_thread=True)
     first = m.start(0.0)
     assert first == Send(Op.CREATE_THREAD)
-    conv_req = p.request_for(first.op, call, thread_id=None, run_id=None, stream=first.stream)
-    assert conv_req is not None
-    assert (conv_req.method, conv_req.path, conv_req.api_version) == (
+    conv_req = PROTO.request(first.op, first_turn, None, None, stream=False)
+    assert (conv_req.method, conv_req.path, conv_req.api_version) == (  # type: ignore[attr-defined]
         "POST",
         "/openai/v1/conversations",
         None,
     )
-    nxt = m.thread_ready(p.conversation_id_of({"id": "conv_p1", "object": "conversation"}), 0.1)
+    nxt = m.thread_ready(PROTO.parse_thread_id({"id": "conv_p1", "object": "conversation"}), 0.1)
     assert nxt == Send(Op.CREATE_RUN, stream=True)
-    req = p.request_for(nxt.op, call, thread_id=m.thread_id, run_id=None, stream=True)
-    assert req is not None and req.stream and req.api_version is None
+    req = PROTO.request(nxt.op, first_turn, m.thread_id, None, stream=True)
+    assert isinstance(req, wire.ApiRequest) and req.stream and req.api_version is None
     assert req.path == "/openai/v1/responses"
     assert req.json == {
         "agent_reference": {"type": "agent_reference", "name": "trip-planner", "version": "2"},
@@ -171,8 +210,7 @@ def test_first_turn_creates_a_conversation_then_streams_one_response() -> None:
         "conversation": "conv_p1",
         "stream": True,
     }
-    fold = p.StreamFold()
-    action, deltas = feed_stream(m, fold, TEXT_STREAM)
+    action, fed = feed_stream(m, TEXT_STREAM)
     assert action == Finish(State.COMPLETED)
     assert states(m) == [
         "pending",
@@ -183,25 +221,24 @@ def test_first_turn_creates_a_conversation_then_streams_one_response() -> None:
         "completed",
     ]
     assert (m.thread_id, m.run_id) == ("conv_p1", "resp_p1")
-    text = "".join(d.text for d in deltas if isinstance(d, TextDelta))
+    text = "".join(d.text for d in fed.deltas if isinstance(d, TextDelta))
     assert text == "Pack a raincoat."
-    [annotated] = [d for d in deltas if isinstance(d, TextDelta) and d.annotations]
+    [annotated] = [d for d in fed.deltas if isinstance(d, TextDelta) and d.annotations]
     assert annotated.message_id == MSG_ID
     assert annotated.annotations[0]["url_citation"] == {
         "url": "https://weather.example/bergen",
         "title": "Bergen",
     }
-    final = fold.response
-    assert final is not None
-    run = p.to_run(final, call.agent)
-    assert run.status == "completed" and run.thread_id == "conv_p1"
+    run = fed.run
+    assert run is not None and run.status == "completed" and run.thread_id == "conv_p1"
+    assert run.assistant_id == "trip-planner:2"
     assert run.usage is not None
     assert (run.usage.prompt_tokens, run.usage.completion_tokens, run.usage.total_tokens) == (
         12,
         5,
         17,
     )
-    [msg] = p.to_messages(final, call.agent)
+    [msg] = fed.messages
     assert (msg.id, msg.run_id, msg.thread_id, msg.text) == (
         MSG_ID,
         "resp_p1",
@@ -210,54 +247,52 @@ def test_first_turn_creates_a_conversation_then_streams_one_response() -> None:
     )
     assert msg.annotations[0]["url"] == "https://weather.example/bergen"
     assert msg.annotations[0]["url_citation"]["title"] == "Bergen"
+    # The reply also reads from the final snapshot alone (what a polled run uses).
+    assert PROTO.reply_of(run) == (msg,)
 
 
 def test_continuing_a_conversation_is_one_request() -> None:
     """With a thread_id (a conversation id), the machine's first and only request is the
     streamed response create: one request for the whole invocation."""
-    call = p.build_call(
-        AGENT, [InputMessage("user", "And Oslo?")], RunOptions(), thread_id="conv_p1"
-    )
-    assert not call.new_conversation
+    turn = inv(thread_id="conv_p1", messages=(InputMessage("user", "And Oslo?"),))
+    assert not PROTO.creates_thread_first(turn)
     m = RunMachine(mode="stream", now=0.0, thread_id="conv_p1")
-    sends = [m.start(0.0)]
-    assert sends == [Send(Op.CREATE_RUN, stream=True)]
-    req = p.request_for(Op.CREATE_RUN, call, thread_id="conv_p1", run_id=None, stream=True)
-    assert req is not None and req.json is not None and req.json["conversation"] == "conv_p1"
-    action, _ = feed_stream(m, p.StreamFold(), TEXT_STREAM)
+    assert m.start(0.0) == Send(Op.CREATE_RUN, stream=True)
+    req = PROTO.request(Op.CREATE_RUN, turn, "conv_p1", None, stream=True)
+    assert req.json is not None and req.json["conversation"] == "conv_p1"
+    action, _ = feed_stream(m, TEXT_STREAM)
     assert action == Finish(State.COMPLETED)
     assert states(m)[0:2] == ["pending", "run_queued"]
 
 
 def test_polled_invocation_uses_background_mode_and_lists_nothing() -> None:
     """Poll mode creates a background response (`background: true`, no stream), polls it with
-    `GET /openai/v1/responses/{id}`, and the machine's message listing needs no request:
-    the final response holds the output."""
-    call = p.build_call(AGENT, [InputMessage("user", "Hi")], RunOptions(), thread_id="conv_p1")
+    `GET /openai/v1/responses/{id}`, and the reply comes from the final response itself
+    (`reply_of`): no listing request. Cancel is `POST .../cancel`."""
+    turn = inv(thread_id="conv_p1", mode="poll")
     m = RunMachine(mode="poll", now=0.0, thread_id="conv_p1", poll_delay=lambda e: 0.5)
     first = m.start(0.0)
-    req = p.request_for(first.op, call, thread_id="conv_p1", run_id=None, stream=first.stream)
-    assert req is not None and req.json is not None
-    assert req.json["background"] is True and "stream" not in req.json and not req.stream
-    queued = wire.parse_response(resp("queued", background=True))
+    req = PROTO.request(first.op, turn, "conv_p1", None, stream=first.stream)
+    assert req.json is not None
+    assert req.json["background"] is True and "stream" not in req.json
+    queued = PROTO.parse_run(resp("queued", background=True))
     action = m.run_update(
-        p.machine_status(queued), run_id=queued.id, thread_id="conv_p1", now=0.1, via="response"
+        queued.status, run_id=queued.id, thread_id=queued.thread_id, now=0.1, via="response"
     )
     assert isinstance(action, Sleep)
     poll = m.timer(action.until)
-    poll_req = p.request_for(poll.op, call, thread_id="conv_p1", run_id=m.run_id, stream=False)
-    assert poll_req == wire.get_response("resp_p1")
-    done = wire.parse_response(resp("completed", background=True, output=[FINAL_MSG]))
+    assert PROTO.request(poll.op, turn, "conv_p1", m.run_id, stream=False) == (
+        wire.get_response("resp_p1")
+    )
+    done = PROTO.parse_run(resp("completed", background=True, output=[FINAL_MSG]))
     action = m.run_update("completed", run_id=done.id, thread_id="conv_p1", now=1.0, via="poll")
     assert action == Send(Op.LIST_MESSAGES)
-    assert (
-        p.request_for(Op.LIST_MESSAGES, call, thread_id="conv_p1", run_id="r", stream=False) is None
-    )
+    reply = PROTO.reply_of(done)
+    assert reply is not None and [x.text for x in reply] == ["Pack a raincoat."]
     assert m.messages_fetched(1.0) == Finish(State.COMPLETED)
     assert states(m) == ["pending", "run_queued", "completed"]
-    assert p.cancel_request("resp_p1", background=True) == wire.cancel_response("resp_p1")
-    assert p.cancel_request("resp_p1", background=False) is None
-    assert p.cancel_request(None, background=True) is None
+    cancel = PROTO.request(Op.CANCEL_RUN, turn, "conv_p1", "resp_p1", stream=False)
+    assert cancel == wire.cancel_response("resp_p1")
 
 
 CALL_ITEM = {
@@ -302,35 +337,31 @@ def test_function_calls_mean_requires_action_and_outputs_start_a_new_response() 
     """A completed response with function_call items ends the machine in `requires_action`
     with tool calls (id = call_id) and streamed tool-call deltas; the outputs go back as
     `function_call_output` items of a NEW response on the same conversation (the machine
-    starts afresh: no submit-tool-outputs op)."""
+    starts afresh: every v2 invocation is a run of its own)."""
     m = RunMachine(mode="stream", now=0.0, thread_id="conv_p1")
     m.start(0.0)
-    fold = p.StreamFold()
-    action, deltas = feed_stream(m, fold, TOOL_STREAM)
+    action, fed = feed_stream(m, TOOL_STREAM)
     assert action == Finish(State.REQUIRES_ACTION)
-    assert deltas[0] == ToolCallDelta(0, "call_p1", "get_weather", "")
-    assert (
-        "".join(d.arguments for d in deltas if isinstance(d, ToolCallDelta))
-        == (CALL_ITEM["arguments"])
+    calls = [d for d in fed.deltas if isinstance(d, ToolCallDelta)]
+    assert (calls[0].id, calls[0].name, calls[0].type, calls[0].index) == (
+        "call_p1",
+        "get_weather",
+        "function",
+        0,
     )
-    assert fold.response is not None
-    run = p.to_run(fold.response, AGENT)
-    [call] = run.required_tool_calls
+    assert "".join(d.arguments for d in calls) == CALL_ITEM["arguments"]
+    assert fed.run is not None
+    [call] = fed.run.required_tool_calls
     assert (call.id, call.type, call.name, call.arguments) == (
         "call_p1",
         "function",
         "get_weather",
         '{"location":"Bergen"}',
     )
-    assert fold.response.finish_reason == "tool_calls"
-
-    follow = p.build_call(
-        AGENT, [], RunOptions(), thread_id="conv_p1", tool_outputs=[ToolOutput("call_p1", "9 C")]
-    )
-    m2 = RunMachine(mode="stream", now=2.0, thread_id="conv_p1")
-    assert m2.start(2.0) == Send(Op.CREATE_RUN, stream=True)
-    req = p.request_for(Op.CREATE_RUN, follow, thread_id="conv_p1", run_id=None, stream=True)
-    assert req is not None and req.json is not None
+    assert PROTO.new_run_per_invocation
+    follow = inv(thread_id="conv_p1", messages=(), tool_outputs=(ToolOutput("call_p1", "9 C"),))
+    req = PROTO.request(Op.CREATE_RUN, follow, "conv_p1", None, stream=True)
+    assert req.json is not None
     assert req.json["input"] == [
         {"type": "function_call_output", "call_id": "call_p1", "output": "9 C"}
     ]
@@ -338,64 +369,50 @@ def test_function_calls_mean_requires_action_and_outputs_start_a_new_response() 
 
 
 def test_previous_response_id_continues_without_a_conversation() -> None:
-    """With previous_response_id (no thread_id) nothing is created first: one response
-    request carrying it, and no conversation."""
-    call = p.build_call(
-        AGENT,
-        [],
-        RunOptions(),
-        previous_response_id="resp_p0",
-        tool_outputs=[ToolOutput("call_p1", "9 C")],
-    )
-    m = RunMachine(mode="poll", now=0.0, separate_thread=call.new_conversation)
+    """An invocation's run_id with tool outputs (or input) is the previous_response_id:
+    nothing is created first, one response request carries it and no conversation."""
+    follow = inv(messages=(), run_id="resp_p0", tool_outputs=(ToolOutput("call_p1", "9 C"),))
+    assert not PROTO.creates_thread_first(follow)
+    m = RunMachine(mode="poll", now=0.0)
     first = m.start(0.0)
     assert first == Send(Op.CREATE_THREAD_AND_RUN)
-    req = p.request_for(first.op, call, thread_id=None, run_id=None, stream=False)
-    assert req is not None and req.json is not None
+    req = PROTO.request(first.op, follow, None, None, stream=False)
+    assert req.json is not None
     assert req.json["previous_response_id"] == "resp_p0" and "conversation" not in req.json
     with pytest.raises(ConfigurationError, match="cannot be combined"):
-        p.build_call(
-            AGENT,
-            [InputMessage("user", "x")],
-            RunOptions(),
-            thread_id="conv_1",
-            previous_response_id="resp_1",
-        )
+        p.invocation_call(inv(thread_id="conv_1", run_id="resp_1"))
 
 
-def test_stream_error_event_fails_the_response_with_its_error() -> None:
-    """A top-level `error` event after `response.created` fails the response with the event's
-    code and message (no extra request); before any response it reports the failure alone."""
+def test_stream_error_event_is_a_failure_the_driver_polls() -> None:
+    """A top-level `error` event becomes `StreamFailed` with its code and message: the machine
+    loses the stream and polls the named response for its final status."""
     raw = [
         {"type": "response.created", "response": resp("in_progress")},
         {"type": "error", "code": "server_error", "message": "boom", "param": None},
     ]
     m = RunMachine(mode="stream", now=0.0, thread_id="conv_p1")
     m.start(0.0)
-    fold = p.StreamFold()
-    action, _ = feed_stream(m, fold, raw)
-    assert action == Finish(State.FAILED)
-    assert fold.response is not None
-    run = p.to_run(fold.response, AGENT)
-    assert run.last_error is not None
-    assert (run.last_error.code, run.last_error.message) == ("server_error", "boom")
-    lone = p.StreamFold().feed(wire.StreamError(0, "rate_limit_exceeded", "slow", None))
-    assert lone.failed and lone.response is None and lone.error is not None
+    action, fed = feed_stream(m, raw)
+    assert action == Send(Op.GET_RUN)
+    assert [(f.code, f.message) for f in fed.failed] == [("server_error", "boom")]
+    failed = PROTO.parse_run(resp("failed", error={"code": "server_error", "message": "boom"}))
+    assert m.run_update(
+        failed.status, run_id=failed.id, thread_id="conv_p1", now=2, via="poll"
+    ) == (Finish(State.FAILED))
+    assert failed.last_error is not None and failed.last_error.code == "server_error"
 
 
 def test_incomplete_and_failed_responses_map_like_classic_runs() -> None:
     """`incomplete` keeps its reason (finish_reason `length` / `content_filter`), `failed`
     its error; `cancelled` is a state of its own."""
-    inc = wire.parse_response(
+    inc = PROTO.parse_run(
         resp("incomplete", incomplete_details={"reason": "max_output_tokens"}, usage=USAGE)
     )
-    assert p.to_run(inc, AGENT).incomplete_reason == "max_output_tokens"
-    assert inc.finish_reason == "length"
-    failed = wire.parse_response(
+    assert inc.incomplete_reason == "max_output_tokens"
+    failed = PROTO.parse_run(
         resp("failed", error={"code": "rate_limit_exceeded", "message": "Rate limit"})
     )
-    err = p.to_run(failed, AGENT).last_error
-    assert err is not None and err.code == "rate_limit_exceeded"
+    assert failed.last_error is not None and failed.last_error.code == "rate_limit_exceeded"
     for status, state in (("cancelled", State.CANCELLED), ("incomplete", State.INCOMPLETE)):
         m = RunMachine(mode="poll", now=0.0, thread_id="conv_p1")
         m.start(0.0)
@@ -412,9 +429,8 @@ def test_agent_owned_options_are_refused_before_sending() -> None:
     invalid_payload, every such option named); classic-only options raise
     ConfigurationError; `additional_instructions` (chat system messages) becomes a leading
     `system` item; max_completion_tokens becomes max_output_tokens."""
-    msg = [InputMessage("user", "Hi")]
     with pytest.raises(BadRequestError) as info:
-        p.build_call(AGENT, msg, RunOptions(instructions="Be brief", temperature=0.2))
+        p.invocation_call(inv(options=RunOptions(instructions="Be brief", temperature=0.2)))
     assert info.value.code == "invalid_payload"
     assert "'instructions'" in str(info.value) and "'temperature'" in str(info.value)
     for option in (
@@ -425,16 +441,19 @@ def test_agent_owned_options_are_refused_before_sending() -> None:
         {"model": "gpt-4o"},
     ):
         with pytest.raises(BadRequestError):
-            p.build_call(AGENT, msg, RunOptions(**option))
+            p.invocation_call(inv(options=RunOptions(**option)))
     with pytest.raises(ConfigurationError, match="truncation_strategy"):
-        p.build_call(AGENT, msg, RunOptions(truncation_strategy={"type": "auto"}))
-    call = p.build_call(
-        AGENT,
-        [
-            InputMessage("user", [{"type": "text", "text": "Look"}]),
-            InputMessage("assistant", "A cat."),
-        ],
-        RunOptions(additional_instructions="Answer in French.", max_completion_tokens=300),
+        p.invocation_call(inv(options=RunOptions(truncation_strategy={"type": "auto"})))
+    call = p.invocation_call(
+        inv(
+            messages=(
+                InputMessage("user", [{"type": "text", "text": "Look"}]),
+                InputMessage("assistant", "A cat."),
+            ),
+            options=RunOptions(
+                additional_instructions="Answer in French.", max_completion_tokens=300
+            ),
+        )
     )
     assert call.items[0] == {"type": "message", "role": "system", "content": "Answer in French."}
     assert call.items[1]["content"] == [{"type": "input_text", "text": "Look"}]
@@ -442,9 +461,9 @@ def test_agent_owned_options_are_refused_before_sending() -> None:
     req = p.request_for(Op.CREATE_THREAD_AND_RUN, call, thread_id=None, run_id=None, stream=False)
     assert req is not None and req.json is not None and req.json["max_output_tokens"] == 300
     with pytest.raises(ConfigurationError, match="input is empty"):
-        p.build_call(AGENT, [], RunOptions(), thread_id="conv_1")
+        p.invocation_call(inv(messages=(), thread_id="conv_1"))
     with pytest.raises(ConfigurationError):
-        p.build_call("bad_name!", msg, RunOptions())
+        p.invocation_call(inv(agent="bad_name!"))
 
 
 def test_protocol_module_is_pure() -> None:

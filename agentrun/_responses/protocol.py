@@ -23,14 +23,16 @@ How a v2 invocation walks the machine (docs/v2.md, "The v2 state machine"):
   (it walks ``pending`` → ``run_queued`` → ... again), and `Op.SUBMIT_TOOL_OUTPUTS` is never
   asked for.
 * **Streamed invocations are foreground** (``stream: true``): one request whose events drive
-  the machine; closing the connection cancels the response on the service, so a cancel needs
-  no request (`cancel_request` returns None). **Polled invocations use background mode**
+  the machine (`neutral_events`); closing the connection cancels the response on the
+  service (the ``POST .../cancel`` the driver still sends is refused with a 400 for a
+  foreground response, which the driver ignores). **Polled invocations use background mode**
   (``background: true``, then ``GET /openai/v1/responses/{id}``), cancelled with
   ``POST .../cancel``.
-* **The reply needs no listing**: the final response holds its output items, so
-  `Op.LIST_MESSAGES` costs no request, and `Op.FIND_RUN` (a stream broke before its first
-  event) has no v2 request: a foreground response whose stream broke before it was named is
-  cancelled by the service.
+* **The reply needs no listing**: the final response holds its output items
+  (`ResponsesProtocol.reply_of`), so `Op.LIST_MESSAGES` costs no request, and `Op.FIND_RUN`
+  (a stream broke before its first event) finds nothing (`latest_run` is None): a
+  conversation does not list its responses, and a foreground response whose stream broke
+  is cancelled by the service.
 
 Status mapping for `RunMachine.run_update`: ``queued``, ``in_progress``, ``failed``,
 ``incomplete``, ``cancelled`` as they are; ``completed`` with ``function_call`` output items is
@@ -39,41 +41,54 @@ Status mapping for `RunMachine.run_update`: ``queued``, ``in_progress``, ``faile
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import json
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
 import attrs
 
 from agentrun._errors import BadRequestError, ConfigurationError
+from agentrun._inputs import InputMessage, RunOptions, ToolOutput
 from agentrun._machine import Op
-from agentrun._responses import wire
-from agentrun._results import TextDelta, ToolCallDelta
-from agentrun._wire import (
-    InputMessage,
+from agentrun._model import (
     LastError,
     Message,
     Part,
     Run,
-    RunOptions,
+    RunStep,
     TextPart,
     ToolCall,
-    ToolOutput,
     UnknownPart,
     Usage,
 )
+from agentrun._protocol import (
+    ApiRequest,
+    Call,
+    Event,
+    Invocation,
+    MessageSeen,
+    RunUpdated,
+    StreamEnded,
+    StreamFailed,
+    TextDelta,
+    ToolCallDelta,
+)
+from agentrun._responses import wire
+from agentrun._sse import SSEEvent
 
 __all__ = [
     "AGENT_OWNED_OPTIONS",
     "CLASSIC_ONLY_OPTIONS",
-    "StreamFold",
-    "StreamStep",
+    "QUIET_EVENTS",
+    "ResponsesProtocol",
     "V2Call",
     "build_call",
-    "cancel_request",
     "conversation_id_of",
     "input_items",
+    "invocation_call",
     "machine_status",
     "neutral_annotation",
+    "neutral_events",
     "request_for",
     "to_messages",
     "to_run",
@@ -254,14 +269,6 @@ def request_for(
     return None
 
 
-def cancel_request(run_id: str | None, *, background: bool) -> wire.ApiRequest | None:
-    """How to cancel the invocation's response: ``POST .../cancel`` for a background one;
-    None for a foreground one (closing its stream cancels it) or when none exists yet."""
-    if run_id is None or not background:
-        return None
-    return wire.cancel_response(run_id)
-
-
 def conversation_id_of(data: Any) -> str:
     """The id in the answer to ``POST /openai/v1/conversations``."""
     return wire.parse_conversation(data).id
@@ -291,10 +298,12 @@ def _usage(usage: wire.Usage | None) -> Usage | None:
     return Usage(usage.input_tokens, usage.output_tokens, usage.total_tokens)
 
 
-def to_run(response: wire.Response, agent: wire.AgentReference | str) -> Run:
+def to_run(response: wire.Response, agent: wire.AgentReference | str, raw: Any = None) -> Run:
     """`response` as the neutral `Run`: `thread_id` is its conversation id ("" when none),
     `required_tool_calls` its ``function_call`` items (id = ``call_id``), `last_error` its
-    ``error``, `usage` with the chat names (input → prompt, output → completion)."""
+    ``error``, `usage` with the chat names (input → prompt, output → completion); `raw` is
+    the decoded response object when given (`ResponsesProtocol.reply_of` reads its output).
+    `assistant_id` is the agent the response names (``name:version``), else `agent`."""
     err = response.error
     calls = tuple(
         ToolCall(
@@ -324,7 +333,9 @@ def to_run(response: wire.Response, agent: wire.AgentReference | str) -> Run:
         incomplete_reason=response.incomplete_reason,
         metadata={},
         model=None,
-        raw={"object": "response", "id": response.id, "status": response.status},
+        raw=raw
+        if isinstance(raw, Mapping)
+        else {"object": "response", "id": response.id, "status": response.status},
     )
 
 
@@ -359,79 +370,141 @@ def to_messages(response: wire.Response, agent: wire.AgentReference | str) -> tu
 
 
 # --------------------------------------------------------------------------------------------
-# Streams
+# The seam (`agentrun._protocol.RunProtocol`)
 
 
-@attrs.frozen
-class StreamStep:
-    """What one stream event means for the driver.
+#: Events a caller without an event stream never needs: the terminal ``response.*`` event
+#: carries the whole output, so the deltas and part bookkeeping are not even decoded.
+QUIET_EVENTS = frozenset(
+    {
+        "response.output_text.delta",
+        "response.output_text.done",
+        "response.output_text.annotation.added",
+        "response.content_part.added",
+        "response.content_part.done",
+        "response.function_call_arguments.delta",
+        "response.function_call_arguments.done",
+        "response.output_item.added",
+        "response.output_item.done",
+    }
+)
+_TERMINAL_EVENTS = frozenset({"response.completed", "response.failed", "response.incomplete"})
 
-    `response` is a snapshot to report to the machine (`machine_status`), or None; `deltas`
-    are the public stream events it yields (text, annotations, tool-call fragments); `failed`
-    is True when the event was a top-level ``error`` (the `response` then is the last
-    snapshot marked ``failed`` with that error, or None if no response was named yet).
+
+def invocation_call(inv: Invocation) -> V2Call:
+    """`build_call` for a seam `Invocation`: its `run_id` (when it carries input or tool
+    outputs) is the ``previous_response_id``."""
+    previous = inv.run_id if (inv.messages or inv.tool_outputs) else None
+    return build_call(
+        inv.agent,
+        inv.messages,
+        inv.options,
+        thread_id=inv.thread_id,
+        previous_response_id=previous,
+        tool_outputs=inv.tool_outputs,
+    )
+
+
+def neutral_events(sse: SSEEvent) -> list[Event]:
+    """One server-sent event of a Responses stream as the seam's neutral events.
+
+    ``response.*`` snapshots → `RunUpdated`; a terminal one also → `MessageSeen` per output
+    message and then `StreamEnded` (the service sends no ``done``); text deltas →
+    `TextDelta` (message id = output item id); an annotation → an empty `TextDelta` carrying
+    it; a function call → `ToolCallDelta`s keyed by its output index; the top-level ``error``
+    → `StreamFailed` (the driver then polls the response for its final status).
     """
+    ev = wire.parse_stream_event(sse)
+    if ev is None:
+        return []
+    if isinstance(ev, wire.ResponseEvent):
+        resp = ev.response
+        terminal = ev.type in _TERMINAL_EVENTS
+        # A terminal snapshot keeps its JSON, so the reply can be read from it later.
+        raw = json.loads(sse.data).get("response") if terminal else None
+        out: list[Event] = [RunUpdated(to_run(resp, "", raw))]
+        if terminal:
+            out.extend(MessageSeen(m) for m in to_messages(resp, ""))
+            out.append(StreamEnded())
+        return out
+    if isinstance(ev, wire.TextDelta):
+        return [TextDelta(ev.item_id, ev.content_index, ev.delta)]
+    if isinstance(ev, wire.AnnotationAdded):
+        ann = neutral_annotation(ev.annotation)
+        return [TextDelta(ev.item_id, ev.content_index, "", (ann,))]
+    if isinstance(ev, wire.OutputItemEvent):
+        item = ev.item
+        if ev.type == "response.output_item.added" and isinstance(item, wire.FunctionCall):
+            step = item.id or f"call:{ev.output_index}"
+            return [ToolCallDelta(step, ev.output_index, item.call_id, "function", item.name, "")]
+        return []
+    if isinstance(ev, wire.FunctionCallArgumentsDelta):
+        return [ToolCallDelta(ev.item_id, ev.output_index, None, None, None, ev.delta)]
+    if isinstance(ev, wire.StreamError):
+        return [StreamFailed(ev.code, ev.message)]
+    return []
 
-    response: wire.Response | None = None
-    deltas: tuple[TextDelta | ToolCallDelta, ...] = ()
-    failed: bool = False
-    error: wire.StreamError | None = None
+
+class ResponsesProtocol:
+    """`RunProtocol` for the Responses API (Foundry Agents v2). Stateless: shared by every
+    invocation of a client. See the module docstring for how ops map to requests."""
+
+    name = "responses"
+    quiet_events = QUIET_EVENTS
+    #: Tool outputs start a new response: no waiting run is looked up, none is resumed.
+    new_run_per_invocation = True
+
+    def __repr__(self) -> str:
+        return "ResponsesProtocol()"
+
+    def request(
+        self,
+        op: Op,
+        inv: Invocation,
+        thread_id: str | None,
+        run_id: str | None,
+        *,
+        stream: bool,
+    ) -> ApiRequest:
+        call = invocation_call(inv)
+        req = request_for(op, call, thread_id=thread_id, run_id=run_id, stream=stream)
+        if req is None:
+            raise AssertionError(f"no v2 request for {op}")  # pragma: no cover
+        return req
+
+    def creates_thread_first(self, inv: Invocation) -> bool:
+        # A conversation cannot be created inside the response request.
+        return inv.thread_id is None and inv.run_id is None
+
+    def parse_run(self, data: Any) -> Run:
+        return to_run(wire.parse_response(data), "", data)
+
+    def parse_thread_id(self, data: Any) -> str:
+        return conversation_id_of(data)
+
+    def stream_events(self, sse: SSEEvent) -> list[Event]:
+        return neutral_events(sse)
+
+    def uses_builtin_tools(self, run: Run) -> bool:
+        return False  # built-in tool records are output items of the response itself
+
+    async def latest_run(self, call: Call, thread_id: str) -> Run | None:
+        return None  # a conversation does not list its responses
+
+    def messages(self, call: Call, thread_id: str, run_id: str | None) -> AsyncIterator[Message]:
+        return _no_messages()
+
+    def reply_of(self, run: Run) -> tuple[Message, ...] | None:
+        """The reply a response carries in its own output (no listing needed)."""
+        raw = run.raw
+        if raw.get("object") != "response" or "output" not in raw:
+            return None
+        return to_messages(wire.parse_response(dict(raw)), "")
+
+    async def steps(self, call: Call, thread_id: str, run_id: str) -> list[RunStep]:
+        return []
 
 
-class StreamFold:
-    """Folds the parsed events of one Responses stream (`wire.parse_stream_event`).
-
-    Keeps the latest response snapshot (`response`) and numbers the ``function_call`` items
-    in output order for `ToolCallDelta.index`. Text deltas carry the output item id as
-    `TextDelta.message_id` and the content index; an annotation arrives as an empty
-    `TextDelta` carrying it (in the neutral shape, `neutral_annotation`).
-    """
-
-    def __init__(self) -> None:
-        self.response: wire.Response | None = None
-        self._calls: dict[str, int] = {}
-        self.last_sequence: int | None = None
-
-    def feed(self, event: wire.StreamEvent) -> StreamStep:
-        seq = getattr(event, "sequence_number", None)
-        if seq is not None:
-            self.last_sequence = seq
-        if isinstance(event, wire.ResponseEvent):
-            self.response = event.response
-            return StreamStep(response=event.response)
-        if isinstance(event, wire.TextDelta):
-            delta = TextDelta(event.delta, event.item_id, event.content_index)
-            return StreamStep(deltas=(delta,))
-        if isinstance(event, wire.AnnotationAdded):
-            ann = neutral_annotation(event.annotation)
-            return StreamStep(deltas=(TextDelta("", event.item_id, event.content_index, (ann,)),))
-        if isinstance(event, wire.OutputItemEvent):
-            item = event.item
-            if (
-                event.type == "response.output_item.added"
-                and isinstance(item, wire.FunctionCall)
-                and item.id is not None
-                and item.id not in self._calls
-            ):
-                index = self._calls[item.id] = len(self._calls)
-                return StreamStep(
-                    deltas=(ToolCallDelta(index, item.call_id, item.name, item.arguments),)
-                )
-            return StreamStep()
-        if isinstance(event, wire.FunctionCallArgumentsDelta):
-            known = self._calls.get(event.item_id)
-            if known is None:
-                return StreamStep()
-            return StreamStep(deltas=(ToolCallDelta(known, None, None, event.delta),))
-        if isinstance(event, wire.StreamError):
-            current = self.response
-            if current is None:
-                return StreamStep(failed=True, error=event)
-            failed = attrs.evolve(
-                current,
-                status="failed",
-                error=wire.ResponseError(event.code, event.message),
-            )
-            self.response = failed
-            return StreamStep(response=failed, failed=True, error=event)
-        return StreamStep()
+async def _no_messages() -> AsyncIterator[Message]:
+    return
+    yield  # pragma: no cover
