@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agentrun import _wire
+from agentrun._classic import wire as _wire
 from agentrun._errors import ERROR_TEXT_LIMIT, ErrorBody, parse_error_body
 from agentrun._responses import wire as responses_wire
 from agentrun._sse import SSEEvent
