@@ -262,3 +262,23 @@ async def test_map_mixes_classic_and_v2(client: AsyncClient) -> None:
             got[item.request.key] = item.result
     assert got["classic"].thread_id.startswith("thread_") and "4" in got["classic"].text
     assert got["v2"].thread_id.startswith("conv_") and "6" in got["v2"].text
+
+
+async def test_multi_round_tool_loop_on_one_conversation(client: AsyncClient) -> None:
+    """Two rounds of call -> output -> answer on one conversation: each round's call is new,
+    each answer uses its own output, and every invocation is a response of its own."""
+    thread: str | None = None
+    run_ids = set()
+    for city, weather in (("Paris", "18 C"), ("Rome", "25 C")):
+        asked = await client.run(
+            "weather-assistant", f"Please get weather in {city}.", thread_id=thread
+        )
+        thread = asked.thread_id
+        [call] = asked.tool_calls
+        assert f'"{city}"' in call.arguments
+        answer = await client.run(
+            "weather-assistant", thread_id=thread, tool_outputs={call.id: weather}
+        )
+        assert answer.text == f"Here is what I found: get_weather returned {weather}."
+        run_ids.update((asked.run_id, answer.run_id))
+    assert len(run_ids) == 4

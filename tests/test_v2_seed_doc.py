@@ -335,3 +335,29 @@ def test_sync_client_run_stream_and_map(sync_sp_emu: Emulator) -> None:
         ) as results:
             answers = sorted(item.result.text for item in results if item.result is not None)
         assert len(answers) == 5
+
+
+@pytest.mark.anyio
+async def test_finish_reasons_and_citations_through_acompletion(sp_emu: Emulator) -> None:
+    """An `incomplete` response gives finish_reason `length` (max_output_tokens) or
+    `content_filter` with its partial text, like classic; a `url_citation` becomes OpenAI's
+    `message.annotations` entry."""
+    auth = {"api_base": sp_emu.endpoint}
+    cut = await litellm.acompletion(
+        model=MODEL, messages=[{"role": "user", "content": "A story [emulator:incomplete]"}], **auth
+    )
+    assert cut.choices[0].finish_reason == "length" and cut.choices[0].message.content
+    filtered = await litellm.acompletion(
+        model=MODEL,
+        messages=[{"role": "user", "content": "A story [emulator:content_filter]"}],
+        **auth,
+    )
+    assert filtered.choices[0].finish_reason == "content_filter"
+    cited = await litellm.acompletion(
+        model=MODEL,
+        messages=[{"role": "user", "content": "Oslo? [emulator:cite=https://oslo.example]"}],
+        **auth,
+    )
+    [annotation] = cited.choices[0].message.annotations
+    assert annotation["type"] == "url_citation"
+    assert annotation["url_citation"]["url"] == "https://oslo.example"
