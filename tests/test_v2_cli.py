@@ -65,7 +65,8 @@ def _complete_lines(path: pathlib.Path) -> list[dict[str, Any]]:
 def test_v2_batch_of_2000_resumes_after_kill_9(emu: Emulator, tmp_path: pathlib.Path) -> None:
     """SIGKILL mid-batch of 2,000 v2 items, rerun: every item ends with exactly one success
     line whose thread_id is a conversation, and no item that had its line at the kill ran
-    again (the emulator's responses, by custom_id metadata)."""
+    again (the emulator's responses, by custom_id metadata); items beyond half the pool ran
+    in background mode."""
     emu.reset()
     n = 2000
     src, dst = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
@@ -106,7 +107,11 @@ def test_v2_batch_of_2000_resumes_after_kill_9(emu: Emulator, tmp_path: pathlib.
     assert all(o["thread_id"].startswith("conv_") for o in out)
     some = next(o for o in out if o["custom_id"] == "v41")
     assert "42" in some["response"]["body"]["choices"][0]["message"]["content"]
-    responses_per_id = collections.Counter(r["metadata"]["custom_id"] for r in emu.responses())
+    listed = emu.responses()
+    # `auto` streams up to half the pool and polls the rest in background mode.
+    assert {r["background"] for r in listed} == {True, False}
+    assert all(r["stream"] != r["background"] for r in listed)
+    responses_per_id = collections.Counter(r["metadata"]["custom_id"] for r in listed)
     assert all(responses_per_id[cid] == 1 for cid in done_before)
     assert set(responses_per_id) == {f"v{i}" for i in range(n)}
     assert emu.stats()["runs_created"] == 0 and emu.stats()["active_responses"] == 0
