@@ -361,3 +361,26 @@ async def test_finish_reasons_and_citations_through_acompletion(sp_emu: Emulator
     [annotation] = cited.choices[0].message.annotations
     assert annotation["type"] == "url_citation"
     assert annotation["url_citation"]["url"] == "https://oslo.example"
+
+
+@pytest.mark.anyio
+async def test_streamed_tool_calls_through_acompletion(sp_emu: Emulator) -> None:
+    """A streamed v2 function call arrives as OpenAI tool_call chunks (index 0, id and name
+    first, arguments in pieces) and ends with finish_reason tool_calls."""
+    stream = await litellm.acompletion(
+        model="azure_ai/agents/weather-assistant",
+        messages=[{"role": "user", "content": "Please get weather in Oslo."}],
+        api_base=sp_emu.endpoint,
+        stream=True,
+    )
+    pieces: list[Any] = []
+    finish = None
+    async for chunk in stream:
+        choice = chunk.choices[0]
+        pieces.extend(choice.delta.tool_calls or [])
+        finish = choice.finish_reason or finish
+    assert finish == "tool_calls"
+    assert {p.index for p in pieces} == {0}
+    assert pieces[0].id and pieces[0].function.name == "get_weather"
+    arguments = "".join(p.function.arguments or "" for p in pieces)
+    assert json.loads(arguments) == {"location": "Oslo"}
