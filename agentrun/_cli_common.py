@@ -125,8 +125,9 @@ class Interrupt:
 def sigint_cancels(
     scope: anyio.CancelScope, on_first: Callable[[], None] | None = None
 ) -> Iterator[Interrupt]:
-    """The first SIGINT cancels `scope` (so cleanup runs: remote runs are cancelled, files
-    closed); a second one exits at once with 130. Call it on the event loop's thread."""
+    """The first SIGINT or SIGTERM (Ctrl-C; `timeout`, systemd, Kubernetes, Slurm) cancels
+    `scope` (so cleanup runs: remote runs are cancelled, files closed); a second one exits
+    at once with 130. Call it on the event loop's thread."""
     import asyncio
 
     state = Interrupt()
@@ -141,15 +142,16 @@ def sigint_cancels(
             on_first()
         scope.cancel()
 
-    installed = False
-    with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
-        loop.add_signal_handler(signal.SIGINT, handler)
-        installed = True
+    installed = []
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            loop.add_signal_handler(sig, handler)
+            installed.append(sig)
     try:
         yield state
     finally:
-        if installed:
-            loop.remove_signal_handler(signal.SIGINT)
+        for sig in installed:
+            loop.remove_signal_handler(sig)
 
 
 @contextlib.contextmanager

@@ -84,6 +84,11 @@ def main(args: argparse.Namespace) -> int:
         stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    # azure-identity's HTTP logging dumps every header of each token request at INFO: keep
+    # the log one line per request (its warnings and errors still show; --log-level debug
+    # shows everything).
+    if logging.getLogger().level > logging.DEBUG:
+        logging.getLogger("azure").setLevel(logging.WARNING)
     if args.grace < 0:
         print("agentrun serve: --grace must be >= 0", file=sys.stderr)
         return EXIT_USAGE

@@ -475,7 +475,11 @@ class AsyncClient:
 
 
 def _check_timeout(timeout: float | None) -> None:
-    if timeout is not None and not (timeout > 0 and math.isfinite(timeout)):
+    if timeout is not None and (
+        isinstance(timeout, bool)
+        or not isinstance(timeout, (int, float))
+        or not (timeout > 0 and math.isfinite(timeout))
+    ):
         raise ConfigurationError(f"timeout must be a positive number of seconds, got {timeout!r}")
 
 

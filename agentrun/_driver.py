@@ -302,10 +302,22 @@ class RunStream:
         """Finish the steps, learn the run id of a create cut short, cancel the run. Never
         raises; bounded by `CANCEL_GRACE`."""
         try:
-            with anyio.move_on_after(CANCEL_GRACE):
-                await self._finish_gen()
-                await self._adopt(reason)
-                await self._cancel_remote(reason)
+            for attempt in (1, 2):
+                try:
+                    with anyio.move_on_after(CANCEL_GRACE):
+                        await self._finish_gen()
+                        await self._adopt(reason)
+                        await self._cancel_remote(reason)
+                    break
+                except asyncio.CancelledError:
+                    # A loop shutting down (`asyncio.run` cancels every task once at its end,
+                    # say after a stream was dropped in `main`'s last line) would leave the run
+                    # going: finish the cleanup anyway, still bounded; a second cancel wins.
+                    task = asyncio.current_task()
+                    uncancel = getattr(task, "uncancel", None)  # Python >= 3.11
+                    if attempt == 2 or uncancel is None:
+                        raise
+                    uncancel()
         except Exception as exc:
             logger.warning("cleanup of run %s failed: %s", self.run_id, exc)
         finally:

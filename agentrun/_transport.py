@@ -38,6 +38,7 @@ from agentrun._errors import (
     APIConnectionError,
     APIStatusError,
     APITimeoutError,
+    CertificateVerificationError,
     ClientStateError,
     ConfigurationError,
     RemoteProtocolError,
@@ -528,7 +529,7 @@ class Transport:
             # Retrying cannot fix an untrusted certificate.
             return (
                 None,
-                APIConnectionError(
+                CertificateVerificationError(
                     f"{where}: TLS certificate verification failed ({detail})", **ids
                 ),
                 False,
@@ -558,8 +559,8 @@ class Transport:
         error = APIConnectionError(f"{where}: connection failed ({detail})", **ids)
         return Failure.READ, error, True, exc
 
-    @staticmethod
     def _status_error(
+        self,
         method: str,
         path: str,
         status: int,
@@ -574,10 +575,13 @@ class Transport:
         message = info.message if info and info.message != code else None
         parsed_body = info.data if info else None
         text = f"{method} {path}: HTTP {status}"
-        if code:
+        if code and code != str(status):
             text += f" {code}"
         if message:
             text += f": {message}"
+        if status == 404 and code in (None, "404") and "/api/projects/" not in self._base_url:
+            # A likely copy-paste mistake: the resource URL without the project's path.
+            text += " (is api_base the project endpoint, ending in /api/projects/<project>?)"
         request_id = request_id_of(headers)
         return status_error_class(status)(
             text,

@@ -616,6 +616,21 @@ async def test_untrusted_token_endpoint_certificate_is_certificate_error(
 
 
 @pytest.mark.anyio
+@pytest.mark.parametrize("mode", ["stream", "poll"])
+async def test_untrusted_service_certificate_is_certificate_error(mode: str) -> None:
+    """The service's TLS certificate not trusted (no `verify=` for the emulator's private CA):
+    a CertificateVerificationError (not retried, not a plain connection error) that does not
+    blame the token endpoint; nothing reached the service."""
+    async with Emulator(EmulatorSettings(), tls=True) as emu:
+        async with AsyncClient(emu.endpoint, api_key=emu.api_key) as client:
+            with pytest.raises(CertificateVerificationError) as info:
+                await client.run("asst_abc123", "hi", mode=mode, timeout=30)  # type: ignore[arg-type]
+        assert emu.runs() == []
+    assert info.value.token_endpoint is False
+    assert "certificate" in str(info.value)
+
+
+@pytest.mark.anyio
 async def test_401_gets_a_new_token_from_a_service_principal(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

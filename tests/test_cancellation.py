@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import pathlib
 import random
 import socket
 import threading
@@ -461,3 +462,37 @@ async def test_proxy_clients_going_away_leave_no_run_active(stream: bool) -> Non
             await server.stop()
         assert _left_active(emu) == {}
         assert emu.stats()["runs_created"] > 0
+
+
+def test_stream_dropped_at_the_end_of_asyncio_run_cancels_its_run(tmp_path: pathlib.Path) -> None:
+    """Breaking out of `acompletion(stream=True)` as the last thing `main()` does, under
+    `asyncio.run`: the loop's shutdown cancels every task once, and the cleanup still cancels
+    the run on the service (the process exits cleanly, no run left in progress)."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "drop.py"
+    with Emulator(EmulatorSettings(timing=LONG)).in_thread() as emu:
+        script.write_text(
+            "import asyncio, agentrun\n"
+            "async def main():\n"
+            "    s = await agentrun.acompletion(\n"
+            "        model='azure_ai/agents/asst_abc123', stream=True,\n"
+            "        messages=[{'role': 'user', 'content': 'hi'}],\n"
+            f"        api_base={emu.endpoint!r}, api_key={emu.api_key!r})\n"
+            "    async for _chunk in s:\n"
+            "        break\n"
+            "asyncio.run(main())\n"
+        )
+        proc = subprocess.run(
+            [sys.executable, "-W", "error", str(script)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert proc.returncode == 0, proc.stderr
+        deadline = time.monotonic() + 10
+        while _left_active(emu):
+            assert time.monotonic() < deadline, emu.stats()
+            time.sleep(0.05)
+        assert [r["status"] for r in emu.runs()] in (["cancelled"], ["cancelling"])

@@ -184,9 +184,12 @@ def test_resume_after_kill_9_loses_nothing_and_repeats_no_finished_item(
     assert set(runs_per_id) == {f"k{i}" for i in range(n)}
 
 
-def test_ctrl_c_cancels_runs_in_flight_and_exits_130(emu: Emulator, tmp_path: pathlib.Path) -> None:
-    """SIGINT: stops launching, cancels every run in flight on the service, leaves only whole
-    lines, exits 130; a rerun then finishes the rest."""
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_ctrl_c_cancels_runs_in_flight_and_exits_130(
+    emu: Emulator, tmp_path: pathlib.Path, signum: int
+) -> None:
+    """SIGINT or SIGTERM: stops launching, cancels every run in flight on the service, leaves
+    only whole lines, exits 130; a rerun then finishes the rest."""
     emu.reset()
     src, dst = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
     items: list[Any] = [{"custom_id": f"q{i}", "prompt": f"quick {i}"} for i in range(3)]
@@ -204,7 +207,7 @@ def test_ctrl_c_cancels_runs_in_flight_and_exits_130(emu: Emulator, tmp_path: pa
         while emu.stats()["active_runs"] < 5 or len(_complete_lines(dst)) < 3:
             assert proc.poll() is None and time.monotonic() < deadline, emu.stats()
             time.sleep(0.05)
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(signum)
         stdout, stderr = proc.communicate(timeout=30)
     finally:
         if proc.poll() is None:

@@ -140,8 +140,10 @@ def test_usage_error_from_argparse(emu: Emulator) -> None:
     assert proc.returncode == 2
 
 
-def test_ctrl_c_cancels_the_remote_run_and_exits_130(emu: Emulator) -> None:
-    """SIGINT while the run is going cancels it on the service and exits 130."""
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_ctrl_c_cancels_the_remote_run_and_exits_130(emu: Emulator, signum: int) -> None:
+    """SIGINT (Ctrl-C) or SIGTERM (timeout, systemd, Kubernetes) while the run is going
+    cancels it on the service and exits 130."""
     emu.reset()
     proc = subprocess.Popen(
         _cmd("asst_abc123", "[emulator:sleep=30] wait"),
@@ -155,7 +157,7 @@ def test_ctrl_c_cancels_the_remote_run_and_exits_130(emu: Emulator) -> None:
         while emu.stats()["active_runs"] < 1:
             assert time.monotonic() < deadline, "the run never started"
             time.sleep(0.05)
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(signum)
         _out, err = proc.communicate(timeout=20)
     finally:
         if proc.poll() is None:

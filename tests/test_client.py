@@ -600,3 +600,25 @@ def test_async_client_refuses_http_off_loopback() -> None:
         env={},
         allow_insecure_http=True,
     )
+
+
+@pytest.mark.parametrize("bad", ["30", True, float("nan"), -1, 0])
+async def test_timeout_of_the_wrong_type_or_value_is_a_configuration_error(
+    client: AsyncClient, bad: object
+) -> None:
+    """`timeout="30"` (a string), a bool, NaN or a non-positive number: ConfigurationError
+    before anything is sent, never a bare TypeError."""
+    with pytest.raises(agentrun.ConfigurationError, match="timeout"):
+        await client.run("asst_abc123", "hi", timeout=bad)  # type: ignore[arg-type]
+
+
+async def test_api_base_without_the_project_path_hints_at_it(emu: Emulator) -> None:
+    """An api_base that is the resource URL without /api/projects/<project> (a common
+    copy-paste mistake) gets a 404 whose message says what to check, with the status once."""
+    base = emu.endpoint.split("/api/projects/")[0]
+    async with AsyncClient(base, api_key=emu.api_key) as c:
+        with pytest.raises(agentrun.NotFoundError) as info:
+            await c.run("asst_abc123", "hi", mode="poll")
+    text = str(info.value)
+    assert "/api/projects/<project>" in text
+    assert "404 404" not in text
