@@ -576,8 +576,11 @@ class RunStream:
         if STATUS_TO_STATE.get(run.status) in ACTIVE_STATES:
             self._col.last_active_at = anyio.current_time()
         seen = len(m.history)
+        # A run that names no thread (a v2 response may echo `conversation: null`) is on the
+        # invocation's own thread, if it has one.
+        thread_id = run.thread_id or m.thread_id or ""
         action = m.run_update(
-            run.status, run_id=run.id, thread_id=run.thread_id, now=anyio.current_time(), via=via
+            run.status, run_id=run.id, thread_id=thread_id, now=anyio.current_time(), via=via
         )
         self._note_moves(seen)
         return action

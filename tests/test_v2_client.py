@@ -4,6 +4,7 @@ continuity, modes, tools, errors, faults, cancellation and deadlines."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -282,3 +283,57 @@ async def test_multi_round_tool_loop_on_one_conversation(client: AsyncClient) ->
         assert answer.text == f"Here is what I found: get_weather returned {weather}."
         run_ids.update((asked.run_id, answer.run_id))
     assert len(run_ids) == 4
+
+
+async def test_a_response_without_a_conversation_echo_stays_on_the_conversation() -> None:
+    """A service that answers `conversation: null` in its response objects (the Responses
+    API allows it) is still driven on the invocation's conversation: a replay server of the
+    recorded shapes, over a real socket."""
+    from aiohttp import web
+
+    def snapshot(status: str, output: list[Any]) -> dict[str, Any]:
+        return {"id": "resp_r1", "object": "response", "status": status, "output": output,
+                "conversation": None, "created_at": 1770000000}  # fmt: skip
+
+    message = {
+        "type": "message",
+        "id": "msg_r1",
+        "role": "assistant",
+        "status": "completed",
+        "content": [{"type": "output_text", "text": "Hello from v2.", "annotations": []}],
+    }
+    events = [
+        {"type": "response.created", "response": snapshot("in_progress", [])},
+        {"type": "response.completed", "response": snapshot("completed", [message])},
+    ]
+    seen: list[dict[str, Any]] = []
+
+    async def conversations(request: web.Request) -> web.Response:
+        return web.json_response({"id": "conv_r1", "object": "conversation"})
+
+    async def responses(request: web.Request) -> web.StreamResponse:
+        seen.append(await request.json())
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        for seq, event in enumerate(events):
+            data = json.dumps({**event, "sequence_number": seq})
+            await resp.write(f"event: {event['type']}\ndata: {data}\n\n".encode())
+        await resp.write_eof()
+        return resp
+
+    app = web.Application()
+    app.router.add_post("/api/projects/p/openai/v1/conversations", conversations)
+    app.router.add_post("/api/projects/p/openai/v1/responses", responses)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        async with AsyncClient(f"http://127.0.0.1:{port}/api/projects/p", api_key="k") as client:
+            result = await client.run("replayed-agent", "Hi", mode="stream")
+    finally:
+        await runner.cleanup()
+    assert result.state is State.COMPLETED and result.text == "Hello from v2."
+    assert result.thread_id == "conv_r1" and result.run_id == "resp_r1"
+    assert seen[0]["conversation"] == "conv_r1" and seen[0]["stream"] is True
