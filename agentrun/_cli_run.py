@@ -162,7 +162,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "go to stderr. Exit codes: 0 ok, 1 the run failed, 2 usage error, 3 authentication or "
         "configuration error, 130 interrupted."
     )
-    parser.add_argument("agent", metavar="AGENT", help="agent id (asst_...) or azure_ai/agents/ID")
+    parser.add_argument(
+        "agent",
+        metavar="AGENT",
+        help="agent id (asst_...), v2 agent name[:version], or azure_ai/agents/ID",
+    )
     parser.add_argument("prompt", metavar="PROMPT", help="the user message ('-' reads stdin)")
     parser.add_argument("--thread", metavar="ID", help="continue this thread")
     parser.add_argument("--instructions", metavar="TEXT", help="override the agent's instructions")

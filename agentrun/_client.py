@@ -34,6 +34,8 @@ from agentrun._fanout import RunMap
 from agentrun._inputs import InputMessage, RunOptions, ToolOutput
 from agentrun._options import RunOptions as RunKwargs
 from agentrun._protocol import Invocation, Mode
+from agentrun._responses import protocol as v2
+from agentrun._responses.wire import V2Route, route_agent
 from agentrun._results import (
     ClientStatistics,
     RunFinished,
@@ -160,6 +162,8 @@ class AsyncClient:
             protocol=ClassicProtocol(),
             telemetry=self._telemetry,
             pool_limit=settings.pool_limit,
+            # Foundry Agents v2 (the Responses API): agents named `name[:version]`.
+            protocols={v2.ResponsesProtocol.name: v2.ResponsesProtocol()},
         )
 
     def __repr__(self) -> str:
@@ -233,6 +237,13 @@ class AsyncClient:
         (or `run_id`) gets its tool outputs and goes on. With `run_id` and `thread_id` alone
         (no input), the invocation follows that existing run: it polls it to its end and
         returns its result, creating nothing (how a caller resumes a run it lost track of).
+
+        `agent` is a classic agent id (``asst_...``) or a Foundry Agents v2 agent name with an
+        optional version (``my-agent``, ``my-agent:3``; the Responses API, docs/v2.md). For a
+        v2 agent `thread_id` is a conversation id (``conv_...``), `run_id` with input or tool
+        outputs is the ``previous_response_id`` (alone, it follows that response), and the
+        options the agent owns (`instructions`, `tools`, `temperature`, ...) raise
+        `BadRequestError` before anything is sent.
 
         `timeout` bounds the whole invocation (seconds; None for no limit; default: the
         client's); it bounds every request, retry delay, poll and wait for a pooled
@@ -369,8 +380,14 @@ class AsyncClient:
     ) -> Invocation:
         if not isinstance(agent, str) or not agent.strip():
             raise ConfigurationError("agent must be a non-empty agent id, e.g. 'asst_abc123'")
+        # `asst_...` is a classic agent; `name[:version]` a v2 one (LiteLLM's rule).
+        is_v2 = isinstance(route_agent(agent.strip()), V2Route)
         outputs = _tool_outputs(tool_outputs)
         messages = _messages(input)
+        if is_v2:
+            return self._v2_invocation(
+                agent.strip(), messages, outputs, thread_id, run_id, options, timeout, mode
+            )
         if outputs:
             if thread_id is None:
                 raise ConfigurationError("tool_outputs need the thread_id of the waiting run")
@@ -405,6 +422,56 @@ class AsyncClient:
             timeout=timeout,
             mode=chosen,
         )
+
+    def _v2_invocation(
+        self,
+        agent: str,
+        messages: tuple[InputMessage, ...],
+        outputs: tuple[ToolOutput, ...],
+        thread_id: str | None,
+        run_id: str | None,
+        options: Mapping[str, Any] | None,
+        timeout: float | _Default | None,
+        mode: Mode | None,
+    ) -> Invocation:
+        """A v2 invocation: `thread_id` is a conversation id; `run_id` with input or tool
+        outputs is the ``previous_response_id``, and alone it follows that response. Everything
+        the Responses API cannot take (agent-owned options, both ids) fails here, before any
+        request (docs/v2.md)."""
+        if outputs and messages:
+            raise ConfigurationError(
+                "pass either new input or tool_outputs: tool outputs answer the calls of the "
+                "previous response"
+            )
+        if outputs and thread_id is None and run_id is None:
+            raise ConfigurationError(
+                "tool_outputs need the thread_id (conversation) or run_id (previous response) "
+                "that asked for them"
+            )
+        if not messages and not outputs:
+            if run_id is None:
+                raise ConfigurationError("input is empty: give a prompt or at least one message")
+            mode = "poll"  # following a response that exists: there is no request to stream
+        if isinstance(timeout, _Default):
+            timeout = self.timeout
+        _check_timeout(timeout)
+        chosen = self.mode if mode is None else mode
+        if chosen not in _MODES:
+            raise ConfigurationError(f"mode must be one of {', '.join(_MODES)}, got {chosen!r}")
+        inv = Invocation(
+            agent=agent,
+            messages=messages,
+            options=RunOptions(**{k: v for k, v in (options or {}).items() if v is not None}),
+            thread_id=thread_id,
+            run_id=run_id,
+            tool_outputs=outputs,
+            timeout=timeout,
+            mode=chosen,
+            protocol=v2.ResponsesProtocol.name,
+        )
+        if messages or outputs:
+            v2.invocation_call(inv)  # validates: raises before anything is sent
+        return inv
 
 
 def _check_timeout(timeout: float | None) -> None:

@@ -19,7 +19,7 @@ import attrs
 
 from agentrun import _otel
 from agentrun._machine import RunMachine, State
-from agentrun._protocol import Mode, RunProtocol
+from agentrun._protocol import Invocation, Mode, RunProtocol
 from agentrun._results import percentiles
 from agentrun._schedule import PollSchedule
 from agentrun._transport import Transport
@@ -59,6 +59,12 @@ class DriverContext:
     tasks: set[asyncio.Task[Any]] = attrs.Factory(set)
     live: weakref.WeakSet[RunStream] = attrs.Factory(weakref.WeakSet)
     _learn_events: dict[str, anyio.Event] = attrs.Factory(dict)
+    #: Further protocols by `RunProtocol.name` (`protocol` serves every other invocation).
+    protocols: dict[str, RunProtocol] = attrs.Factory(dict)
+
+    def protocol_for(self, inv: Invocation) -> RunProtocol:
+        """The protocol that serves `inv` (`Invocation.protocol`)."""
+        return self.protocols.get(inv.protocol, self.protocol)
 
     def detach(self, coro: Coroutine[Any, Any, _T]) -> asyncio.Task[_T]:
         """Run `coro` in a task the context owns (and `AsyncClient.aclose` waits for)."""

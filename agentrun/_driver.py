@@ -120,6 +120,7 @@ class RunStream:
         self._ctx = ctx
         self._inv = inv
         self._emit = emit
+        self._protocol = ctx.protocol_for(inv)
         self._machine: RunMachine | None = None
         self._col = Reply()
         self._mode: Literal["stream", "poll"] = "poll"
@@ -342,14 +343,14 @@ class RunStream:
             if isinstance(got, BodyChunks):
                 self._orphan = (got, SSEDecoder())
             elif m is not None and not m.finished:
-                self._apply_run(self._ctx.protocol.parse_run(got), "response")
+                self._apply_run(self._protocol.parse_run(got), "response")
         if self._orphan is None or m is None:
             return
         body, decoder = self._orphan
         with contextlib.suppress(StreamInterruptedError, APITimeoutError):
             async for chunk in body:
                 for sse in decoder.feed(chunk):
-                    for ev in self._ctx.protocol.stream_events(sse):
+                    for ev in self._protocol.stream_events(sse):
                         if m.finished:
                             return
                         if isinstance(ev, RunUpdated):
@@ -377,22 +378,27 @@ class RunStream:
     async def _steps(self) -> AsyncGenerator[list[StreamEvent], None]:
         inv, col, ctx = self._inv, self._col, self._ctx
         schedule = ctx.schedules.setdefault(inv.agent, PollSchedule())
-        if inv.tool_outputs and inv.run_id is None:
+        protocol = self._protocol
+        fresh = protocol.new_run_per_invocation
+        if inv.tool_outputs and inv.run_id is None and not fresh:
             inv.run_id = await self._waiting_run()
-        if inv.tool_outputs and inv.thread_id is not None and inv.run_id is not None:
+        if inv.tool_outputs and inv.thread_id is not None and inv.run_id is not None and not fresh:
             # The run may have written text before its tool calls; that reply was returned
             # with the calls. Note those messages so this reply holds only what follows.
             col.earlier = await self._run_message_ids(inv.thread_id, inv.run_id)
+        # Following a run that exists: no input, no outputs, just its id.
+        attach = inv.run_id is not None and not inv.tool_outputs and not inv.messages
         start = anyio.current_time()
         m = self._machine = RunMachine(
             mode=self._mode,
             now=start,
             thread_id=inv.thread_id,
-            run_id=inv.run_id,
+            # A protocol that makes a new run per invocation starts every machine afresh; its
+            # request says which earlier run (response) it continues.
+            run_id=inv.run_id if attach or not fresh else None,
             poll_delay=schedule.delay,
-            # /threads/runs takes no additional_instructions: create the thread first then.
-            separate_thread=inv.options.additional_instructions is not None,
-            attach=inv.run_id is not None and not inv.tool_outputs,
+            separate_thread=protocol.creates_thread_first(inv),
+            attach=attach,
         )
         action: Send | Sleep | ReadStream | Finish = m.start(start)
         while not isinstance(action, Finish):
@@ -439,7 +445,7 @@ class RunStream:
             fin.unseen
             and fin.outcome is not Outcome.NO_RUN
             and col.run is not None
-            and ctx.protocol.uses_builtin_tools(col.run)
+            and self._protocol.uses_builtin_tools(col.run)
         ):
             # Not seen in a stream: the built-in tool steps are listed (only for agents that
             # have built-in tools, so that plain runs cost no extra request).
@@ -517,7 +523,7 @@ class RunStream:
     async def _send(self, action: Send) -> Send | Sleep | ReadStream | Finish:
         m = self._machine
         assert m is not None
-        op, protocol = action.op, self._ctx.protocol
+        op, protocol = action.op, self._protocol
         if op is Op.LIST_MESSAGES:
             await self._list_messages()
             return m.messages_fetched(anyio.current_time())
@@ -570,8 +576,11 @@ class RunStream:
         if STATUS_TO_STATE.get(run.status) in ACTIVE_STATES:
             self._col.last_active_at = anyio.current_time()
         seen = len(m.history)
+        # A run that names no thread (a v2 response may echo `conversation: null`) is on the
+        # invocation's own thread, if it has one.
+        thread_id = run.thread_id or m.thread_id or ""
         action = m.run_update(
-            run.status, run_id=run.id, thread_id=run.thread_id, now=anyio.current_time(), via=via
+            run.status, run_id=run.id, thread_id=thread_id, now=anyio.current_time(), via=via
         )
         self._note_moves(seen)
         return action
@@ -603,7 +612,7 @@ class RunStream:
     async def _stream(self, action: Send) -> AsyncGenerator[list[StreamEvent] | _Next, None]:
         m = self._machine
         assert m is not None
-        req = self._ctx.protocol.request(action.op, self._inv, m.thread_id, m.run_id, stream=True)
+        req = self._protocol.request(action.op, self._inv, m.thread_id, m.run_id, stream=True)
         transport = self._ctx.transport
         self._col.requests += 1
         decoder = SSEDecoder()
@@ -638,9 +647,9 @@ class RunStream:
                 # (and one deadline scope in `__anext__`) per chunk, not per event.
                 batch: list[StreamEvent] = []
                 for sse in frames:
-                    if not self._emit and sse.event in self._ctx.protocol.quiet_events:
+                    if not self._emit and sse.event in self._protocol.quiet_events:
                         continue
-                    for ev in self._ctx.protocol.stream_events(sse):
+                    for ev in self._protocol.stream_events(sse):
                         nxt = self._on_stream_event(ev)
                         if self._col.pending:
                             batch.extend(self._col.pending)
@@ -707,7 +716,7 @@ class RunStream:
         """The run of the invocation's thread that waits for tool outputs."""
         thread_id = self._inv.thread_id
         assert thread_id is not None
-        run = await self._ctx.protocol.latest_run(self._request, thread_id)
+        run = await self._protocol.latest_run(self._request, thread_id)
         if run is None or run.status != "requires_action":
             state = f"its latest run is {run.status}" if run else "it has no run"
             raise BadRequestError(
@@ -719,8 +728,14 @@ class RunStream:
     async def _list_messages(self) -> None:
         """Collect the run's assistant messages in the list's own order (oldest first)."""
         m = self._machine
-        assert m is not None and m.thread_id is not None
-        async for msg in self._ctx.protocol.messages(self._request, m.thread_id, m.run_id):
+        assert m is not None
+        carried = self._protocol.reply_of(self._col.run) if self._col.run is not None else None
+        if carried is not None:
+            for msg in carried:  # the reply came with the run itself: nothing to list
+                self._col.messages[msg.id] = msg
+            return
+        assert m.thread_id is not None
+        async for msg in self._protocol.messages(self._request, m.thread_id, m.run_id):
             if msg.role == "assistant":
                 self._col.messages[msg.id] = msg
 
@@ -731,7 +746,7 @@ class RunStream:
         if m.thread_id is None or m.run_id is None:
             return
         try:
-            steps = await self._ctx.protocol.steps(self._request, m.thread_id, m.run_id)
+            steps = await self._protocol.steps(self._request, m.thread_id, m.run_id)
         except (APIStatusError, RemoteProtocolError) as exc:
             logger.debug("could not list the steps of run %s: %s", m.run_id, exc)
             return
@@ -747,9 +762,7 @@ class RunStream:
             self._col.steps[step.id] = step
 
     async def _run_message_ids(self, thread_id: str, run_id: str) -> set[str]:
-        return {
-            msg.id async for msg in self._ctx.protocol.messages(self._request, thread_id, run_id)
-        }
+        return {msg.id async for msg in self._protocol.messages(self._request, thread_id, run_id)}
 
     async def _cancel_remote(self, reason: str) -> None:
         """Cancel the remote run (bounded in time); never raises."""
@@ -766,7 +779,7 @@ class RunStream:
                 action = m.cancel(anyio.current_time(), reason)
                 self._note_moves(seen)
                 if isinstance(action, Send):
-                    protocol = self._ctx.protocol
+                    protocol = self._protocol
                     req = protocol.request(
                         Op.CANCEL_RUN, self._inv, m.thread_id, m.run_id, stream=False
                     )

@@ -34,6 +34,7 @@ from agentrun._errors import (
 )
 from agentrun._machine import State
 from agentrun._model import TEXT_PART_SEPARATOR
+from agentrun._responses.wire import ClassicRoute, route_model
 from agentrun._results import RunFinished, RunResult, StateChanged, TextDelta, ToolCallDelta
 from agentrun._retry import RetryPolicy
 from agentrun._settings import ConnectionSettings
@@ -64,6 +65,9 @@ SUPPORTED_PARAMS = {
     "tool_choice": "tool_choice",
     "parallel_tool_calls": "parallel_tool_calls",
     "metadata": "metadata",
+    # The Responses API's continuation without a conversation (v2 agents): the response that
+    # the new one follows, which the client calls `run_id` (docs/v2.md).
+    "previous_response_id": "run_id",
 }
 #: Accepted and ignored: they change nothing the service does.
 _HARMLESS = frozenset({"user"})
@@ -104,7 +108,9 @@ UNSUPPORTED_PARAMS = frozenset(
 
 
 def parse_model(model: str) -> str:
-    """The agent id in `azure_ai/agents/<agent id>`; raise ConfigurationError otherwise."""
+    """The agent in `azure_ai/agents/<agent>`: a classic id (``asst_...``) or a v2 agent name
+    with an optional ``:version`` (LiteLLM's routing rule; names validated as the service
+    does: up to 63 letters, digits and hyphens). Raises ConfigurationError otherwise."""
     if not isinstance(model, str):
         raise ConfigurationError(
             f"model must be a string like 'azure_ai/agents/asst_abc123', got {model!r}"
@@ -112,11 +118,12 @@ def parse_model(model: str) -> str:
     if not model.startswith(MODEL_PREFIX):
         raise ConfigurationError(
             f"model {model!r} is not an Azure AI Foundry agent: use 'azure_ai/agents/<agent id>', "
-            "e.g. 'azure_ai/agents/asst_abc123'"
+            "e.g. 'azure_ai/agents/asst_abc123' (classic) or 'azure_ai/agents/my-agent:3' (v2)"
         )
     agent = model[len(MODEL_PREFIX) :]
     if not _AGENT_ID.fullmatch(agent):
         raise ConfigurationError(f"model {model!r} has no valid agent id after 'azure_ai/agents/'")
+    route_model(model)  # a v2 name or version the service would refuse fails here
     return agent
 
 
@@ -825,6 +832,11 @@ def map_chat(
         params=params,
         memory=memory,
     )
+    if "run_id" in req.options and isinstance(route_model(model), ClassicRoute):
+        raise ConfigurationError(
+            "previous_response_id continues a v2 agent's response (Responses API); classic "
+            "agents (asst_...) continue a thread: pass thread_id"
+        )
     req.agent = agent
     req.model = model
     return req

@@ -12,13 +12,16 @@ decisions mean on the wire differs per service API, and sits behind `RunProtocol
   (`latest_run`); these make their own requests through the `Call` the driver hands them, so a
   protocol never holds a transport, a clock or a task.
 
-Implementations: `agentrun._classic.protocol.ClassicProtocol` (threads/runs). The Responses
-API (v2) fits the same shape: its create is one streamed ``POST /responses`` (the machine's
-`CREATE_THREAD_AND_RUN`/`CREATE_RUN` op), polled with ``GET /responses/{id}`` (`GET_RUN`),
-cancelled with ``POST .../cancel`` (`CANCEL_RUN`); a conversation is the "thread"; tool outputs
-(`SUBMIT_TOOL_OUTPUTS`) make a new response with ``previous_response_id``, whose new id reaches
-the machine through `Run.id` like any run update; the reply is the response's own output, so its
-`messages` reads it from the last response instead of listing. Implementations import nothing of
+Implementations: `agentrun._classic.protocol.ClassicProtocol` (threads/runs) and
+`agentrun._responses.protocol.ResponsesProtocol` (the Responses API, Foundry Agents v2); the
+client picks one per invocation (`Invocation.protocol`, `DriverContext.protocol_for`). v2's
+create is one ``POST /openai/v1/responses`` (the machine's `CREATE_RUN`, or
+`CREATE_THREAD_AND_RUN` with ``previous_response_id``), streamed or in background mode and
+polled with ``GET`` (`GET_RUN`), cancelled with ``POST .../cancel`` (`CANCEL_RUN`); a
+conversation is the "thread" and a new one is its own request (`creates_thread_first`). Three
+members exist for it: tool outputs make a new response (`new_run_per_invocation`: the driver
+looks up no waiting run and starts the machine without a run id), and the reply is the final
+response's own output (`reply_of`: nothing is listed). Implementations import nothing of
 each other; the values they exchange with the driver are neutral (`agentrun._model`,
 `agentrun._inputs` and the events here). Pure: no I/O library is imported here.
 """
@@ -92,6 +95,8 @@ class Invocation:
     timeout: float | None
     mode: Mode
     floor: float = 0.0
+    #: The `RunProtocol.name` of the API that serves `agent` (``"classic"``, ``"responses"``).
+    protocol: str = "classic"
 
 
 # -- the neutral stream events ----------------------------------------------------------------
@@ -181,6 +186,20 @@ class RunProtocol(Protocol):
     name: str
     #: SSE event names that only a caller with an event stream needs; others skip decoding them.
     quiet_events: frozenset[str]
+    #: Whether every invocation creates a run of its own, tool outputs included (the Responses
+    #: API: outputs are input of a new response). When False (classic), tool outputs resume
+    #: the thread's waiting run, which the driver looks up first.
+    new_run_per_invocation: bool
+
+    def creates_thread_first(self, inv: Invocation) -> bool:
+        """Whether the invocation starts with `Op.CREATE_THREAD` (its own request) rather than
+        creating the thread, if any, with the run."""
+        ...
+
+    def reply_of(self, run: Run) -> tuple[Message, ...] | None:
+        """The reply `run` carries in itself (a response's output), or None when the reply
+        must be listed (`messages`)."""
+        ...
 
     def request(
         self,

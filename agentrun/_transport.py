@@ -2,7 +2,8 @@
 
 This is the only module where aiohttp exceptions become agentrun exceptions (`_classify`), and
 where HTTP error statuses become `APIStatusError` subclasses (`_status_error`). Every request
-gets `api-version` and a bearer token from the shared `TokenCache`; failures are retried as
+gets `api-version` (except the OpenAI-compatible ``/openai/v1/...`` routes of the Responses
+API, which take none) and a bearer token from the shared `TokenCache`; failures are retried as
 `agentrun._retry.decide` says, inside the caller's deadline.
 
 The session is opened lazily, inside the running event loop, and the transport then belongs to
@@ -407,8 +408,11 @@ class Transport:
         session = self._ensure_session()
         # The URL is built and encoded once here (paths come quoted from the wire layer), so
         # aiohttp does not parse and re-encode the query on every request.
-        query = urllib.parse.urlencode([*params, ("api-version", self._api_version)])
-        url = yarl.URL(f"{self._base_url}/{path.lstrip('/')}?{query}", encoded=True)
+        query = urllib.parse.urlencode(
+            list(params) if _versionless(path) else [*params, ("api-version", self._api_version)]
+        )
+        sep = "?" if query else ""
+        url = yarl.URL(f"{self._base_url}/{path.lstrip('/')}{sep}{query}", encoded=True)
         attempt = 0
         auth_retried = False
         while True:
@@ -744,3 +748,10 @@ class BodyChunks(AsyncIterator[bytes]):
         except Exception:  # pragma: no cover - a reader that changed shape
             return b""
         return data if isinstance(data, bytes) else b""
+
+
+def _versionless(path: str) -> bool:
+    """Whether `path` is on the OpenAI-compatible v1 data plane (``/openai/v1/...``, the
+    Responses API of Foundry Agents v2), which takes no ``api-version`` query (the ``openai``
+    client sends none; reference/agents-v2-api.md)."""
+    return path.lstrip("/").startswith("openai/v1/")

@@ -1214,6 +1214,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"wrote {DOCS.relative_to(ROOT)}")
     if not args.smoke and full:  # the Ray row: 20,000 calls, local Ray vs one process
         subprocess.run([sys.executable, str(HERE / "bench_ray.py")], check=False)
+        subprocess.run([sys.executable, str(HERE / "bench_v2.py")], check=False)  # v2 rows
     problems = check(results, smoke=args.smoke)
     for p in problems:
         print("PROBLEM: " + p, flush=True)

@@ -154,6 +154,27 @@ async def test_request_json_sends_api_version_bearer_and_body() -> None:
 
 
 @pytest.mark.anyio
+async def test_openai_v1_routes_get_no_api_version() -> None:
+    """Requests on the Responses API's `/openai/v1/...` data plane carry no api-version (the
+    route takes none); the caller's own params are kept, and other routes still get it."""
+    seen: list[tuple[str, list[tuple[str, str]]]] = []
+
+    async def handler(request: web.Request) -> web.Response:
+        seen.append((request.path, list(request.query.items())))
+        return web.json_response({"id": "resp_1", "object": "response", "status": "queued"})
+
+    async with serve(handler) as url, Transport(url, token_cache=static_cache()) as transport:
+        await transport.request_json("post", "/openai/v1/responses", json={"input": "hi"})
+        await transport.request_json("get", "/openai/v1/responses/resp_1", params=[("a", "b")])
+        await transport.request_json("get", "/agents/my-agent")
+    assert seen == [
+        ("/api/projects/p/openai/v1/responses", []),
+        ("/api/projects/p/openai/v1/responses/resp_1", [("a", "b")]),
+        ("/api/projects/p/agents/my-agent", [("api-version", "v1")]),
+    ]
+
+
+@pytest.mark.anyio
 async def test_connections_are_kept_alive() -> None:
     """Sequential requests reuse one pooled connection; statistics count it all."""
 

@@ -55,8 +55,18 @@ class ClassicProtocol:
         }
     )
 
+    #: Tool outputs resume the thread's waiting run.
+    new_run_per_invocation = False
+
     def __repr__(self) -> str:
         return "ClassicProtocol()"
+
+    def creates_thread_first(self, inv: Invocation) -> bool:
+        # /threads/runs takes no additional_instructions: create the thread first then.
+        return inv.thread_id is None and inv.options.additional_instructions is not None
+
+    def reply_of(self, run: Run) -> tuple[Message, ...] | None:
+        return None  # the reply is listed: GET /threads/{t}/messages?run_id=
 
     def request(
         self,

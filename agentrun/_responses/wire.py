@@ -284,8 +284,9 @@ def route_agent(agent: Any) -> ClassicRoute | V2Route:
 class ApiRequest:
     """One HTTP request, before the transport adds the project base URL and the token.
 
-    The fields of the classic `agentrun._classic.wire.ApiRequest`, plus `api_version`: the query
-    value to send, or None for the ``/openai/v1`` data plane, which takes none. `path` is
+    The fields of the classic `agentrun._classic.wire.ApiRequest`, plus `api_version`: the
+    api-version the route takes, or None for the ``/openai/v1`` data plane, which takes none
+    (the transport sends none on those paths, `agentrun._transport`). `path` is
     relative to the project base URL, every id quoted as one path segment; `stream` tells the
     transport to expect ``text/event-stream``.
     """

@@ -214,6 +214,12 @@ class Emulator:
         """The same list as `GET /_emulator/runs` "data"."""
         return self._call(lambda: self.state.runs_json())
 
+    def responses(self) -> list[dict[str, Any]]:
+        """The Foundry Agents v2 responses the emulator keeps, oldest first: `id`, `status`,
+        `agent` (`name`, `version`), `conversation_id`, `previous_response_id`,
+        `background`, `stream`, `metadata`."""
+        return self._call(lambda: self.state.v2.responses_json())
+
     def reset(self) -> None:
         """Forget threads, runs, statistics and scripted faults (as `POST /_emulator/reset`)."""
         self._call(lambda: self.state.reset())

@@ -471,18 +471,22 @@ class V2Service(V2State):
             self._run(rec, history, outputs), name=f"emulator-v2-{rec.id}"
         )
         if stream:
+            # "stream_cut" (a network cut), "stream_error" (a top-level `error` event; the
+            # response fails) and "stall" (silence) after `after_events` frames.
             rule = self.faults.stream_cut(route)
-            # v2 streams take the "stream_cut" kind (a network cut after N frames); the
-            # classic-only kinds (stall, stream_error) are not applied here.
-            cut = rule.after_events if rule is not None and rule.kind == "stream_cut" else None
-            return await self._stream(request, rec, -1, cut)
+            fault = (rule.kind, rule.after_events, rule.code) if rule is not None else None
+            return await self._stream(request, rec, -1, fault)
         if background:
             return self.ok(rec.to_json())
         await rec.done.wait()
         return self.ok(rec.to_json())
 
     async def _stream(
-        self, request: web.Request, rec: ResponseRec, after: int, cut_after: int | None
+        self,
+        request: web.Request,
+        rec: ResponseRec,
+        after: int,
+        fault: tuple[str, int, str | None] | None,
     ) -> web.StreamResponse:
         resp = web.StreamResponse(
             headers={
@@ -496,11 +500,17 @@ class V2Service(V2State):
             await resp.prepare(request)
             while True:
                 while index < len(rec.events):
-                    if cut_after is not None and sent >= cut_after:
-                        # An injected network cut: the service sees its client go away.
+                    if fault is not None and sent >= max(0, fault[1]):
+                        if fault[0] == "stream_error":
+                            await self._stream_error(resp, rec, fault[2] or "server_error")
+                            return resp
+                        if fault[0] == "stall":
+                            await self._stall(request)
+                        # An injected network cut (or the end of a stall): the service sees its
+                        # client go away.
                         if request.transport is not None:
                             request.transport.abort()
-                        raise ConnectionResetError("stream cut by a fault rule")
+                        raise ConnectionResetError(f"stream ended by a {fault[0]} fault rule")
                     event = rec.events[index]
                     frame = f"event: {event['type']}\ndata: {dumps(event)}\n\n"
                     await resp.write(frame.encode())
@@ -513,9 +523,33 @@ class V2Service(V2State):
         except ConnectionError:
             # The client went away. Without background mode that cancels the response, as
             # on the service; a background response goes on.
-            if not rec.background and rec.active and rec.task is not None:
-                rec.task.cancel()
+            if not rec.background and rec.active:
+                self.cancel_task(rec)
         return resp
+
+    async def _stream_error(self, resp: web.StreamResponse, rec: ResponseRec, code: str) -> None:
+        """A "stream_error" fault: the response fails, and the stream sends the top-level
+        ``error`` event (the shape openai-python raises on) and ends."""
+        message = "The server had an error while processing your request."
+        if rec.active:
+            rec.error = {"code": code, "message": message}
+            self._set_status(rec, "failed")
+            self.cancel_task(rec)
+        rec.emit("error", code=code, message=message, param=None)
+        event = rec.events[-1]
+        await resp.write(f"event: error\ndata: {dumps(event)}\n\n".encode())
+        await resp.write_eof()
+
+    async def _stall(self, request: web.Request) -> None:
+        """A "stall" fault: send nothing more until the client leaves or `stall_limit`
+        seconds pass."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.settings.stall_limit
+        while loop.time() < deadline:
+            transport = request.transport
+            if transport is None or transport.is_closing():
+                return
+            await asyncio.sleep(0.05)
 
     async def get_response(self, request: web.Request) -> web.StreamResponse:
         rec = self._response(request)
@@ -545,9 +579,7 @@ class V2Service(V2State):
 
     async def delete_response(self, request: web.Request) -> web.Response:
         rec = self._response(request)
-        if rec.task is not None and not rec.task.done():
-            self._set_status(rec, "cancelled")
-            rec.task.cancel()
+        self.cancel_task(rec)
         del self.responses[rec.id]
         return self.ok({"id": rec.id, "object": "response", "deleted": True})
 
@@ -560,7 +592,6 @@ class V2Service(V2State):
             return self.ok(rec.to_json())
         if not rec.active:
             raise bad(f"Cannot cancel a response with status '{rec.status}'.")
-        if rec.task is not None:
-            rec.task.cancel()
-            await rec.done.wait()
+        self.cancel_task(rec)
+        await rec.done.wait()
         return self.ok(rec.to_json())

@@ -72,6 +72,19 @@ class V2State:
             self.agents.setdefault(spec.name, {})[spec.version] = rec
             self.agent_created.setdefault(spec.name, created)
 
+    def cancel_task(self, rec: ResponseRec) -> None:
+        """Stop the task running `rec`, recording the cancel here: a task cancelled before its
+        first step never runs its own handler (asyncio throws into a coroutine that has not
+        started), so without this the response would stay ``in_progress`` for ever."""
+        task = rec.task
+        if task is None or task.done():
+            return
+        if rec.active:
+            self._set_status(rec, "cancelled")
+            rec.completed_at = None
+        task.cancel()
+        task.add_done_callback(lambda _task: rec.finish())
+
     def _abandon_all(self) -> list[asyncio.Task[None]]:
         tasks = []
         for rec in self.responses.values():
@@ -107,6 +120,23 @@ class V2State:
             "active_responses": active,
             "peak_active_responses": self.peak_active_responses,
         }
+
+    def responses_json(self) -> list[JSON]:
+        """A summary of every stored response, oldest first: id, status, agent (name and
+        version), conversation, background, metadata (for tests: which items ran)."""
+        return [
+            {
+                "id": rec.id,
+                "status": rec.status,
+                "agent": {"name": rec.agent.name, "version": rec.agent.version},
+                "conversation_id": rec.conversation_id,
+                "previous_response_id": rec.previous_response_id,
+                "background": rec.background,
+                "stream": rec.stream,
+                "metadata": dict(rec.metadata),
+            }
+            for rec in self.responses.values()
+        ]
 
     def _set_status(self, rec: ResponseRec, status: str) -> None:
         old = rec.status
@@ -170,6 +200,9 @@ class V2State:
             agent_name=agent.name,
         )
         fault = rec.forced_fault or ""
+        fail_after_text = None
+        if fault.startswith("fail_after_text"):
+            fail_after_text = fault.partition(":")[2] or "server_error"
         if directives.fail or fault.startswith("run_failed"):
             code = directives.fail or fault.partition(":")[2] or "server_error"
             self._fail(rec, code)
@@ -189,6 +222,17 @@ class V2State:
             return
         reply = _model.respond(inp)
         input_tokens = _model.prompt_tokens(inp)
+        if fail_after_text is not None:
+            # Part of a text reply, then the response fails (the "fail_after_text" fault).
+            await self._message(
+                rec,
+                reply.text or "Working on it.",
+                directives,
+                None,
+                timing,
+                fail_code=fail_after_text,
+            )
+            return
         if reply.tool_calls:
             await self._function_calls(rec, reply, timing)
         else:
@@ -265,6 +309,7 @@ class V2State:
         directives: _model.Directives,
         cite: str | None,
         timing: Timing,
+        fail_code: str | None = None,
     ) -> None:
         index = len(rec.output)
         item: JSON = {
@@ -285,6 +330,8 @@ class V2State:
         if directives.content_filter:
             reason = "content_filter"
             deltas = deltas[: len(deltas) // 2]
+        elif fail_code is not None:
+            deltas = deltas[: max(1, len(deltas) // 2)]
         elif directives.incomplete or (
             rec.max_output_tokens is not None and _model.count_tokens(text) > rec.max_output_tokens
         ):
@@ -294,6 +341,10 @@ class V2State:
             await asyncio.sleep(timing.delta_interval)
             part["text"] += delta
             rec.emit("response.output_text.delta", **where, delta=delta, logprobs=[])
+        if fail_code is not None:
+            item["status"] = "incomplete"
+            self._fail(rec, fail_code)
+            return
         if cite is not None and reason is None:
             annotation = {
                 "type": "url_citation",

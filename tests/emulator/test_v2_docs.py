@@ -21,8 +21,9 @@ EXPECTED = re.compile(r"print\((?:.*)\)\s+# (.+)$", re.M)
 
 
 def test_the_page_keeps_its_examples() -> None:
-    """The page has its two runnable programs and one settings block."""
-    assert len(PYTHON) == 2 and len(YAML) == 1
+    """The page has its three runnable programs (agentrun with v2 agents, the openai client,
+    function tools) and one settings block."""
+    assert len(PYTHON) == 3 and len(YAML) == 1
 
 
 @pytest.mark.parametrize("index", range(len(PYTHON)))
