@@ -30,6 +30,7 @@ import collections
 import contextlib
 import logging
 import math
+import weakref
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from typing import Any, Literal, TypeVar
 
@@ -137,6 +138,10 @@ class RunStream:
         self._idle: anyio.Event | None = None
         self._closed_by_client = False
         self._obs: _otel.Observer | None = None
+        # The invocation's deadline: one timer for the whole invocation (armed when it starts,
+        # cancelled when it ends) that cancels the step running at the time, instead of a
+        # timed cancel scope (an asyncio timer armed and cancelled) around every step.
+        self._timer: asyncio.TimerHandle | None = None
 
     @property
     def thread_id(self) -> str | None:
@@ -226,7 +231,12 @@ class RunStream:
             self._gen = self._steps()
             if self._inv.timeout is not None:
                 self._deadline = anyio.current_time() + self._inv.timeout
-        scope = self._scope = anyio.CancelScope(deadline=self._deadline)
+                self._timer = asyncio.get_running_loop().call_at(
+                    self._deadline, _expire, weakref.ref(self)
+                )
+        scope = self._scope = anyio.CancelScope()
+        if self._timer is not None and anyio.current_time() >= self._deadline:
+            scope.cancel()  # the deadline passed between two steps
         try:
             with scope, _otel.current(self._obs):
                 batch = await self._gen.__anext__()
@@ -258,6 +268,11 @@ class RunStream:
             self._observed(None)
         self._buffer.extend(batch)
         return self._buffer.popleft()
+
+    def _disarm(self) -> None:
+        timer, self._timer = self._timer, None
+        if timer is not None:
+            timer.cancel()
 
     def _step_ended(self) -> None:
         self._scope = None
@@ -354,6 +369,7 @@ class RunStream:
             obs.end(self._machine, self._result, error)
 
     async def _finish_gen(self) -> None:
+        self._disarm()
         gen, self._gen = self._gen, None
         if gen is not None:
             self._ctx.end(self._machine, self._mode)
@@ -767,6 +783,15 @@ class RunStream:
                 pass
             except Exception as exc:
                 logger.warning("could not cancel run %s: %s", m.run_id, exc)
+
+
+def _expire(ref: weakref.ref[RunStream]) -> None:
+    """The invocation's deadline timer: cancel the step under way (the next one sees the
+    deadline passed). Holds a weak reference, so a stream dropped unfinished is still freed
+    (and cleaned up) at once."""
+    stream = ref()
+    if stream is not None and stream._scope is not None:
+        stream._scope.cancel()
 
 
 @attrs.frozen
