@@ -631,6 +631,10 @@ class RunStream:
             self._col.request_id = request_id_of(body.headers)
         eof = False
         handed_off = False
+        # Per event below: local names, not attribute lookups.
+        emit, pending, public_delta = self._emit, self._col.pending, self._col.public_delta
+        quiet, stream_events = self._ctx.protocol.quiet_events, self._ctx.protocol.stream_events
+        on_event = self._on_stream_event
         try:
             while not eof:
                 try:
@@ -642,16 +646,16 @@ class RunStream:
                 # (and one deadline scope in `__anext__`) per chunk, not per event.
                 batch: list[StreamEvent] = []
                 for sse in frames:
-                    if not self._emit and sse.event in self._ctx.protocol.quiet_events:
+                    if not emit and sse.event in quiet:
                         continue
-                    for ev in self._ctx.protocol.stream_events(sse):
-                        nxt = self._on_stream_event(ev)
-                        if self._col.pending:
-                            batch.extend(self._col.pending)
-                            self._col.pending.clear()
-                        if isinstance(nxt, ReadStream):
-                            if self._emit:
-                                out = self._col.public_delta(ev)
+                    for ev in stream_events(sse):
+                        nxt = on_event(ev)
+                        if pending:
+                            batch.extend(pending)
+                            pending.clear()
+                        if nxt is _READ or isinstance(nxt, ReadStream):
+                            if emit:
+                                out = public_delta(ev)
                                 if out is not None:
                                     batch.append(out)
                             continue
@@ -680,21 +684,23 @@ class RunStream:
         yield _Next(m.stream_done(anyio.current_time()))
 
     def _on_stream_event(self, ev: Event) -> Send | Sleep | ReadStream | Finish:
+        if type(ev) is TextDelta:  # most of a stream
+            return _READ
         m = self._machine
         assert m is not None
         if isinstance(ev, StepSeen):
             if m.run_id is None or ev.run_id in (None, m.run_id):
                 self._col.steps[ev.step.id] = ev.step
-            return ReadStream()
+            return _READ
         if isinstance(ev, (TextDelta, ToolCallDelta)):
-            return ReadStream()
+            return _READ
         if isinstance(ev, RunUpdated):
             return self._apply_run(ev.run, "stream")
         if isinstance(ev, MessageSeen):
             msg = ev.message
             if msg.role == "assistant" and (m.run_id is None or msg.run_id in (None, m.run_id)):
                 self._col.messages[msg.id] = msg
-            return ReadStream()
+            return _READ
         if isinstance(ev, ThreadStarted):
             seen = len(m.history)
             action = m.thread_created(ev.thread_id, anyio.current_time())
@@ -792,6 +798,10 @@ def _expire(ref: weakref.ref[RunStream]) -> None:
     stream = ref()
     if stream is not None and stream._scope is not None:
         stream._scope.cancel()
+
+
+#: The machine's "keep reading" (immutable, so one for all).
+_READ = ReadStream()
 
 
 @attrs.frozen
