@@ -35,6 +35,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from typing import Any, Literal, TypeVar
 
 import anyio
+import anyio.lowlevel
 import attrs
 
 from agentrun import _otel
@@ -219,6 +220,8 @@ class RunStream:
         if self._done:
             raise StopAsyncIteration
         if self._gen is None:
+            if self._inv.mode == "auto":
+                await self._arrive()
             if self._ctx.closing:
                 self._done = True
                 raise ClientStateError("this client is closed; create a new one")
@@ -268,6 +271,15 @@ class RunStream:
             self._observed(None)
         self._buffer.extend(batch)
         return self._buffer.popleft()
+
+    async def _arrive(self) -> None:
+        """Let the invocations started together with this one arrive (one event-loop turn)
+        before `auto` chooses a mode, so that a burst counts itself whole."""
+        self._ctx.arriving += 1
+        try:
+            await anyio.lowlevel.checkpoint()
+        finally:
+            self._ctx.arriving -= 1
 
     def _disarm(self) -> None:
         timer, self._timer = self._timer, None
