@@ -143,6 +143,7 @@ class RunStream:
         # cancelled when it ends) that cancels the step running at the time, instead of a
         # timed cancel scope (an asyncio timer armed and cancelled) around every step.
         self._timer: asyncio.TimerHandle | None = None
+        self._expired = False  # the timer fired
 
     @property
     def thread_id(self) -> str | None:
@@ -238,7 +239,7 @@ class RunStream:
                     self._deadline, _expire, weakref.ref(self)
                 )
         scope = self._scope = anyio.CancelScope()
-        if self._timer is not None and anyio.current_time() >= self._deadline:
+        if self._expired:
             scope.cancel()  # the deadline passed between two steps
         try:
             with scope, _otel.current(self._obs):
@@ -808,7 +809,10 @@ def _expire(ref: weakref.ref[RunStream]) -> None:
     deadline passed). Holds a weak reference, so a stream dropped unfinished is still freed
     (and cleaned up) at once."""
     stream = ref()
-    if stream is not None and stream._scope is not None:
+    if stream is None:
+        return
+    stream._expired = True
+    if stream._scope is not None:
         stream._scope.cancel()
 
 
