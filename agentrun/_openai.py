@@ -241,15 +241,18 @@ class ChatCompletionChunk(ChatCompletion):
 
     __slots__ = ("_choices",)
 
+    def __init__(self, data: Mapping[str, Any], run_result: RunResult | None = None) -> None:
+        super().__init__(data, run_result)
+        object.__setattr__(self, "_choices", None)
+
     @property
     def choices(self) -> Any:
         """The chunk's choices (wrapped once, on first access: a stream is read in a loop)."""
-        try:
-            return self._choices
-        except AttributeError:
+        choices = self._choices
+        if choices is None:
             choices = self.__getattr__("choices")
             object.__setattr__(self, "_choices", choices)
-            return choices
+        return choices
 
 
 _O = TypeVar("_O", bound=OpenAIObject)
@@ -748,6 +751,7 @@ class CompletionStream:
             data["usage"] = usage
         chunk = _shared(ChatCompletionChunk, data)
         object.__setattr__(chunk, "run_result", None)
+        object.__setattr__(chunk, "_choices", None)
         return chunk
 
     def _role_first(self, delta: dict[str, Any]) -> dict[str, Any]:
