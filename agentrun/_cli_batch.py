@@ -74,7 +74,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--mode",
         choices=MODES,
         default="auto",
-        help="stream, poll, or auto: stream up to half the pool, then poll (auto)",
+        help="stream, poll, or auto: stream while every run in flight fits the pool, else poll",
     )
     parser.add_argument(
         "--connections", type=int, default=100, metavar="N", help="connection pool size (100)"

@@ -39,8 +39,8 @@ class DriverContext:
     """What the driver needs of the client that owns it, and the state its invocations share.
 
     Built once by `AsyncClient`: the `transport` (connection pool, tokens, retries), the
-    `protocol` behind the seam, `telemetry`, the `pool_limit` (auto mode streams while fewer
-    than half of it are streams), the poll `schedules` learned per agent, the run counters
+    `protocol` behind the seam, `telemetry`, the `pool_limit` (auto mode streams while every
+    invocation in flight fits in it), the poll `schedules` learned per agent, the run counters
     behind `statistics()`, and the tasks that must outlive a cancelled caller (`detach`).
     """
 
@@ -52,6 +52,8 @@ class DriverContext:
     closing: bool = False
     in_flight: int = 0
     streams_in_flight: int = 0
+    #: Invocations starting (waiting one event-loop turn before choosing their mode).
+    arriving: int = 0
     started: int = 0
     by_state: Counter[str] = attrs.Factory(Counter)
     state_time: dict[State, deque[float]] = attrs.Factory(dict)
@@ -93,10 +95,13 @@ class DriverContext:
     def pick_mode(self, mode: Mode) -> Literal["stream", "poll"]:
         if mode != "auto":
             return mode
-        # A streamed run holds a pooled connection for its whole life. Streams may take half
-        # the pool; beyond that runs are polled, so that creates and polls always find a
-        # connection (docs/benchmarks.md has the measurements behind this rule).
-        return "stream" if self.streams_in_flight < max(1, self.pool_limit // 2) else "poll"
+        # A streamed run holds a pooled connection for its whole life. Stream while every
+        # invocation in flight, this one and those starting beside it included, can hold its
+        # own connection; beyond that, poll (runs already streaming go on streaming), so a
+        # large batch shares the pool between short requests instead of queueing behind its
+        # own streams (docs/benchmarks.md has the measurements behind this rule).
+        wanted = self.in_flight + self.arriving + 1
+        return "stream" if wanted <= max(1, self.pool_limit) else "poll"
 
     def begin(self, mode: Mode) -> Literal["stream", "poll"]:
         chosen = self.pick_mode(mode)

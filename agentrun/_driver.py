@@ -30,10 +30,12 @@ import collections
 import contextlib
 import logging
 import math
+import weakref
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from typing import Any, Literal, TypeVar
 
 import anyio
+import anyio.lowlevel
 import attrs
 
 from agentrun import _otel
@@ -138,6 +140,11 @@ class RunStream:
         self._idle: anyio.Event | None = None
         self._closed_by_client = False
         self._obs: _otel.Observer | None = None
+        # The invocation's deadline: one timer for the whole invocation (armed when it starts,
+        # cancelled when it ends) that cancels the step running at the time, instead of a
+        # timed cancel scope (an asyncio timer armed and cancelled) around every step.
+        self._timer: asyncio.TimerHandle | None = None
+        self._expired = False  # the timer fired
 
     @property
     def thread_id(self) -> str | None:
@@ -215,6 +222,8 @@ class RunStream:
         if self._done:
             raise StopAsyncIteration
         if self._gen is None:
+            if self._inv.mode == "auto":
+                await self._arrive()
             if self._ctx.closing:
                 self._done = True
                 raise ClientStateError("this client is closed; create a new one")
@@ -227,7 +236,12 @@ class RunStream:
             self._gen = self._steps()
             if self._inv.timeout is not None:
                 self._deadline = anyio.current_time() + self._inv.timeout
-        scope = self._scope = anyio.CancelScope(deadline=self._deadline)
+                self._timer = asyncio.get_running_loop().call_at(
+                    self._deadline, _expire, weakref.ref(self)
+                )
+        scope = self._scope = anyio.CancelScope()
+        if self._expired:
+            scope.cancel()  # the deadline passed between two steps
         try:
             with scope, _otel.current(self._obs):
                 batch = await self._gen.__anext__()
@@ -259,6 +273,20 @@ class RunStream:
             self._observed(None)
         self._buffer.extend(batch)
         return self._buffer.popleft()
+
+    async def _arrive(self) -> None:
+        """Let the invocations started together with this one arrive (one event-loop turn)
+        before `auto` chooses a mode, so that a burst counts itself whole."""
+        self._ctx.arriving += 1
+        try:
+            await anyio.lowlevel.checkpoint()
+        finally:
+            self._ctx.arriving -= 1
+
+    def _disarm(self) -> None:
+        timer, self._timer = self._timer, None
+        if timer is not None:
+            timer.cancel()
 
     def _step_ended(self) -> None:
         self._scope = None
@@ -367,6 +395,7 @@ class RunStream:
             obs.end(self._machine, self._result, error)
 
     async def _finish_gen(self) -> None:
+        self._disarm()
         gen, self._gen = self._gen, None
         if gen is not None:
             self._ctx.end(self._machine, self._mode)
@@ -636,6 +665,10 @@ class RunStream:
             self._col.request_id = request_id_of(body.headers)
         eof = False
         handed_off = False
+        # Per event below: local names, not attribute lookups.
+        emit, pending, public_delta = self._emit, self._col.pending, self._col.public_delta
+        quiet, stream_events = self._protocol.quiet_events, self._protocol.stream_events
+        on_event = self._on_stream_event
         try:
             while not eof:
                 try:
@@ -647,16 +680,16 @@ class RunStream:
                 # (and one deadline scope in `__anext__`) per chunk, not per event.
                 batch: list[StreamEvent] = []
                 for sse in frames:
-                    if not self._emit and sse.event in self._protocol.quiet_events:
+                    if not emit and sse.event in quiet:
                         continue
-                    for ev in self._protocol.stream_events(sse):
-                        nxt = self._on_stream_event(ev)
-                        if self._col.pending:
-                            batch.extend(self._col.pending)
-                            self._col.pending.clear()
-                        if isinstance(nxt, ReadStream):
-                            if self._emit:
-                                out = self._col.public_delta(ev)
+                    for ev in stream_events(sse):
+                        nxt = on_event(ev)
+                        if pending:
+                            batch.extend(pending)
+                            pending.clear()
+                        if nxt is _READ or isinstance(nxt, ReadStream):
+                            if emit:
+                                out = public_delta(ev)
                                 if out is not None:
                                     batch.append(out)
                             continue
@@ -685,21 +718,23 @@ class RunStream:
         yield _Next(m.stream_done(anyio.current_time()))
 
     def _on_stream_event(self, ev: Event) -> Send | Sleep | ReadStream | Finish:
+        if type(ev) is TextDelta:  # most of a stream
+            return _READ
         m = self._machine
         assert m is not None
         if isinstance(ev, StepSeen):
             if m.run_id is None or ev.run_id in (None, m.run_id):
                 self._col.steps[ev.step.id] = ev.step
-            return ReadStream()
+            return _READ
         if isinstance(ev, (TextDelta, ToolCallDelta)):
-            return ReadStream()
+            return _READ
         if isinstance(ev, RunUpdated):
             return self._apply_run(ev.run, "stream")
         if isinstance(ev, MessageSeen):
             msg = ev.message
             if msg.role == "assistant" and (m.run_id is None or msg.run_id in (None, m.run_id)):
                 self._col.messages[msg.id] = msg
-            return ReadStream()
+            return _READ
         if isinstance(ev, ThreadStarted):
             seen = len(m.history)
             action = m.thread_created(ev.thread_id, anyio.current_time())
@@ -792,6 +827,22 @@ class RunStream:
                 pass
             except Exception as exc:
                 logger.warning("could not cancel run %s: %s", m.run_id, exc)
+
+
+def _expire(ref: weakref.ref[RunStream]) -> None:
+    """The invocation's deadline timer: cancel the step under way (the next one sees the
+    deadline passed). Holds a weak reference, so a stream dropped unfinished is still freed
+    (and cleaned up) at once."""
+    stream = ref()
+    if stream is None:
+        return
+    stream._expired = True
+    if stream._scope is not None:
+        stream._scope.cancel()
+
+
+#: The machine's "keep reading" (immutable, so one for all).
+_READ = ReadStream()
 
 
 @attrs.frozen

@@ -23,7 +23,7 @@ import re
 import threading
 import time
 from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 from agentrun._client import AsyncClient, RunStream
 from agentrun._errors import (
@@ -250,12 +250,37 @@ class ChatCompletion(OpenAIObject):
 class ChatCompletionChunk(ChatCompletion):
     """A `chat.completion.chunk`."""
 
-    __slots__ = ()
+    __slots__ = ("_choices",)
+
+    def __init__(self, data: Mapping[str, Any], run_result: RunResult | None = None) -> None:
+        super().__init__(data, run_result)
+        object.__setattr__(self, "_choices", None)
+
+    @property
+    def choices(self) -> Any:
+        """The chunk's choices (wrapped once, on first access: a stream is read in a loop)."""
+        choices = self._choices
+        if choices is None:
+            choices = self.__getattr__("choices")
+            object.__setattr__(self, "_choices", choices)
+        return choices
+
+
+_O = TypeVar("_O", bound=OpenAIObject)
+
+
+def _shared(cls: type[_O], data: dict[str, Any]) -> _O:
+    """An object of `cls` over `data` itself, not a copy: for JSON this module built or took
+    apart (the objects give no way to change it; `to_dict()` copies)."""
+    obj = cls.__new__(cls)
+    object.__setattr__(obj, "_data", data)
+    return obj
 
 
 def _wrap(value: Any) -> Any:
     if isinstance(value, dict):
-        return _Obj(value) if "prompt_tokens" not in value else Usage(value)
+        # A child shares its parent's JSON (no copy per attribute access).
+        return _shared(_Obj, value) if "prompt_tokens" not in value else _shared(Usage, value)
     if isinstance(value, list):
         return [_wrap(v) for v in value]
     return value
@@ -676,6 +701,9 @@ class CompletionStream:
         self._created = int(time.time())
         self._tool_index: dict[int, int] = {}
         self._text_part: tuple[str, int] | None = None
+        # The chunk envelope, built once per (run id, thread id) rather than once per chunk.
+        self._base: dict[str, Any] = {}
+        self._base_ids: tuple[str, str | None] | None = None
         self.result: RunResult | None = None
 
     @property
@@ -706,29 +734,36 @@ class CompletionStream:
 
     def _chunk(
         self,
-        delta: Mapping[str, Any] | None,
+        delta: dict[str, Any] | None,
         finish_reason: str | None = None,
-        usage: Mapping[str, Any] | None = None,
+        usage: dict[str, Any] | None = None,
     ) -> ChatCompletionChunk:
-        run_id = self._events.run_id or ""
-        choices: list[dict[str, Any]] = []
-        if delta is not None:
-            choices.append(
-                {"index": 0, "delta": dict(delta), "finish_reason": finish_reason, "logprobs": None}
-            )
-        data: dict[str, Any] = {
-            "id": f"chatcmpl-{run_id}",
-            "object": "chat.completion.chunk",
-            "created": self._created,
-            "model": self._model,
-            "choices": choices,
-            "system_fingerprint": None,
-            "thread_id": self._events.thread_id,
-            "run_id": run_id,
-        }
+        ids = (self._events.run_id or "", self._events.thread_id)
+        if ids != self._base_ids:
+            run_id, thread_id = self._base_ids = ids
+            self._base = {
+                "id": f"chatcmpl-{run_id}",
+                "object": "chat.completion.chunk",
+                "created": self._created,
+                "model": self._model,
+                "choices": None,  # each chunk's own, in this position
+                "system_fingerprint": None,
+                "thread_id": thread_id,
+                "run_id": run_id,
+            }
+        data = self._base.copy()
+        # `delta` and `usage` are fresh dicts of this class's: the chunk takes them as they are.
+        data["choices"] = (
+            []
+            if delta is None
+            else [{"index": 0, "delta": delta, "finish_reason": finish_reason, "logprobs": None}]
+        )
         if usage is not None:
-            data["usage"] = dict(usage)
-        return ChatCompletionChunk(data)
+            data["usage"] = usage
+        chunk = _shared(ChatCompletionChunk, data)
+        object.__setattr__(chunk, "run_result", None)
+        object.__setattr__(chunk, "_choices", None)
+        return chunk
 
     def _role_first(self, delta: dict[str, Any]) -> dict[str, Any]:
         if not self._sent_role:
@@ -753,6 +788,10 @@ class CompletionStream:
                     continue
                 raise
             self._on_event(event)
+            # The rest of the events that arrived together, without one `__anext__` each.
+            buffered = self._events._buffer
+            while buffered and not self._done:
+                self._on_event(buffered.popleft())
         return self._queue.popleft()
 
     def _on_event(self, event: object) -> None:

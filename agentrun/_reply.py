@@ -44,8 +44,9 @@ class Reply:
         self.steps: dict[str, RunStep] = {}
         # The type of each tool call of a step, from its first delta (later ones may omit it).
         self.call_types: dict[tuple[str, int], str] = {}
-        # Text handed to the caller as deltas, per (message id, content index).
-        self.delivered: dict[tuple[str, int], str] = {}
+        # Text handed to the caller as deltas, per (message id, content index): the fragments
+        # in order (joined only when needed, not once per delta).
+        self.delivered: dict[tuple[str, int], list[str]] = {}
         self.requests = 0
         self.pending: list[StateChanged] = []
         self.last_active_at: float | None = None
@@ -82,9 +83,9 @@ class Reply:
                 if type(part) is not TextPart or not part.text:
                     continue
                 key = (msg.id, index)
-                seen = self.delivered.get(key, "")
+                seen = "".join(self.delivered.get(key, ()))
                 if part.text.startswith(seen) and len(part.text) > len(seen):
-                    self.delivered[key] = part.text
+                    self.delivered[key] = [part.text]
                     out.append(PublicTextDelta(part.text[len(seen) :], msg.id, index))
                 elif not part.text.startswith(seen):
                     logger.debug("streamed text of message %s differs from its final text", msg.id)
@@ -94,11 +95,16 @@ class Reply:
         """The caller's event for a delta of the stream (None: nothing to hand out)."""
         col = self
         if isinstance(ev, TextDelta):
-            if ev.message_id in col.earlier:
+            message_id = ev.message_id
+            if message_id in col.earlier:
                 return None
-            key = (ev.message_id, ev.index)
-            col.delivered[key] = col.delivered.get(key, "") + ev.text
-            return PublicTextDelta(ev.text, ev.message_id, ev.index, ev.annotations)
+            key = (message_id, ev.index)
+            parts = col.delivered.get(key)
+            if parts is None:
+                col.delivered[key] = [ev.text]
+            else:
+                parts.append(ev.text)
+            return PublicTextDelta(ev.text, message_id, ev.index, ev.annotations)
         if isinstance(ev, ToolCallDelta):
             # Later deltas of a call may omit its type: the first one's holds for the call.
             key = (ev.step_id, ev.index)

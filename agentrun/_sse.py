@@ -153,6 +153,11 @@ class SSEDecoder:
             text = str(memoryview(buf)[:end], "utf-8")
         except UnicodeDecodeError as exc:
             self._fail(f"the event stream is not valid UTF-8: {exc.reason}")
+        if text.endswith("\n"):  # the bytes ended with a blank line: whole frames only
+            return self._frames(text[:-1].split("\n\n"), "")
+        if "\n\n" in text:
+            pieces = text.split("\n\n")
+            return self._frames(pieces, pieces.pop())
         return self._lines(text.split("\n"))
 
     def close(self) -> list[SSEEvent]:
@@ -193,6 +198,43 @@ class SSEDecoder:
         if chunk.startswith(_BOM):
             return chunk[len(_BOM) :]
         return chunk
+
+    def _frames(self, pieces: list[str], rest: str) -> list[SSEEvent]:
+        """`_lines` for whole frames (`pieces`, each ended by a blank line) then the complete
+        lines of an unfinished one (`rest`), with a fast path for the usual frame.
+
+        The lines of ``"\\n\\n".join(pieces)`` are each piece's lines with a blank line between
+        pieces, so handing each piece's lines plus one blank line to `_lines` is the same as
+        handing it all the lines at once. A frame that is exactly ``event: NAME`` and
+        ``data: VALUE`` (the shape the Agent Service sends), with nothing of an earlier frame
+        pending, is dispatched without the line-by-line state machine, with the same result.
+        """
+        events: list[SSEEvent] = []
+        limit = self._max_size
+        for frame in pieces:
+            if (
+                frame.startswith("event: ")
+                and not self._data
+                and not self._event
+                and self._frame_retry is None
+            ):
+                nl = frame.find("\n")
+                if (
+                    nl > 0
+                    and frame.startswith("data: ", nl + 1)
+                    and frame.find("\n", nl + 1) < 0
+                    and len(frame) - nl - 6 <= limit  # the data and its newline
+                ):
+                    events.append(
+                        SSEEvent(frame[7:nl] or "message", frame[nl + 7 :], self._last_id)
+                    )
+                    continue
+            lines = frame.split("\n")
+            lines.append("")
+            events.extend(self._lines(lines))
+        if rest:
+            events.extend(self._lines(rest.split("\n")))
+        return events
 
     def _lines(self, lines: list[str]) -> list[SSEEvent]:
         events: list[SSEEvent] = []

@@ -618,6 +618,16 @@ def _raise_deadline(method: str, path: str, thread_id: str | None, run_id: str |
     )
 
 
+class _BodyDeadline(Exception):
+    """Internal: a streamed body's deadline passed (set on its reader by the body's timer)."""
+
+
+def _expire_body(content: aiohttp.StreamReader) -> None:
+    # Wakes a pending `readany()` with the error; later reads raise it too (aiohttp checks
+    # the reader's exception before its buffer).
+    content.set_exception(_BodyDeadline())
+
+
 class _StreamContext(AbstractAsyncContextManager["BodyChunks"]):
     __slots__ = ("_args", "_chunks", "_progress", "_transport")
 
@@ -661,7 +671,16 @@ class _StreamContext(AbstractAsyncContextManager["BodyChunks"]):
 class BodyChunks(AsyncIterator[bytes]):
     """The body of a streamed 2xx response, chunk by chunk as the bytes arrive."""
 
-    __slots__ = ("_broken", "_deadline", "_done", "_ids", "_method", "_path", "_response")
+    __slots__ = (
+        "_broken",
+        "_deadline",
+        "_done",
+        "_ids",
+        "_method",
+        "_path",
+        "_response",
+        "_timer",
+    )
 
     def __init__(
         self,
@@ -679,6 +698,9 @@ class BodyChunks(AsyncIterator[bytes]):
         self._ids = (thread_id, run_id)
         self._done = False
         self._broken: BaseException | None = None
+        # One timer for the whole body (armed at the first read), not a timed cancel scope
+        # per chunk: at the deadline it fails the pending (or next) read.
+        self._timer: asyncio.TimerHandle | None = None
 
     @property
     def status(self) -> int:
@@ -691,6 +713,9 @@ class BodyChunks(AsyncIterator[bytes]):
     def finish(self) -> None:
         """Give the connection back to the pool if the body was read to the end, else close it."""
         self._done = True
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         if self._response.content.at_eof():
             self._response.release()
         else:
@@ -704,11 +729,12 @@ class BodyChunks(AsyncIterator[bytes]):
         try:
             if self._broken is not None:
                 raise self._broken
-            if self._deadline is None:
-                chunk = await self._response.content.readany()
-            else:
-                with anyio.CancelScope(deadline=self._deadline) as scope:
-                    chunk = await self._response.content.readany()
+            if self._timer is None and self._deadline is not None:
+                self._arm(self._deadline)
+            chunk = await self._response.content.readany()
+        except _BodyDeadline:
+            self.finish()
+            _raise_deadline(self._method, self._path, thread_id, run_id)
         except _TRANSPORT_ERRORS as exc:
             salvaged = self._salvage()
             if salvaged:
@@ -723,13 +749,20 @@ class BodyChunks(AsyncIterator[bytes]):
                 thread_id=thread_id,
                 run_id=run_id,
             ) from exc
-        if self._deadline is not None and scope.cancelled_caught:
-            self.finish()
-            _raise_deadline(self._method, self._path, thread_id, run_id)
         if not chunk:
             self.finish()
             raise StopAsyncIteration
         return chunk
+
+    def _arm(self, deadline: float) -> None:
+        """Arm the body's deadline: from then on a read waiting past it raises `_BodyDeadline`."""
+        content = self._response.content
+        loop = asyncio.get_running_loop()
+        if loop.time() >= deadline:
+            _expire_body(content)
+        # The handle holds the reader, not this object, so dropping an unfinished body still
+        # frees it; `finish()` cancels the handle.
+        self._timer = loop.call_at(deadline, _expire_body, content)
 
     def _salvage(self) -> bytes:
         """What the connection delivered before it broke and nobody read yet.

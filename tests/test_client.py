@@ -418,21 +418,41 @@ async def test_additional_instructions_on_new_thread(client: AsyncClient, emu: E
     assert emu.stats()["requests"]["POST /threads"]["200"] == 1
 
 
-async def test_auto_streams_up_to_half_the_pool_then_polls(emu: Emulator) -> None:
-    """`auto` streams while streams hold less than half the pool, and polls the rest."""
+async def test_auto_streams_while_everything_in_flight_fits_the_pool(emu: Emulator) -> None:
+    """`auto` streams while every invocation in flight, a whole burst counted, fits the pool
+    (one connection each), and polls beyond that: a burst of 4 on a pool of 4 streams, a burst
+    of 6 polls every run, and runs already streaming when a burst arrives go on streaming
+    while the burst polls."""
     async with AsyncClient(emu.endpoint, api_key=emu.api_key, pool_limit=4) as client:
-        results: list[Any] = []
+        results: dict[int, Any] = {}
 
         async def one(i: int) -> None:
-            results.append(await client.run("asst_abc123", f"Job {i} [emulator:sleep=0.5]"))
+            results[i] = await client.run("asst_abc123", f"Job {i} [emulator:sleep=0.5]")
 
+        async def burst(n: int) -> list[str]:
+            results.clear()
+            async with anyio.create_task_group() as tg:
+                for i in range(n):
+                    tg.start_soon(one, i)
+            assert all(r.state is State.COMPLETED for r in results.values())
+            return sorted(r.mode for r in results.values())
+
+        assert await burst(4) == ["stream"] * 4
+        assert all(r.requests == 1 for r in results.values())
+        assert await burst(6) == ["poll"] * 6
+
+        # Two streams running, then a burst of four more: 6 in flight > 4.
+        results.clear()
         async with anyio.create_task_group() as tg:
-            for i in range(6):
+            for i in range(2):
                 tg.start_soon(one, i)
-    assert sorted(r.mode for r in results) == ["poll"] * 4 + ["stream"] * 2
-    assert all(r.state is State.COMPLETED for r in results)
-    streamed = [r for r in results if r.mode == "stream"]
-    assert all(r.requests == 1 for r in streamed)
+            with anyio.fail_after(10):
+                while client.statistics().runs_in_flight < 2:
+                    await anyio.sleep(0.01)
+            for i in range(2, 6):
+                tg.start_soon(one, i)
+        assert [results[i].mode for i in range(6)] == ["stream"] * 2 + ["poll"] * 4
+    assert all(r.state is State.COMPLETED for r in results.values())
 
 
 async def test_breaking_out_of_map_cancels_the_rest(client: AsyncClient, emu: Emulator) -> None:

@@ -301,6 +301,24 @@ async def test_stream_chunk_sequence(emu: Emulator) -> None:
     assert len({c.id for c in chunks}) == 1
 
 
+async def test_stream_chunks_are_independent_json_objects(emu: Emulator) -> None:
+    """Chunks built from one per-stream envelope: each has the OpenAI key order, its own
+    choices (reading them twice gives the same values), no run result, and `to_dict()` copies
+    that changing does not change the chunk or its neighbours."""
+    stream = await agentrun.acompletion(MODEL, user("Hello there"), stream=True, **kw(emu))
+    chunks = [c async for c in stream]
+    keys = ["id", "object", "created", "model", "choices", "system_fingerprint"]
+    assert all(list(c.keys())[:6] == keys for c in chunks)
+    assert all(c.run_result is None for c in chunks)
+    first, second = chunks[0].to_dict(), chunks[1].to_dict()
+    assert first["choices"] is not second["choices"]
+    assert chunks[1].choices[0].delta.content == chunks[1].choices[0].delta.content
+    second["choices"][0]["delta"]["content"] = "changed"
+    second["id"] = "changed"
+    assert chunks[1].to_dict() != second and chunks[1].id == chunks[0].id
+    assert chunks[1].choices[0].delta.content != "changed"
+
+
 async def test_stream_without_include_usage_has_no_usage_chunk(emu: Emulator) -> None:
     """Without stream_options.include_usage the last chunk is the finish_reason chunk."""
     stream = await agentrun.acompletion(MODEL, user("Hello"), stream=True, **kw(emu))

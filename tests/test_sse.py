@@ -351,3 +351,50 @@ def test_mixed_endings_agree_with_lf(lines: list[str], eols: st.DataObject) -> N
         prev = eol
     lf = "".join(line + "\n" for line in lines)
     assert decode(out.encode()) == decode(lf.encode())
+
+
+@given(
+    lines=st.lists(
+        st.sampled_from(
+            [
+                "event: thread.message.delta\ndata: {}",
+                "event: a\ndata: x",
+                "event: \ndata: y",
+                "event: b\ndata: p\ndata: q",
+                "event: c\nid: 9\ndata: z",
+                "event: d\ndata: w\nretry: 20",
+                "data: only",
+                ": ping",
+                "event: e",
+                "",
+            ]
+        ),
+        max_size=12,
+    ),
+    tail=st.sampled_from(["", "event: f\n", "event: f\ndata: g\n", "data: h"]),
+)
+def test_whole_frames_in_one_chunk_decode_like_line_by_line(lines: list[str], tail: str) -> None:
+    """The decoder's path for chunks of whole frames (usual `event:`/`data:` frames taken
+    without the per-line state machine) gives what feeding one byte at a time gives: names,
+    data, ids and retry values, frames continued across chunks, and what stays pending."""
+    stream = ("".join(f"{line}\n\n" for line in lines) + tail).encode()
+    one = SSEDecoder()
+    whole = one.feed(stream)
+    other = SSEDecoder()
+    bytewise = [ev for i in range(len(stream)) for ev in other.feed(stream[i : i + 1])]
+    assert whole == bytewise
+    assert (one.incomplete, one.retry) == (other.incomplete, other.retry)
+    # What follows in a later chunk completes the same pending frame.
+    assert one.feed(b"data: end\n\n") == other.feed(b"data: end\n\n")
+
+
+def test_usual_frames_in_one_chunk() -> None:
+    """Several service-shaped frames in one chunk come out in order with their names, the id
+    persisting from an earlier frame, and an empty `event:` read as ``message``."""
+    decoder = SSEDecoder()
+    assert decoder.feed(b"id: 4\nevent: a\ndata: 1\n\n") == [SSEEvent("a", "1", "4")]
+    assert decoder.feed(b"event: b\ndata: 2\n\nevent: \ndata: 3\n\nevent: c\ndata: 4") == [
+        SSEEvent("b", "2", "4"),
+        SSEEvent("message", "3", "4"),
+    ]
+    assert decoder.feed(b"\n\n") == [SSEEvent("c", "4", "4")]

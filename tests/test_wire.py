@@ -1028,3 +1028,55 @@ def test_error_and_done_never_raise(name: str, text: str) -> None:
     """error and done accept any data: a failure report must never fail to parse."""
     (event,) = w.parse_stream_event(SSEEvent(name, text))
     assert isinstance(event, (w.StreamError, w.StreamDone))
+
+
+def _delta(*items: Any, mid: Any = "msg_1") -> dict[str, Any]:
+    return {"id": mid, "delta": {"content": list(items)}}
+
+
+def _text(value: Any = "hi", **extra: Any) -> dict[str, Any]:
+    return {"index": 0, "type": "text", "text": {"value": value}} | extra
+
+
+_DELTA_SHAPES: list[Any] = [
+    # The usual shapes first (the fast path takes them).
+    _delta(_text()),
+    _delta({"type": "text", "text": {"value": "no index"}}),
+    _delta(_text(index=2)),
+    _delta(_text(text={"value": "a", "annotations": []})),
+    # Anything else.
+    _delta(_text(text={"value": "a", "annotations": [{"type": "url_citation"}]})),
+    _delta(_text(index=None)),
+    _delta(_text(index=True)),
+    _delta({"index": 0, "type": "image_file", "image_file": {}}),
+    _delta(_text(5)),
+    _delta(_text(text="flat")),
+    _delta(_text("a"), _text("b", index=1)),
+    _delta(),
+    {"id": "msg_1", "delta": {"role": "assistant"}},
+    _delta(_text(), mid=7),
+    {"id": "msg_1", "delta": {"content": {"k": 1}}},
+    {"id": "msg_1", "delta": "text"},
+    ["not", "an", "object"],
+]
+
+
+@pytest.mark.parametrize("i", range(len(_DELTA_SHAPES)))
+def test_plain_text_delta_agrees_with_the_general_parser(i: int) -> None:
+    """The fast path for message deltas returns exactly the general parser's one text delta,
+    and takes the usual shapes (one text part, with or without `index`, no annotations); any
+    other shape (several parts, annotations, another part type, nothing, malformed) gives None,
+    leaving it to the general parser."""
+    ev = SSEEvent("thread.message.delta", json.dumps(_DELTA_SHAPES[i]))
+    try:
+        general: Any = w.parse_stream_event(ev)
+    except RemoteProtocolError:
+        general = "error"
+    fast = w.plain_text_delta(ev)
+    if i < 4:
+        assert fast is not None
+    if fast is not None:
+        assert general == [w.TextDelta(*fast)]
+    else:
+        assert general == "error" or len(general) != 1 or general[0].annotations or i >= 4
+    assert w.plain_text_delta(SSEEvent("thread.message.delta", "{not json")) is None

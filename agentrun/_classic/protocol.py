@@ -106,6 +106,11 @@ class ClassicProtocol:
         return wire.parse_thread(data).id
 
     def stream_events(self, sse: SSEEvent) -> list[Event]:
+        if sse.event == "thread.message.delta":
+            # Most of a stream: one text part, straight to the neutral event.
+            plain = wire.plain_text_delta(sse)
+            if plain is not None:
+                return [TextDelta(*plain)]
         # A step event without a parseable step changes nothing the driver keeps: dropped.
         return [
             _neutral(ev)

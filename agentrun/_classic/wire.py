@@ -109,6 +109,7 @@ __all__ = [
     "parse_run_step_page",
     "parse_stream_event",
     "parse_thread",
+    "plain_text_delta",
     "submit_tool_outputs",
 ]
 
@@ -695,6 +696,35 @@ def _message_delta(ev: SSEEvent) -> list[StreamEvent]:
             )
         )
     return out
+
+
+def plain_text_delta(ev: SSEEvent) -> tuple[str, int, str] | None:
+    """The fast path of `parse_stream_event` for the usual ``thread.message.delta``.
+
+    For a delta with exactly one text part, an integer (or absent) ``index`` and no
+    annotations, returns ``(message id, part index, text)``: the same values the general
+    parser's one `TextDelta` holds. Returns None for any other shape, malformed data included;
+    `parse_stream_event` then decides (and raises what it raises).
+    """
+    try:
+        d = _json.loads(ev.data)
+        message_id = d["id"]
+        (item,) = d["delta"]["content"]
+        text = item["text"]
+        value = text["value"]
+        index = item.get("index", 0)
+        annotations = text.get("annotations")
+    except (ValueError, RecursionError, LookupError, TypeError, AttributeError):
+        return None
+    if (
+        type(message_id) is str
+        and item.get("type") == "text"
+        and type(value) is str
+        and type(index) is int
+        and (not annotations or type(annotations) is not list)
+    ):
+        return message_id, index, value
+    return None
 
 
 def _step_delta(ev: SSEEvent) -> list[StreamEvent]:
