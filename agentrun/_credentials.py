@@ -158,8 +158,9 @@ def check_api_base(
     `https://` is always accepted; `http://` only on a loopback host (127.0.0.0/8, ::1,
     localhost: the emulator, a local proxy), since the token would otherwise travel in clear
     text. `allow_insecure_http=True` (else env `AGENTRUN_ALLOW_INSECURE_HTTP=1`) allows it
-    anywhere. Raises `ConfigurationError` for any other scheme, a URL without a host, a query
-    or fragment, or a refused `http://` URL.
+    anywhere. Raises `ConfigurationError` for any other scheme, a URL without a host, a user
+    name or password in the URL, a query or fragment (neither is echoed), or a refused
+    `http://` URL.
     """
     env = os.environ if env is None else env
     if not isinstance(api_base, str) or not api_base.strip():
@@ -171,8 +172,19 @@ def check_api_base(
             f"api_base must be an https:// URL with a host, like https://<resource>.services.ai."
             f"azure.com/api/projects/<project>; got {base!r}"
         )
+    if parts.username is not None or parts.password is not None:
+        # Never echo it: the URL carries a secret.
+        raise ConfigurationError(
+            "api_base must not carry a user name or password (https://user:secret@...): pass "
+            "credentials as api_key=, a credential= or a service principal"
+        )
     if parts.query or parts.fragment or any(c in base for c in "\r\n\t "):
-        raise ConfigurationError(f"api_base must not contain a query, fragment or spaces: {base!r}")
+        # The query may carry a secret (a SAS-style ?sig=...): name the URL without it.
+        shown = f"{parts.scheme}://{parts.hostname}{parts.path}"
+        raise ConfigurationError(
+            f"api_base must not contain a query, fragment or spaces: {shown!r} (query or "
+            "fragment not shown)"
+        )
     if parts.scheme == "http" and not _is_loopback(parts.hostname):
         if allow_insecure_http is None:
             allow_insecure_http = env.get(ALLOW_INSECURE_HTTP_ENV, "").strip().lower() in _TRUE

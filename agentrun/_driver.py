@@ -375,7 +375,12 @@ class RunStream:
         if self._orphan is None or m is None:
             return
         body, decoder = self._orphan
-        with contextlib.suppress(StreamInterruptedError, APITimeoutError):
+        # Read on for the run id, but not for the whole grace: a stream that stalls after
+        # naming the thread would use it all and leave no time to cancel the run.
+        with (
+            anyio.move_on_after(ADOPT_READ),
+            contextlib.suppress(StreamInterruptedError, APITimeoutError),
+        ):
             async for chunk in body:
                 for sse in decoder.feed(chunk):
                     for ev in self._protocol.stream_events(sse):
@@ -387,6 +392,33 @@ class RunStream:
                             m.thread_created(ev.thread_id, anyio.current_time())
                 if m.run_id is not None:
                     return
+        if m.run_id is None and m.thread_id is not None and not m.finished:
+            await self._find_created_run()
+
+    async def _find_created_run(self) -> None:
+        """The create reached the service (its stream was open, it may have named the thread)
+        but the run id never came: look the run up on the thread, so it can be cancelled."""
+        m = self._machine
+        assert m is not None and m.thread_id is not None
+        grace = anyio.current_time() + CANCEL_GRACE
+
+        async def call(req: Any) -> Any:
+            return await self._request(req, deadline=grace)
+
+        for attempt in range(3):
+            try:
+                found = await self._protocol.latest_run(call, m.thread_id)
+            except Exception as exc:
+                logger.warning("could not look up the run on %s: %s", m.thread_id, exc)
+                return
+            if found is not None and (
+                found.created_at >= self._inv.floor
+                or STATUS_TO_STATE.get(found.status) in ACTIVE_STATES
+            ):
+                self._apply_run(found, "poll")
+                return
+            if attempt < 2:
+                await anyio.sleep(0.2)  # the service may not have created it yet
 
     def _observed(self, error: BaseException | str | None) -> None:
         """Report the invocation's end to its telemetry observer (once)."""
@@ -827,6 +859,11 @@ class RunStream:
                 pass
             except Exception as exc:
                 logger.warning("could not cancel run %s: %s", m.run_id, exc)
+
+
+#: How long a cleanup reads a create's stream cut short for its run id before looking the run
+#: up on the thread instead (seconds).
+ADOPT_READ = 2.0
 
 
 def _expire(ref: weakref.ref[RunStream]) -> None:

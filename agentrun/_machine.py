@@ -457,7 +457,8 @@ class RunMachine:
         if state is S.REQUIRES_ACTION and self.cancel_reason is None:
             return self._finish()
         if state in TERMINAL_STATES:
-            if self._need_messages and state in (S.COMPLETED, S.INCOMPLETE):
+            # A failed run may have written part of its reply: list it too (same as a stream).
+            if self._need_messages and state in (S.COMPLETED, S.INCOMPLETE, S.FAILED):
                 return Send(Op.LIST_MESSAGES)
             return self._finish()
         if self.streaming:

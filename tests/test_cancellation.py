@@ -496,3 +496,24 @@ def test_stream_dropped_at_the_end_of_asyncio_run_cancels_its_run(tmp_path: path
             assert time.monotonic() < deadline, emu.stats()
             time.sleep(0.05)
         assert [r["status"] for r in emu.runs()] in (["cancelled"], ["cancelling"])
+
+
+@pytest.mark.parametrize("how", ["wait_for", "timeout"])
+async def test_cancel_after_thread_created_before_run_created_cancels_the_run(how: str) -> None:
+    """A streamed create whose stream names the thread and then stalls (the run exists on
+    the service, its id never arrived): a cancel or deadline in that window looks the run up
+    on the thread and cancels it, instead of leaving it running."""
+    settings = EmulatorSettings(timing=LONG, stall_limit=30)
+    async with Emulator(settings) as emu:
+        emu.inject(FaultRule(route="POST /threads/runs", kind="stall", after_events=1))
+        async with AsyncClient(emu.endpoint, api_key=emu.api_key, mode="stream") as client:
+            if how == "wait_for":
+                with pytest.raises((asyncio.TimeoutError, TimeoutError)):
+                    await asyncio.wait_for(client.run("asst_abc123", "hello"), 1)
+            else:
+                with pytest.raises(agentrun.APITimeoutError):
+                    await client.run("asst_abc123", "hello", timeout=1)
+        # The client's close waited for the cleanup.
+        assert _left_active(emu) == {}
+        statuses = await _settled(emu)
+    assert statuses == {"cancelled": 1}, statuses

@@ -253,3 +253,21 @@ def test_default_api_base() -> None:
     )
     assert default_api_base({"AZURE_AI_API_BASE": "  "}) is None
     assert default_api_base({}) is None
+
+
+@pytest.mark.parametrize(
+    "base",
+    [
+        "https://user:S3CRET-VALUE@x.example/api/projects/p",
+        "https://x.example/api/projects/p?sig=S3CRET-VALUE",
+        "https://x.example/api/projects/p#S3CRET-VALUE",
+    ],
+)
+def test_api_base_with_a_secret_in_it_is_refused_without_echoing_it(base: str) -> None:
+    """An api_base carrying user:password, a query or a fragment is refused, and the error
+    never repeats the secret part (it could land in a log)."""
+    from agentrun import ConfigurationError, ConnectionSettings
+
+    with pytest.raises(ConfigurationError) as info:
+        ConnectionSettings(api_base=base, api_key="k")
+    assert "S3CRET-VALUE" not in str(info.value)

@@ -115,3 +115,22 @@ async def test_failure_after_partial_text_is_run_failed_with_its_code(
             )
     assert info.value.code == "invalid_engine_error"
     assert info.value.error_message
+
+
+async def test_partial_reply_of_a_failed_run_is_the_same_in_every_mode(emu: Emulator) -> None:
+    """The text a run wrote before failing is on the error's result in poll mode too, the same
+    as in stream mode (the reply never depends on the mode)."""
+    texts = {}
+    async with AsyncClient(emu.endpoint, api_key=emu.api_key) as client:
+        for mode in ("stream", "poll"):
+            with pytest.raises(agentrun.RunFailedError) as info:
+                await client.run(
+                    "asst_abc123",
+                    "[emulator:script=fail_midway] hi",
+                    mode=mode,  # type: ignore[arg-type]
+                )
+            result = info.value.result
+            assert result is not None
+            texts[mode] = result.text
+    assert texts["stream"]
+    assert texts["poll"] == texts["stream"]

@@ -100,12 +100,14 @@ def test_poll_path_new_thread() -> None:
     assert m.thread_id == "thread_1" and m.run_id == "run_1"
 
 
-def test_poll_path_failed_needs_no_messages() -> None:
-    """A failed run finishes straight away: there is no reply to fetch."""
+def test_poll_path_failed_lists_the_partial_reply() -> None:
+    """A failed run may have written part of its reply before failing: a polled one lists
+    its messages (as a streamed one sees them), then finishes failed."""
     m = RunMachine(mode="poll", now=0.0)
     m.start(0.0)
     _poll("queued", m, 0.1, "response")
-    assert _poll("failed", m, 0.5) == Finish(S.FAILED)
+    assert _poll("failed", m, 0.5) == Send(Op.LIST_MESSAGES)
+    assert m.messages_fetched(0.6).state is S.FAILED
     assert m.finished
 
 
@@ -255,7 +257,7 @@ def test_local_misuse_is_a_local_protocol_error() -> None:
         m.start(0.0)
     with pytest.raises(LocalProtocolError):
         m.timer(0.1)
-    _poll("failed", m, 0.2, "response")
+    _poll("cancelled", m, 0.2, "response")
     with pytest.raises(LocalProtocolError, match="already finished"):
         _poll("failed", m, 0.3)
     with pytest.raises(LocalProtocolError):
