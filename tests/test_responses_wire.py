@@ -644,4 +644,5 @@ def test_wire_module_is_pure() -> None:
         "agentrun._errors",
         "agentrun._retry",
         "agentrun._sse",
+        "agentrun._fields",
     }

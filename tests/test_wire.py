@@ -150,7 +150,7 @@ def test_module_is_pure(module: Any) -> None:
         "typing",
         "urllib.parse",
     }
-    pure = {"agentrun._errors", "agentrun._sse", "agentrun._machine"}
+    pure = {"agentrun._errors", "agentrun._sse", "agentrun._machine", "agentrun._fields"}
     pure |= {"agentrun._model", "agentrun._inputs"}
     assert imported <= allowed_stdlib | {"attrs", "enum", "itertools"} | pure
 

@@ -29,13 +29,14 @@ from __future__ import annotations
 import json as _json
 import re
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Literal, NoReturn, TypeAlias, TypeVar
+from typing import Any, Literal, TypeAlias, TypeVar
 from urllib.parse import quote
 
 import attrs
 
 from agentrun._errors import ConfigurationError, RemoteProtocolError
 from agentrun._errors import parse_error_body as _parse_error_body
+from agentrun._fields import _bad, _obj, _opt_list, _opt_obj, _opt_str, _str, _type_name
 from agentrun._inputs import InputMessage, RunOptions, ToolOutput
 from agentrun._machine import ACTIVE_STATES, STATUS_TO_STATE
 from agentrun._model import (
@@ -143,40 +144,6 @@ _T = TypeVar("_T")
 # Helpers that read decoded JSON and raise RemoteProtocolError naming object and field
 
 
-def _bad(where: str, key: str, problem: str) -> NoReturn:
-    raise RemoteProtocolError(f"malformed {where} from the service: {key!r} {problem}")
-
-
-def _type_name(value: Any) -> str:
-    return "null" if value is None else type(value).__name__
-
-
-def _obj(value: Any, where: str) -> dict[str, Any]:
-    if type(value) is not dict:
-        raise RemoteProtocolError(
-            f"malformed {where} from the service: expected a JSON object, got {_type_name(value)}"
-        )
-    return value
-
-
-def _str(d: dict[str, Any], key: str, where: str) -> str:
-    value = d.get(key)
-    if type(value) is not str:
-        _bad(
-            where,
-            key,
-            "is missing" if key not in d else f"must be a string, got {_type_name(value)}",
-        )
-    return value
-
-
-def _opt_str(d: dict[str, Any], key: str, where: str) -> str | None:
-    value = d.get(key)
-    if value is None or type(value) is str:
-        return value
-    _bad(where, key, f"must be a string or null, got {_type_name(value)}")
-
-
 def _int_value(value: Any) -> int | None:
     if type(value) is int:
         return value
@@ -205,22 +172,6 @@ def _opt_int(d: dict[str, Any], key: str, where: str) -> int | None:
     value = _int_value(found)
     if value is None:
         _bad(where, key, f"must be an integer or null, got {_type_name(found)}")
-    return value
-
-
-def _opt_obj(d: dict[str, Any], key: str, where: str) -> dict[str, Any] | None:
-    value = d.get(key)
-    if value is None or type(value) is dict:
-        return value
-    _bad(where, key, f"must be an object or null, got {_type_name(value)}")
-
-
-def _opt_list(d: dict[str, Any], key: str, where: str) -> list[Any]:
-    value = d.get(key)
-    if value is None:
-        return []
-    if type(value) is not list:
-        _bad(where, key, f"must be an array or null, got {_type_name(value)}")
     return value
 
 

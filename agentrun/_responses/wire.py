@@ -39,7 +39,7 @@ from __future__ import annotations
 import json as _json
 import re
 from collections.abc import Mapping, Sequence
-from typing import Any, Literal, NoReturn, TypeAlias
+from typing import Any, Literal, TypeAlias
 from urllib.parse import quote
 
 import attrs
@@ -52,6 +52,7 @@ from agentrun._errors import (
     status_error_class,
 )
 from agentrun._errors import parse_error_body as _parse_error_body
+from agentrun._fields import _bad, _obj, _opt_list, _opt_obj, _opt_str, _str, _type_name
 from agentrun._retry import retry_after_seconds as _retry_after_header_seconds
 from agentrun._sse import SSEEvent
 
@@ -529,40 +530,6 @@ def get_agent_version(agent: AgentReference) -> ApiRequest:
 # Parsing helpers
 
 
-def _bad(where: str, key: str, problem: str) -> NoReturn:
-    raise RemoteProtocolError(f"malformed {where} from the service: {key!r} {problem}")
-
-
-def _type_name(value: Any) -> str:
-    return "null" if value is None else type(value).__name__
-
-
-def _obj(value: Any, where: str) -> dict[str, Any]:
-    if type(value) is not dict:
-        raise RemoteProtocolError(
-            f"malformed {where} from the service: expected a JSON object, got {_type_name(value)}"
-        )
-    return value
-
-
-def _str(d: dict[str, Any], key: str, where: str) -> str:
-    value = d.get(key)
-    if type(value) is not str:
-        _bad(
-            where,
-            key,
-            "is missing" if key not in d else f"must be a string, got {_type_name(value)}",
-        )
-    return value
-
-
-def _opt_str(d: dict[str, Any], key: str, where: str) -> str | None:
-    value = d.get(key)
-    if value is None or type(value) is str:
-        return value
-    _bad(where, key, f"must be a string or null, got {_type_name(value)}")
-
-
 def _opt_int(d: dict[str, Any], key: str, where: str) -> int | None:
     value = d.get(key)
     if value is None:
@@ -579,22 +546,6 @@ def _int(d: dict[str, Any], key: str, where: str) -> int:
     if value is None:
         _bad(where, key, "is missing")
     return value
-
-
-def _opt_list(d: dict[str, Any], key: str, where: str) -> list[Any]:
-    value = d.get(key)
-    if value is None:
-        return []
-    if type(value) is not list:
-        _bad(where, key, f"must be an array or null, got {_type_name(value)}")
-    return value
-
-
-def _opt_obj(d: dict[str, Any], key: str, where: str) -> dict[str, Any] | None:
-    value = d.get(key)
-    if value is None or type(value) is dict:
-        return value
-    _bad(where, key, f"must be an object or null, got {_type_name(value)}")
 
 
 def _decode(data: str | bytes, what: str) -> Any:
