@@ -17,7 +17,7 @@ pooled connection is cancelled instead, before anything is sent. The cleanup tha
 remote run is a context-owned task too: a repeated native cancel cannot stop it, and
 `AsyncClient.aclose()` waits for it.
 
-Why one module of ~800 lines: `RunStream` is one object whose lifecycle (deadline scopes,
+Why one module of ~900 lines: `RunStream` is one object whose lifecycle (deadline scopes,
 cleanup, adoption of a create cut short, abandonment) and steps (the machine loop, the stream
 reader) share its state (machine, deadline, pending create, orphaned stream, cleanup task);
 splitting them would pass that state around.
