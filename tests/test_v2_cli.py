@@ -65,14 +65,16 @@ def _complete_lines(path: pathlib.Path) -> list[dict[str, Any]]:
 def test_v2_batch_of_2000_resumes_after_kill_9(emu: Emulator, tmp_path: pathlib.Path) -> None:
     """SIGKILL mid-batch of 2,000 v2 items, rerun: every item ends with exactly one success
     line whose thread_id is a conversation, and no item that had its line at the kill ran
-    again (the emulator's responses, by custom_id metadata); items beyond half the pool ran
-    in background mode."""
+    again (the emulator's responses, by custom_id metadata); the first run, with more in flight
+    than its pool holds, ran in background mode, the rerun streamed."""
     emu.reset()
     n = 2000
     src, dst = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
     _write(src, [{"custom_id": f"v{i}", "prompt": f"What is {i} + 1?"} for i in range(n)])
+    # More in flight (64) than the pool holds (32): `auto` polls, in background mode; the
+    # rerun below (pool of 100) fits and streams.
     proc = subprocess.Popen(
-        _batch_cmd(src, dst, "--concurrency", "64"),
+        _batch_cmd(src, dst, "--concurrency", "64", "--connections", "32"),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         env=_env(emu),
@@ -108,7 +110,7 @@ def test_v2_batch_of_2000_resumes_after_kill_9(emu: Emulator, tmp_path: pathlib.
     some = next(o for o in out if o["custom_id"] == "v41")
     assert "42" in some["response"]["body"]["choices"][0]["message"]["content"]
     listed = emu.responses()
-    # `auto` streams up to half the pool and polls the rest in background mode.
+    # `auto` streams while everything in flight fits the pool, else polls in background mode.
     assert {r["background"] for r in listed} == {True, False}
     assert all(r["stream"] != r["background"] for r in listed)
     responses_per_id = collections.Counter(r["metadata"]["custom_id"] for r in listed)
