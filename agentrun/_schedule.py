@@ -477,12 +477,15 @@ class PollGroup:
         # Else one per `probe_gap` of a typical run, but at least one per 50 ms of creations
         # (enough probes to learn from in a batch of long runs).
         gap = min(self._probe_gap * est[1], 0.05) if est is not None else self.schedule._cold_first
-        ticket.probe = self._since_probe >= self._probe_every and (
-            created - self._last_probe >= gap
+        learning = self.schedule.samples < self.schedule._few and not self._probes
+        ticket.probe = learning or (
+            self._since_probe >= self._probe_every and created - self._last_probe >= gap
         )
         if ticket.probe:
+            # While little is known, every run is a probe unless one is under way.
             self._since_probe = 0
             self._last_probe = created
+            self._probes[ticket] = 0.0
 
     def sleep(self, ticket: PollTicket, token: object) -> None:
         """The run of `ticket` sleeps until its next poll, or until `token` is signalled."""

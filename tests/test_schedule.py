@@ -251,21 +251,38 @@ def test_join_makes_a_few_probes() -> None:
     """In a burst, one probe per `probe_gap` of creation time and `probe_every` runs; alone,
     one run in `probe_every`."""
     group = PollGroup(probe_every=8, probe_gap=0.02)
-    group.schedule.record(1.0, 1.02)
-    roles = []
+    for d in (1.0, 1.01, 0.99, 1.0, 1.02):
+        group.schedule.record(d, d + 0.02)
+    tickets = []  # in flight together: kept alive, as their runs keep them
     for k in range(1000):
         t = group.ticket()
         group.join(t, k * 0.0005)  # 1,000 runs over 0.5 s
-        roles.append(t.probe)
-    assert 15 <= sum(roles) <= 30
+        tickets.append(t)
+    assert 15 <= sum(t.probe for t in tickets) <= 30
     lone = PollGroup(probe_every=8)
-    lone.schedule.record(1.0, 1.02)
+    for d in (1.0, 1.01, 0.99, 1.0, 1.02):
+        lone.schedule.record(d, d + 0.02)
     probes = 0
     for k in range(80):
         t = lone.ticket()
         lone.join(t, 10.0 * k)
         probes += t.probe
+        t.answered(1.0, active=False)  # it ended before the next one started
     assert probes == 10
+
+
+def test_every_run_is_a_probe_while_little_is_known() -> None:
+    """With fewer than five runs learned, a run is a probe unless a probe is under way."""
+    group = PollGroup()
+    group.schedule.record(1.0, 1.1)
+    first, second = group.ticket(), group.ticket()
+    group.join(first, 0.0)
+    group.join(second, 0.001)
+    assert first.probe and not second.probe
+    first.answered(1.05, active=False)
+    third = group.ticket()
+    group.join(third, 2.0)
+    assert third.probe
 
 
 # -- the schedule alone -----------------------------------------------------------------------
