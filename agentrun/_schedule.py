@@ -275,9 +275,7 @@ class PollSchedule:
         """Whether the recent runs (about the trend, for a run created at `created`) took
         about the same time (see `_steady`)."""
         est = self._estimate_for(created)
-        if est is None or len(self._samples) < self._few:
-            return False  # too little known to say
-        return self._steady(est[1], est[2], est[0])
+        return est is not None and self._steady(est[1], est[2], est[0])
 
     def _steady(self, typical: float, high: float, low: float) -> bool:
         """Whether the recent runs took about the same time (their midpoints within 20% of
