@@ -1,51 +1,57 @@
 """When to poll a run: a schedule learned per agent, and the runs of one agent polled as a group.
 
-Pure and clock-free: every time is passed in (seconds on the driver's clock), so the whole of it
-is tested by simulation, without an event loop or a network (`tests/test_schedule.py`).
+Pure and clock-free: every time is passed in (seconds on the driver's clock), so all of it is
+tested by simulation, without an event loop or a network (`tests/test_schedule.py`).
 
 **What it learns.** `PollSchedule.record(low, high)`: a run of the agent ended between `low`
-and `high` seconds after its creation (the last poll that saw it active, the poll that saw it
-ended; a stream sees the end itself, so `low == high`). Only brackets narrower than
-`precision` of the run are kept, from a window of the `window` most recent: a poll that finds a
-run already ended says only that it ended at some time before, and keeping such upper bounds
-would teach the schedule to poll ever later. Two exceptions: the first thing learned (anything
-beats nothing) and a run that ended before anything seen so far (the service got faster). From
-the window it keeps three figures: `low` (the 10th percentile of the lower ends, or the latest
-one if lower), `typical` (the median) and `high` (the 90th percentile of the upper ends, or the
-latest one if higher): weighted to the latest, because durations drift with the service's load.
+and `high` seconds after its creation (the last answer that said it was active, the answer that
+said it ended; a stream sees the end itself, so `low == high`). It keeps a window of the
+`window` (16) most recently *created* runs (not the last to end: within a batch runs end in
+order of their length, and keeping the last to end would keep only the longest), and from it
+three figures: `low` (the 10th percentile of the lower ends, or the latest one if lower),
+`typical` (the median) and `high` (the 90th percentile of the upper ends, or the latest if
+higher). When the durations follow the runs' creation times (the service slowing down under a
+burst: a least-squares fit explaining at least half the variance), the figures for a run are
+taken about that trend, extrapolated no further than the runs it was fitted on. Only narrow
+brackets (within `precision`, 6% of the run, plus the time a poll takes to be answered) from
+probes (below) are learned: a follower polls once at the high end, so its narrow brackets come
+only from runs longer than that, and learning them would bias the schedule long. Two
+exceptions: the first thing learned (rough, replaced by the first narrow one) and a run that
+had ended by a first poll at the low end (shorter than anything recent: the upper quarter of
+its bracket is learned, so the next probes start lower).
 
-**Two kinds of run.** Most runs of a batch are **followers**: each polls first at `high` (by
-then 90% of recent runs had ended) and, if the run is still going, on a geometric grid anchored
-there (every `lag_fraction`, 10%, of the time the run has taken), so a follower alone keeps its
-lag under ~10% of its run whatever the spread of durations, and a follower of an agent with
-steady durations polls once. A few are **probes** (`PollGroup.join`): the first run that joins
-after at least `probe_gap` (2% of the typical run) of creation time and `probe_every` (8) runs
-since the last probe. A probe polls from `low` every `probe_fraction` (3%) of the typical run,
-so its end is seen within a few percent: it keeps the schedule learning (followers' brackets
-are mostly too wide to learn from) and it tells the group when a run created at a given time
-ends.
+**Probes and followers** (`PollGroup.join`). A **probe** polls from `low` every
+`probe_fraction` (3%) of the typical run, so its end is seen within a few percent: the schedule
+learns from it and the group learns when the runs created at a given time end. Every run is a
+probe while fewer than five runs are known and no probe is under way; after that, the first run
+to join after at least `probe_every` (8) runs and `probe_gap` (2% of a typical run, at most
+50 ms) of creation time since the last probe. The others are **followers**. Where the recent
+runs took about the same time (their midpoints within 20% of the typical run), a follower polls
+once, at `high`; it is woken to poll sooner when a run of the agent created after it (by more
+than a `slack`: half the recent spread, doubled each time such a wake finds the run still
+going) is seen ended (`PollGroup.finished`), since runs created together end in about the order
+they were created; and it polls no sooner than a probe created before it was last seen active
+at the same age (`PollGroup.survived`). Where durations vary more, a follower polls from `low`
+every `lag_fraction` (10%) of the time taken, so its lag stays under ~10% of its own run.
+Overdue runs (past `high`) are polled every 10% of the time taken. Each poll is sent early by
+the recent time polls take to be answered (at most half a probe step, so that a queue the
+group's own polls build cannot feed on itself). When what is known changes materially (the
+first narrow bracket, the typical duration moving by a quarter), every sleeping run re-plans.
 
-**Waking the followers.** Runs of one agent created together end roughly together, in order of
-creation. When any run is seen ended, the sleeping runs of the group created before it (less a
-`slack`: a quarter of the recent spread of durations, doubled for a run each time such a wake
-finds it still going) are woken to poll now (`PollGroup.finished`). In a batch, a follower is
-thus polled once, just after a probe created a little later than it ended: the lag is the
-probe's (≤ 3%) plus the creation gap to the next probe (≤ 2%), with one extra poll per ~8+
-runs. When what the schedule knows changes materially (the first run learned, the typical
-duration moving by more than a quarter), every sleeping run re-plans.
-
-**The trade-off chosen.** One poll per run and a small lag cannot both come from a schedule
-alone unless every run's end is predicted to within the lag (the emulator's runs of one batch
-end within ~±3% of each other, the real service's vary with the prompt from seconds to minutes).
-So the precision is bought from a few runs (the probes, ~2 extra polls each) and shared with
-the rest through the order of creation. Where durations vary widely, the wakes stop paying
-(slack grows with the spread, and a wake that finds a run going doubles that run's slack), and
-each follower falls back to its own grid: lag ≤ ~10% of its run, about `log(high / low) /
-log(1.1)` polls. A lone run is a follower (one poll at `high`) seven times in eight and a probe
-the eighth, which keeps the schedule current. With nothing learned, a probe polls after
-`cold_first` seconds and then every 25% of the time spent (a bracket narrow enough to learn
-from), and a follower after `4 * cold_first` seconds and then every 50%: a batch that starts
-cold waits for its first probe to end, learns, and re-plans.
+**The trade-off.** One poll per run and a small lag cannot both come from a schedule alone
+unless every run's end is predicted to within the lag: the emulator's runs of one batch end
+within ~±3% of each other, the real service's vary with the prompt from seconds to minutes. So
+precision is bought from a few runs (probes, ~2 extra polls each, one per 8+ runs) and shared
+with the others through the order of creation; where durations are steady, a batch costs about
+3 requests a call with a lag of a few percent of the run (plus the service's answer time: under
+a burst that saturates the service, its queue dominates the lag). Where they vary, the
+followers fall back to their own 10% grid: lag ≤ ~10% of the run, `log(high / low) / log(1.1)`
+polls. The costs: a lone run that is a probe polls ~2-5 times; the first runs of an agent are
+probes; and a run much shorter than anything learned is first polled at `low` (its lag is
+`low` minus its duration; the schedule then learns the shorter runs). With nothing learned, a
+probe polls after `cold_first` (0.3 s) and then every 15% of the time spent (a bracket narrow
+enough to start from), a follower after `8 * cold_first` and then every 50%: a batch that
+starts cold waits for its first probe to end, learns, and re-plans.
 """
 
 from __future__ import annotations
