@@ -906,7 +906,7 @@ async def _poll_sleep(
     """
     if ticket.created is None:
         # First sleep of this run: its role in the group may change the plan.
-        group.join(ticket, _run_created_at(m))
+        group.join(ticket, _run_created_at(m), may_probe=not m.attach)
         action = m.replan(anyio.current_time())
     assert ticket.created is not None
     if ticket.answered(anyio.current_time() - ticket.created):
@@ -938,6 +938,8 @@ def _learn_end(
     seen_end = m.history[-1].at
     created = _run_created_at(m)
     ticket.answered(seen_end - created, active=False)
+    if m.attach:
+        return  # a run followed from the middle: its creation time is unknown here
     if m.history[-1].cause.startswith("stream"):
         low = seen_end
     else:

@@ -472,8 +472,9 @@ class PollGroup:
         """A ticket for a new run (a probe until it `join`s)."""
         return PollTicket(self)
 
-    def join(self, ticket: PollTicket, created: float) -> None:
-        """The run of `ticket` was created at `created` and is about to sleep: choose its role."""
+    def join(self, ticket: PollTicket, created: float, *, may_probe: bool = True) -> None:
+        """The run of `ticket` was created at `created` and is about to sleep: choose its role
+        (never a probe unless `may_probe`: a run followed from the middle is no sample)."""
         ticket.created = created
         self._since_probe += 1
         est = self.schedule.estimate()
@@ -482,8 +483,9 @@ class PollGroup:
         # (enough probes to learn from in a batch of long runs).
         gap = min(self._probe_gap * est[1], 0.05) if est is not None else self.schedule._cold_first
         learning = self.schedule.samples < self.schedule._few and not self._probes
-        ticket.probe = learning or (
-            self._since_probe >= self._probe_every and created - self._last_probe >= gap
+        ticket.probe = may_probe and (
+            learning
+            or (self._since_probe >= self._probe_every and created - self._last_probe >= gap)
         )
         if ticket.probe:
             # While little is known, every run is a probe unless one is under way.
