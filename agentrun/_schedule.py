@@ -136,7 +136,7 @@ class PollSchedule:
         self._slack_share = 0.5
         #: Below this many samples, the spread is assumed (see `estimate`).
         self._few = 5
-        self._trend: _Trend | None = None
+        self._trend_cache: tuple[_Trend | None] | None = None
 
     # -- learning -------------------------------------------------------------------------
 
@@ -177,6 +177,7 @@ class PollSchedule:
                 self._provisional = False
                 self._keep(_Sample(low, high, created))
                 self._cache = None
+                self._trend_cache = None
                 return True
             sample = _Sample(low, high, created)
         elif low <= 0 and high <= est[0] * (1 + self._probe) + tolerance:
@@ -188,6 +189,7 @@ class PollSchedule:
             return False
         self._keep(sample)
         self._cache = None
+        self._trend_cache = None
         if est is None:
             return True
         after = self.estimate()
@@ -224,7 +226,7 @@ class PollSchedule:
             mids = sorted((s.low + s.high) / 2 for s in data)
             typical = statistics.median(mids)
             self._jitter = mids[math.ceil(0.9 * (n - 1))] - mids[int(0.1 * (n - 1))]
-            self._trend = self._fit(data)
+            self._trend_cache = None  # fitted when first needed (`_trend`)
             if n < self._few:
                 # A few samples say little of the spread: assume at least a probe step or
                 # two either side.
@@ -233,6 +235,12 @@ class PollSchedule:
             low = max(low, self._min)
             self._cache = (low, max(typical, low), max(high, low))
         return self._cache
+
+    def _trend(self) -> _Trend | None:
+        """The trend of the current window (see `_fit`), fitted once per window."""
+        if self._trend_cache is None:
+            self._trend_cache = (self._fit(self._samples),)
+        return self._trend_cache[0]
 
     @staticmethod
     def _fit(data: list[_Sample]) -> _Trend | None:
@@ -269,7 +277,7 @@ class PollSchedule:
         show a trend, the trend's prediction for it (extrapolated no further ahead than the
         runs it was fitted on span) with their spread around the trend."""
         est = self.estimate()
-        trend = self._trend
+        trend = self._trend()
         if est is None or trend is None or created is None:
             return est
         ahead = min(created, trend.last + (trend.last - trend.mean_created))
@@ -289,7 +297,8 @@ class PollSchedule:
         high end."""
         if len(self._samples) < self._few:
             return high <= self._one_poll * low
-        jitter = self._trend.jitter if self._trend is not None else self._jitter
+        trend = self._trend()
+        jitter = trend.jitter if trend is not None else self._jitter
         return jitter <= (self._one_poll - 1) * typical
 
     def slack(self) -> float:
