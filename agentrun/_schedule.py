@@ -56,6 +56,7 @@ starts cold waits for its first probe to end, learns, and re-plans.
 
 from __future__ import annotations
 
+import bisect
 import heapq
 import itertools
 import math
@@ -450,25 +451,53 @@ class PollGroup:
         self._asleep: set[PollTicket] = set()
         self._heap: list[tuple[float, int, int, PollTicket]] = []
         self._seq = itertools.count()
-        #: Probes still going: how old each was when last seen active.
-        self._probes: weakref.WeakKeyDictionary[PollTicket, float] = weakref.WeakKeyDictionary()
+        #: Probes still going, in order of creation (`_live_keys`), and how old each was when
+        #: last seen active (weak: a probe whose caller gave up simply disappears).
+        self._live: list[weakref.ref[PollTicket]] = []
+        self._live_keys: list[float] = []
+        self._ages: weakref.WeakKeyDictionary[PollTicket, float] = weakref.WeakKeyDictionary()
         #: Recent seconds between sending a poll and its answer (a moving average).
         self.rtt = 0.0
 
     def _probe_seen(self, ticket: PollTicket, age: float | None) -> None:
-        if age is None:
-            self._probes.pop(ticket, None)
-        elif ticket.created is not None:
-            self._probes[ticket] = max(age, self._probes.get(ticket, 0.0))
+        if ticket.created is None or ticket not in self._ages:
+            return
+        if age is not None:
+            self._ages[ticket] = max(age, self._ages[ticket])
+            return
+        del self._ages[ticket]
+        i = bisect.bisect_left(self._live_keys, ticket.created)
+        while i < len(self._live) and self._live_keys[i] == ticket.created:
+            if self._live[i]() is ticket:
+                del self._live[i], self._live_keys[i]
+                return
+            i += 1
+
+    def _add_probe(self, ticket: PollTicket, created: float) -> None:
+        i = bisect.bisect_right(self._live_keys, created)
+        self._live.insert(i, weakref.ref(ticket))
+        self._live_keys.insert(i, created)
+        self._ages[ticket] = 0.0
+
+    def _probes_going(self) -> bool:
+        while self._live and self._live[-1]() is None:
+            del self._live[-1], self._live_keys[-1]
+        return bool(self._live)
 
     def survived(self, created: float) -> float:
-        """The greatest age (seconds) at which a probe still going, created before `created`,
-        was seen active (0 if none): a run created later, of an agent whose runs take about
-        the same time, is very likely going at that age too."""
-        best = 0.0
-        for t, age in self._probes.items():
-            if t.created is not None and t.created < created and age > best:
-                best = age
+        """The greatest age (seconds) at which one of the (up to 4) probes still going created
+        last before `created` was seen active (0 if none): a run created a little later, of an
+        agent whose runs take about the same time, is very likely going at that age too."""
+        i = bisect.bisect_left(self._live_keys, created) - 1
+        best, seen = 0.0, 0
+        while i >= 0 and seen < 4:
+            t = self._live[i]()
+            if t is None:
+                del self._live[i], self._live_keys[i]  # its caller gave up
+            else:
+                best = max(best, self._ages.get(t, 0.0))
+                seen += 1
+            i -= 1
         return best
 
     def note_answer_time(self, seconds: float) -> None:
@@ -491,7 +520,7 @@ class PollGroup:
         # Else one per `probe_gap` of a typical run, but at least one per 50 ms of creations
         # (enough probes to learn from in a batch of long runs).
         gap = min(self._probe_gap * est[1], 0.05) if est is not None else self.schedule._cold_first
-        learning = self.schedule.samples < self.schedule._few and not self._probes
+        learning = self.schedule.samples < self.schedule._few and not self._probes_going()
         ticket.probe = may_probe and (
             learning
             or (self._since_probe >= self._probe_every and created - self._last_probe >= gap)
@@ -500,7 +529,7 @@ class PollGroup:
             # While little is known, every run is a probe unless one is under way.
             self._since_probe = 0
             self._last_probe = created
-            self._probes[ticket] = 0.0
+            self._add_probe(ticket, created)
 
     def sleep(self, ticket: PollTicket, token: object) -> None:
         """The run of `ticket` sleeps until its next poll, or until `token` is signalled."""

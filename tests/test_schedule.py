@@ -360,3 +360,24 @@ def test_next_poll_is_always_later_and_bounded(
     low = (s.estimate() or (math.inf,))[0]
     if after >= low:
         assert t <= after + 5.0 + 1e-9
+
+
+def test_a_follower_waits_while_an_older_probe_is_still_going() -> None:
+    """Where durations are steady, a follower does not poll before the age at which a probe
+    created just before it was last seen still going; once that probe ends, it no longer
+    holds the follower back."""
+    group = PollGroup(probe_every=2, probe_gap=0.0)
+    for d in (1.0, 1.01, 0.99, 1.0, 1.02):
+        group.schedule.record(d, d + 0.02, created=-10.0 + d)
+    probe, follower = group.ticket(), group.ticket()
+    group.join(probe, 0.0)
+    group.join(follower, 0.01)
+    assert probe.probe and not follower.probe
+    alone = follower.delay(0.0)
+    probe.polled(1.5)
+    probe.answered(1.6)  # still going at 1.6 s, well past the usual ~1 s
+    assert follower.delay(0.0) > alone
+    assert follower.delay(0.0) >= 1.6 - 0.05
+    probe.polled(1.7)
+    probe.answered(1.75, active=False)
+    assert follower.delay(0.0) <= alone  # (sent a little earlier now: polls take time)
