@@ -2,8 +2,9 @@
 
 `AsyncClient` builds one at the end of its `__init__`; every `RunStream` of the client gets it
 instead of the client itself. It holds the transport, the protocol behind the seam, telemetry,
-the poll schedules learned per agent, the run counters behind `statistics()`, and the tasks that
-must outlive a cancelled caller (creates already sent, cleanups), which `aclose()` waits for.
+the poll schedules learned per agent (with the runs sleeping on them), the run counters behind
+`statistics()`, and the tasks that must outlive a cancelled caller (creates already sent,
+cleanups), which `aclose()` waits for.
 """
 
 from __future__ import annotations
@@ -14,14 +15,13 @@ from collections import Counter, deque
 from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
-import anyio
 import attrs
 
 from agentrun import _otel
 from agentrun._machine import RunMachine, State
 from agentrun._protocol import Invocation, Mode, RunProtocol
 from agentrun._results import percentiles
-from agentrun._schedule import PollSchedule
+from agentrun._schedule import PollGroup
 from agentrun._transport import Transport
 
 if TYPE_CHECKING:
@@ -40,15 +40,16 @@ class DriverContext:
 
     Built once by `AsyncClient`: the `transport` (connection pool, tokens, retries), the
     `protocol` behind the seam, `telemetry`, the `pool_limit` (auto mode streams while every
-    invocation in flight fits in it), the poll `schedules` learned per agent, the run counters
-    behind `statistics()`, and the tasks that must outlive a cancelled caller (`detach`).
+    invocation in flight fits in it), the `poll_groups` (schedule and sleeping runs) per agent,
+    the run counters behind `statistics()`, and the tasks that must outlive a cancelled caller
+    (`detach`).
     """
 
     transport: Transport
     protocol: RunProtocol
     telemetry: _otel.Telemetry
     pool_limit: int
-    schedules: dict[str, PollSchedule] = attrs.Factory(dict)
+    poll_groups: dict[str, PollGroup] = attrs.Factory(dict)
     closing: bool = False
     in_flight: int = 0
     streams_in_flight: int = 0
@@ -60,7 +61,6 @@ class DriverContext:
     # Work that must outlive a cancelled caller: creates already sent, and cleanups.
     tasks: set[asyncio.Task[Any]] = attrs.Factory(set)
     live: weakref.WeakSet[RunStream] = attrs.Factory(weakref.WeakSet)
-    _learn_events: dict[str, anyio.Event] = attrs.Factory(dict)
     #: Further protocols by `RunProtocol.name` (`protocol` serves every other invocation).
     protocols: dict[str, RunProtocol] = attrs.Factory(dict)
 
@@ -80,17 +80,12 @@ class DriverContext:
         while self.tasks:
             await asyncio.wait(set(self.tasks))
 
-    def learned(self, agent: str) -> anyio.Event:
-        """An event set when `agent`'s poll schedule changes materially."""
-        event = self._learn_events.get(agent)
-        if event is None:
-            event = self._learn_events[agent] = anyio.Event()
-        return event
-
-    def relearned(self, agent: str) -> None:
-        event = self._learn_events.pop(agent, None)
-        if event is not None:
-            event.set()
+    def poll_group(self, agent: str) -> PollGroup:
+        """The poll schedule of `agent` and its runs sleeping between polls (one per agent)."""
+        group = self.poll_groups.get(agent)
+        if group is None:
+            group = self.poll_groups[agent] = PollGroup()
+        return group
 
     def pick_mode(self, mode: Mode) -> Literal["stream", "poll"]:
         if mode != "auto":

@@ -81,7 +81,7 @@ from agentrun._results import (
     StreamEvent,
 )
 from agentrun._retry import request_id_of
-from agentrun._schedule import PollSchedule
+from agentrun._schedule import PollGroup, PollTicket
 from agentrun._sse import SSEDecoder
 from agentrun._transport import (
     BodyChunks,
@@ -438,7 +438,8 @@ class RunStream:
 
     async def _steps(self) -> AsyncGenerator[list[StreamEvent], None]:
         inv, col, ctx = self._inv, self._col, self._ctx
-        schedule = ctx.schedules.setdefault(inv.agent, PollSchedule())
+        group = ctx.poll_group(inv.agent)
+        ticket = group.ticket()
         protocol = self._protocol
         fresh = protocol.new_run_per_invocation
         if inv.tool_outputs and inv.run_id is None and not fresh:
@@ -457,20 +458,16 @@ class RunStream:
             # A protocol that makes a new run per invocation starts every machine afresh; its
             # request says which earlier run (response) it continues.
             run_id=inv.run_id if attach or not fresh else None,
-            poll_delay=schedule.delay,
+            poll_delay=ticket.delay,
             separate_thread=protocol.creates_thread_first(inv),
             attach=attach,
         )
         action: Send | Sleep | ReadStream | Finish = m.start(start)
         while not isinstance(action, Finish):
             if isinstance(action, Sleep):
-                # Sleep until the planned poll, unless the agent's schedule learns something
-                # first (say, the first run of a batch finished): then re-plan from it.
-                learned = ctx.learned(inv.agent)
-                with anyio.move_on_after(action.until - anyio.current_time()):
-                    await learned.wait()
-                now = anyio.current_time()
-                action = m.replan(now) if learned.is_set() and now < action.until else m.timer(now)
+                # Sleep until the planned poll, or until the agent's group wakes this run (a
+                # run created after it ended, or the schedule learned): `_poll_sleep`.
+                action = await _poll_sleep(group, ticket, m, action)
             elif isinstance(action, Send) and action.stream:
                 async with contextlib.aclosing(self._stream(action)) as items:
                     async for item in items:
@@ -488,17 +485,8 @@ class RunStream:
         # The machine decided how the invocation ended; this only carries it out.
         fin = action
         if fin.run_ended:
-            # The run ended between the last sight of it active and the first sight of it
-            # ended. Take the middle when the two are close, but never more than a tenth of
-            # the run earlier (after a long sleep the middle says nothing), so that the lag of
-            # this poll does not teach the schedule to poll later next time.
-            seen_end = m.history[-1].at
-            created = _run_created_at(m)
-            ended = seen_end
-            if col.last_active_at is not None and col.last_active_at < seen_end:
-                ended -= min((seen_end - col.last_active_at) / 2, 0.1 * (seen_end - created))
-            if schedule.record(ended - created):
-                ctx.relearned(inv.agent)
+            # Teach the agent's schedule when the run ended, and wake the runs it tells about.
+            _learn_end(group, ticket, m, col.last_active_at)
         if fin.unseen and fin.state is State.REQUIRES_ACTION:
             # Text written before the tool calls belongs to this reply (as in a stream).
             await self._list_messages()
@@ -905,3 +893,60 @@ async def _drain(chunks: AsyncIterator[bytes]) -> None:
     with anyio.move_on_after(1.0), contextlib.suppress(StreamInterruptedError, APITimeoutError):
         async for _ in chunks:
             pass
+
+
+async def _poll_sleep(
+    group: PollGroup, ticket: PollTicket, m: RunMachine, action: Sleep
+) -> Send | Sleep:
+    """Sleep until the planned poll or a wake from the agent's `PollGroup`; the next action.
+
+    Woken because a run of the agent created after this one was seen ended, it polls now;
+    woken because the schedule learned, or at its planned time, it polls if the (possibly new)
+    plan says the poll is due, else sleeps on to the new plan.
+    """
+    if ticket.created is None:
+        # First sleep of this run: its role in the group may change the plan.
+        group.join(ticket, _run_created_at(m), may_probe=not m.attach)
+        action = m.replan(anyio.current_time())
+    assert ticket.created is not None
+    if ticket.answered(anyio.current_time() - ticket.created):
+        # A poll was just answered: plan from the time of its answer.
+        action = m.replan(anyio.current_time())
+    wake = anyio.Event()
+    group.sleep(ticket, wake)
+    try:
+        with anyio.move_on_after(action.until - anyio.current_time()):
+            await wake.wait()
+    finally:
+        poll_now = group.awake(ticket)
+    now = anyio.current_time()
+    elapsed = now - ticket.created
+    if poll_now or ticket.due(elapsed):
+        ticket.polled(elapsed)
+        return m.timer(now)
+    return m.replan(now)
+
+
+def _learn_end(
+    group: PollGroup, ticket: PollTicket, m: RunMachine, last_active_at: float | None
+) -> None:
+    """Tell the agent's group when the run ended and wake the sleepers it names.
+
+    The run ended after the last sight of it active (or its creation) and before the first
+    sight of it ended; a stream sees the end as it happens.
+    """
+    seen_end = m.history[-1].at
+    created = _run_created_at(m)
+    ticket.answered(seen_end - created, active=False)
+    if m.attach:
+        return  # a run followed from the middle: its creation time is unknown here
+    if m.history[-1].cause.startswith("stream"):
+        low = seen_end
+    else:
+        low = last_active_at if last_active_at is not None else created
+    ended = group.finished(
+        created, min(low, seen_end) - created, seen_end - created, follower=not ticket.probe
+    )
+    for token in ended:
+        assert isinstance(token, anyio.Event)
+        token.set()
