@@ -1,0 +1,87 @@
+"""Admission to the connection pool, with the requests about runs that exist first.
+
+aiohttp's connector queues every request that finds its pool full in one first-come line. When
+a batch starts thousands of invocations at once, the creates of the last ones fill that line,
+and the polls and reply requests of runs that are already going wait behind them: at 10,000
+invocations on a pool of 100, a poll waited 8–10 s for a connection (benchmarks/analysis.md,
+"Poll schedule"), so finished runs were noticed many seconds late. `PoolGate` admits at most
+`limit` requests to the pool and serves its waiters in two lines: *urgent* requests (about a
+run that exists: polls, message and step lists, cancels) before requests that start new work
+(creates), each line first come first served. A request admitted here finds a free connection
+in aiohttp's pool (both have the same limit), so aiohttp's own line stays empty.
+
+A waiter cancelled in line is skipped when its turn comes; a waiter cancelled just as its turn
+came passes the slot on, so no slot is lost. Pure asyncio (the transport is aiohttp, so asyncio,
+already): one future per request that has to wait, nothing per request that does not.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+
+__all__ = ["PoolGate"]
+
+
+class PoolGate:
+    """At most `limit` requests at once (0: no limit); urgent waiters go first.
+
+    `acquire(urgent)` waits for a slot (cancellable; nothing is held after a cancel), and every
+    successful `acquire` must be matched by one `release()`.
+    """
+
+    __slots__ = ("_in_use", "_limit", "_lines")
+
+    def __init__(self, limit: int) -> None:
+        if limit < 0:
+            raise ValueError(f"limit must be >= 0 (0 means no limit), got {limit}")
+        self._limit = limit
+        self._in_use = 0
+        # Index 0: urgent (a run that exists), 1: new work. Cancelled waiters stay in their line
+        # until their turn comes (skipped then), so that a cancel costs no O(n) removal.
+        self._lines: tuple[collections.deque[asyncio.Future[None]], ...] = (
+            collections.deque(),
+            collections.deque(),
+        )
+
+    @property
+    def in_use(self) -> int:
+        """Requests admitted and not yet released."""
+        return self._in_use
+
+    @property
+    def waiting(self) -> int:
+        """Requests waiting in line (cancelled ones not counted)."""
+        return sum(1 for line in self._lines for fut in line if not fut.done())
+
+    async def acquire(self, urgent: bool) -> None:
+        """Wait for a slot: urgent requests before the others, each in arrival order."""
+        # A free slot means nobody alive is in line: a release hands its slot to the first
+        # live waiter before it frees it.
+        if self._limit == 0 or self._in_use < self._limit:
+            self._in_use += 1
+            return
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._lines[0 if urgent else 1].append(fut)
+        try:
+            await fut
+        except BaseException:
+            if fut.done() and not fut.cancelled():
+                # Handed a slot just as this waiter was cancelled: pass it on.
+                self.release()
+            else:
+                fut.cancel()  # skipped when its turn comes
+            raise
+
+    def release(self) -> None:
+        """Give a slot back: to the first live waiter (urgent line first), else to the pool."""
+        if self._limit == 0:
+            self._in_use -= 1
+            return
+        for line in self._lines:
+            while line:
+                fut = line.popleft()
+                if not fut.done():
+                    fut.set_result(None)  # the slot changes hands; `in_use` stays
+                    return
+        self._in_use -= 1
