@@ -1370,6 +1370,7 @@ def main(argv: list[str] | None = None) -> int:
             "settings": {
                 "emulator": TIMING | {"tls": True, "agent": AGENT},
                 "pool_limit": POOL_LIMIT,
+                "memory_emulator": MEMORY_TIMING | {"n": MEMORY_N},
                 "warmup": "one invocation before measuring (except the SP cold run)",
             },
             "clients": {c.name: {"label": c.label, "note": c.note} for c in CLIENTS.values()},
@@ -1399,16 +1400,23 @@ def main(argv: list[str] | None = None) -> int:
     ]
     for p in problems:
         print("PROBLEM: " + p, flush=True)
+    # The smoke run guards behaviour: any problem fails it. The other runs report problems
+    # (they are in the JSON and the docs) and fail only when nothing was measured.
     if args.smoke:
-        print(
-            f"bench-smoke: {len(problems)} check(s) failed" if problems else "bench-smoke: ok",
-            flush=True,
-        )
-    # The smoke run guards the harness: any problem fails it. The full run reports problems
-    # (they are in the JSON and the docs) and fails only when nothing was measured.
-    if args.smoke:
-        return 1 if problems else 0
-    return 0 if any("failed" not in r for r in results) else 1
+        return smoke_exit(problems)
+    return 0 if any("failed" not in r for r in results) or memory else 1
+
+
+def smoke_exit(problems: list[str]) -> int:
+    """`make bench-smoke`'s verdict: say which checks failed (on stderr too) and return 1,
+    or say ok and return 0."""
+    if not problems:
+        print("bench-smoke: ok (0 errors, requests per invocation and token requests as expected)")
+        return 0
+    print(f"bench-smoke FAILED: {len(problems)} behaviour check(s):", file=sys.stderr)
+    for p in problems:
+        print("  - " + p, file=sys.stderr)
+    return 1
 
 
 def run_memory(workdir: pathlib.Path, only: list[str] | None) -> list[dict[str, Any]]:
