@@ -50,7 +50,7 @@ bench-floor: $(STAMP)
 
 # 10,000 concurrent invocations in every mode (floor, agentrun stream, poll, auto, acompletion,
 # acompletion stream, sync from at most 1,000 threads, cold service principal), once each, then
-# memory per in-flight run (RSS and tracemalloc, 10,000 polled runs of 40 s) (~15 minutes).
+# memory per in-flight run (RSS and tracemalloc, 10,000 polled runs of 60 s) (~15 minutes).
 bench-scale: $(STAMP)
 	$(BIN)/python benchmarks/bench.py --plan scale --out benchmarks/results/scale.json --no-docs
 

@@ -57,7 +57,7 @@ TIMING = {"queue_delay": 0.05, "run_duration": 1.0, "delta_interval": 0.01}
 POOL_LIMIT = 100
 # The memory diagnostic's emulator: runs long enough that all 10,000 are created (and none has
 # finished) when memory settles, even under tracemalloc on a loaded machine.
-MEMORY_TIMING = TIMING | {"run_duration": 40.0}
+MEMORY_TIMING = TIMING | {"run_duration": 60.0}
 MEMORY_N = 10000
 # `make bench-smoke`: the most requests a polled invocation may take. A regression bound, not a
 # target (the goal is 3: create, the poll that sees the run finish, the reply); tighten it when
@@ -821,6 +821,8 @@ def run_one(
             proxy_cpu0 = proxy.cpu_seconds() if proxy is not None else 0.0
             proc.stdin.write("GO\n")
             proc.stdin.flush()
+            if cfg.get("memprobe"):
+                _tell_when_all_active(emu, proc, n, before)
             done = _wait_line(lines, "DONE", timeout + 90)
             if done is None:
                 raise RuntimeError("the runner did not finish in time")
@@ -853,6 +855,23 @@ def run_one(
         result["proxy_cpu_ms_per_inv"] = round((proxy_cpu1 - proxy_cpu0) * 1000 / n, 3)
     result["exit_code"] = proc.returncode
     return result
+
+
+def _tell_when_all_active(
+    emu: Emulator, proc: subprocess.Popen[str], n: int, before: dict[str, Any], limit: float = 300
+) -> None:
+    """The memory probe's cue: write PROBE to the runner once the emulator holds all `n` runs
+    of this phase active (or after `limit` seconds: the probe then measures what there is)."""
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline and proc.poll() is None:
+        stats = emu.stats()
+        if stats["runs_created"] - before["runs_created"] >= n and stats["active_runs"] >= n:
+            break
+        time.sleep(0.5)
+    assert proc.stdin is not None
+    with contextlib.suppress(OSError):
+        proc.stdin.write("PROBE\n")
+        proc.stdin.flush()
 
 
 def _spy(pyspy: pathlib.Path, pid: int, out: pathlib.Path) -> subprocess.Popen[bytes]:
@@ -1216,7 +1235,7 @@ def main(argv: list[str] | None = None) -> int:
         "peers: floor, agentrun acompletion / acompletion stream / poll, LiteLLM (both)\n"
         "  and azure-ai-agents polling at 100 and 1,000, --reps times (`make bench-peers`);\n"
         "memory: only the memory diagnostic: 10,000 polled runs in flight on an emulator\n"
-        "  with 40 s runs, RSS and tracemalloc (what agentrun holds per in-flight run)",
+        "  with 60 s runs, RSS and tracemalloc (what agentrun holds per in-flight run)",
     )
     ap.add_argument(
         "--reps",
