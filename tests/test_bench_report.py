@@ -82,6 +82,12 @@ def data() -> dict[str, Any]:
         {
             "client": "agentrun-poll",
             "label": "agentrun poll",
+            "probe": "rss",
+            "memory": {"mode": "rss", "runs_in_flight": 10000, "rss_kib_per_run": 21.5},
+        },
+        {
+            "client": "agentrun-poll",
+            "label": "agentrun poll",
             "probe": "tracemalloc",
             "n": 10000,
             "ok": 10000,
@@ -156,12 +162,16 @@ def test_memory_section_splits_agentrun_from_connections_and_runner(report: Modu
     doc = report.render(data())
     text = section(doc, "## Memory per in-flight run")
     line = next(x for x in text.splitlines() if x.startswith("| agentrun poll | tracemalloc"))
-    assert line == "| agentrun poll | tracemalloc | 10,000 | 14.5 | 12.0 | 7.5 | 2.5 | 1.5 | 0.5 |"
+    assert line == "| agentrun poll | tracemalloc | 10,000 | – | 12.0 | 7.5 | 2.5 | 1.5 | 0.5 |"
+    rss = next(x for x in text.splitlines() if x.startswith("| agentrun poll | rss"))
+    assert rss == "| agentrun poll | rss | 10,000 | 21.5 | – | – | – | – | – |"
     assert "failed: an invocation finished before memory settled" in text
     assert "`agentrun/_driver.py:130` | 760 | 2.00 |" in text
     targets = section(doc, "## Targets")
     assert "< 20 KiB per in-flight run held by agentrun" in targets
     assert "7.5 KiB (all traced: 12.0 KiB) | yes |" in targets
+    assert "< 20 KiB RSS per in-flight run, whole process" in targets
+    assert "| 21.5 KiB | **no** |" in targets
 
 
 def test_peer_ratios_are_taken_rep_by_rep(report: ModuleType) -> None:
