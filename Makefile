@@ -37,6 +37,8 @@ clean:
 
 # Benchmarks against the peers (benchmarks/, docs/benchmarks.md). `bench` creates
 # .bench-venv for LiteLLM and azure-ai-agents; `bench-smoke` needs only the project venv.
+# `bench-smoke` asserts behaviour, not speed: 0 errors, 1 request per streamed call, at most
+# POLL_REQUESTS_BOUND (bench.py) per polled one, 1 token request on a cold service principal.
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench.py
 
@@ -50,7 +52,7 @@ bench-floor: $(STAMP)
 
 # 10,000 concurrent invocations in every mode (floor, agentrun stream, poll, auto, acompletion,
 # acompletion stream, sync from at most 1,000 threads, cold service principal), once each, then
-# memory per in-flight run (RSS and tracemalloc, 10,000 polled runs of 60 s) (~15 minutes).
+# memory per in-flight run (RSS and tracemalloc, 10,000 polled runs of 60 s) (~25 minutes).
 bench-scale: $(STAMP)
 	$(BIN)/python benchmarks/bench.py --plan scale --out benchmarks/results/scale.json --no-docs
 

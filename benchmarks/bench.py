@@ -1213,7 +1213,12 @@ def sync_available() -> bool:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("--smoke", action="store_true", help="agentrun only, 1 and 10 invocations")
+    ap.add_argument(
+        "--smoke",
+        action="store_true",
+        help="agentrun only, 1 and 10 invocations; fails (exit 1) on a behaviour check:\n"
+        "errors, requests per invocation, token requests (see check())",
+    )
     ap.add_argument("--report-only", action="store_true", help="re-render docs from the JSON")
     ap.add_argument("--only", nargs="*", help="run only these clients (names)")
     ap.add_argument("--sizes", help="comma-separated invocation counts to keep, e.g. 1,100")
@@ -1231,7 +1236,7 @@ def main(argv: list[str] | None = None) -> int:
         "scale: N=10,000 in every mode: floor, agentrun stream, poll, auto, acompletion,\n"
         "  acompletion stream, sync (at most 1,000 worker threads) and the cold\n"
         "  service-principal start, once each (--reps to repeat), then the memory\n"
-        "  diagnostic (`make bench-scale`, ~15 minutes);\n"
+        "  diagnostic (`make bench-scale`: ~11 + ~12 minutes);\n"
         "peers: floor, agentrun acompletion / acompletion stream / poll, LiteLLM (both)\n"
         "  and azure-ai-agents polling at 100 and 1,000, --reps times (`make bench-peers`);\n"
         "memory: only the memory diagnostic: 10,000 polled runs in flight on an emulator\n"
