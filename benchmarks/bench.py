@@ -1358,7 +1358,7 @@ def main(argv: list[str] | None = None) -> int:
                 res = run_one(emu, client, kind, n, workdir, profile_with=pyspy)
                 key = f"{name}-{kind}-{n}"
                 for who, suffix in (("", "profile"), ("emulator during ", "emu-profile")):
-                    prof = workdir / f"{key}.{suffix}.txt"
+                    prof = workdir / f"{key}-r0.{suffix}.txt"  # run_one's tag
                     if not prof.exists():
                         profiles[who + key] = {"failed": res.get("failed", "no profile written")}
                         continue
