@@ -10,6 +10,9 @@ Standard library only: it is imported by runners in the project's .venv (agentru
 4. starts all `n` invocations at once, each recording when it started, when its first text
    delta arrived (streaming) and when the caller held the reply, with the run and thread ids,
 5. writes its figures as JSON to the config's `out` path and prints `DONE`.
+
+With `memprobe` in the config (run_agentrun.py), the harness also writes `PROBE` once the
+emulator holds all `n` runs active; see MemoryProbe.
 """
 
 from __future__ import annotations
