@@ -236,6 +236,25 @@ class RunMachine:
     `attach`, follows that existing run: polls it to its end, creating nothing.
     """
 
+    # One machine lives as long as its invocation (10,000 in flight at once): no __dict__.
+    __slots__ = (
+        "_finished",
+        "_need_messages",
+        "_poll_delay",
+        "_run_created_at",
+        "_started",
+        "_unseen",
+        "attach",
+        "cancel_reason",
+        "history",
+        "mode",
+        "run_id",
+        "separate_thread",
+        "state",
+        "streaming",
+        "thread_id",
+    )
+
     def __init__(
         self,
         *,

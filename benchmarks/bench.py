@@ -4,6 +4,9 @@
     .venv/bin/python benchmarks/bench.py --smoke    # agentrun only, 1 and 10 invocations
     .venv/bin/python benchmarks/bench.py --report-only   # re-render docs from latest.json
     .venv/bin/python benchmarks/bench.py --plan floor --reps 3 --cprofile   # `make bench-floor`
+    .venv/bin/python benchmarks/bench.py --plan scale    # `make bench-scale`: N=10,000 rows
+    .venv/bin/python benchmarks/bench.py --plan peers --reps 3    # `make bench-peers`
+    .venv/bin/python benchmarks/bench.py --plan memory   # memory per in-flight run only
 
 Every CPU figure is also reported as a ratio to the *floor* (runners/run_floor.py: a bare
 aiohttp client, one streaming POST /threads/runs per invocation), measured in the same
@@ -52,6 +55,14 @@ DOCS = ROOT / "docs" / "benchmarks.md"
 AGENT = "asst_abc123"
 TIMING = {"queue_delay": 0.05, "run_duration": 1.0, "delta_interval": 0.01}
 POOL_LIMIT = 100
+# The memory diagnostic's emulator: runs long enough that all 10,000 are created (and none has
+# finished) when memory settles, even under tracemalloc on a loaded machine.
+MEMORY_TIMING = TIMING | {"run_duration": 60.0}
+MEMORY_N = 10000
+# `make bench-smoke`: the most requests a polled invocation may take. A regression bound, not a
+# target (the goal is 3: create, the poll that sees the run finish, the reply); tighten it when
+# the poll schedule is reworked.
+POLL_REQUESTS_BOUND = 5.0
 
 
 class Client:
@@ -323,6 +334,43 @@ def floor_plan(
     return plan
 
 
+# Issue 15's "10,000 concurrent invocations in every mode": the floor at 10,000 (the CPU ratios'
+# denominator), every agentrun entry point, and the cold service-principal start.
+SCALE_NAMES = (
+    "floor",
+    "agentrun-stream",
+    "agentrun-poll",
+    "agentrun-auto",
+    "agentrun-acompletion",
+    "agentrun-acompletion-stream",
+    "agentrun-sync",
+    "agentrun-sp",
+)
+# The peers beside the floor and the agentrun rows the issue's table divides by them.
+PEERS_PLAN_NAMES = (
+    "floor",
+    "agentrun-acompletion",
+    "litellm",
+    "agentrun-acompletion-stream",
+    "litellm-stream",
+    "agentrun-poll",
+    "sdk-poll",
+)
+# The memory diagnostic: (client, probe) at MEMORY_N on the MEMORY_TIMING emulator. "rss": the
+# process's RSS growth with every run in flight; "tracemalloc": what is held, by file and line.
+MEMORY_PLAN = (
+    ("agentrun-poll", "rss"),
+    ("agentrun-poll", "tracemalloc"),
+    ("agentrun-acompletion", "rss"),
+    ("agentrun-acompletion", "tracemalloc"),
+)
+
+
+def scale_plan(reps: int = 1) -> list[tuple[str, str, int, int]]:
+    """(client, kind, n, rep): every SCALE_NAMES row at 10,000, `reps` times."""
+    return [(name, "new", 10000, rep) for rep in range(reps) for name in SCALE_NAMES]
+
+
 def full_plan() -> list[tuple[str, str, int]]:
     """(client, kind, n) in the order they run (one repetition; `--reps` adds the floor plan's)."""
     plan: list[tuple[str, str, int]] = []
@@ -340,6 +388,7 @@ def full_plan() -> list[tuple[str, str, int]]:
     # pool of 100 a streamed run holds a connection for its whole life, so 10,000 streams take
     # about 100 rounds, and the later ones wait for a connection, within their own deadline.
     plan += [
+        ("floor", "new", 10000),
         ("agentrun-auto", "new", 10000),
         ("agentrun-poll", "new", 10000),
         ("agentrun-stream", "new", 10000),
@@ -369,7 +418,8 @@ _SETTING = re.compile(r"\s*(tenant id|client id|client secret|static API key|aut
 class Emulator:
     """`agentrun emulator --tls` in a child process, and a small HTTP client for its API."""
 
-    def __init__(self, workdir: pathlib.Path) -> None:
+    def __init__(self, workdir: pathlib.Path, timing: dict[str, float] = TIMING) -> None:
+        self.timing = timing
         self.ca_path = workdir / "emulator-ca.pem"
         exe = pathlib.Path(sys.executable).parent / "agentrun"
         cmd = [str(exe) if exe.exists() else sys.executable, "emulator"]
@@ -384,11 +434,11 @@ class Emulator:
             "--ca-out",
             str(self.ca_path),
             "--queue-delay",
-            str(TIMING["queue_delay"]),
+            str(timing["queue_delay"]),
             "--run-duration",
-            str(TIMING["run_duration"]),
+            str(timing["run_duration"]),
             "--delta-interval",
-            str(TIMING["delta_interval"]),
+            str(timing["delta_interval"]),
         ]
         self.log = open(workdir / "emulator.log", "w")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
@@ -690,9 +740,12 @@ def run_one(
     proxy: Proxy | None = None,
     rep: int = 0,
     cprofile: pathlib.Path | None = None,
+    extra_cfg: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Run `client` on (`kind`, `n`) in its own process; return its figures."""
     tag = f"{client.name}-{kind}-{n}-r{rep}"
+    if extra_cfg and extra_cfg.get("memprobe"):
+        tag += "-" + str(extra_cfg["memprobe"])
     emu.reset()
     thread_ids = emu.make_threads(n) if kind == "continue" else []
     threads_file = ""
@@ -722,6 +775,7 @@ def run_one(
         },
     }
     cfg.update(client.extra)
+    cfg.update(extra_cfg or {})
     if client.family == "proxy":
         if proxy is None:
             raise RuntimeError("the openai -> proxy rows need the proxy running")
@@ -767,6 +821,8 @@ def run_one(
             proxy_cpu0 = proxy.cpu_seconds() if proxy is not None else 0.0
             proc.stdin.write("GO\n")
             proc.stdin.flush()
+            if cfg.get("memprobe"):
+                _tell_when_all_active(emu, proc, n, before)
             done = _wait_line(lines, "DONE", timeout + 90)
             if done is None:
                 raise RuntimeError("the runner did not finish in time")
@@ -799,6 +855,23 @@ def run_one(
         result["proxy_cpu_ms_per_inv"] = round((proxy_cpu1 - proxy_cpu0) * 1000 / n, 3)
     result["exit_code"] = proc.returncode
     return result
+
+
+def _tell_when_all_active(
+    emu: Emulator, proc: subprocess.Popen[str], n: int, before: dict[str, Any], limit: float = 300
+) -> None:
+    """The memory probe's cue: write PROBE to the runner once the emulator holds all `n` runs
+    of this phase active (or after `limit` seconds: the probe then measures what there is)."""
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline and proc.poll() is None:
+        stats = emu.stats()
+        if stats["runs_created"] - before["runs_created"] >= n and stats["active_runs"] >= n:
+            break
+        time.sleep(0.5)
+    assert proc.stdin is not None
+    with contextlib.suppress(OSError):
+        proc.stdin.write("PROBE\n")
+        proc.stdin.flush()
 
 
 def _spy(pyspy: pathlib.Path, pid: int, out: pathlib.Path) -> subprocess.Popen[bytes]:
@@ -907,7 +980,96 @@ def figures(
         res["client_stats"] = out["client_stats"]
     if "workers" in out:
         res["workers"] = out["workers"]
+    if "memprobe" in out:
+        res["memory"] = memory_figures(out["memprobe"], out, runs)
     return res
+
+
+def memory_figures(
+    probe: dict[str, Any], out: dict[str, Any], runs: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """Memory per in-flight run from a MemoryProbe report (runners/common.py).
+
+    *In flight* is counted by the emulator: runs created at or before the probe's moment and
+    not completed by then. RSS growth is from before the warm-up-free READY to that moment;
+    traced bytes (tracemalloc) are what is held then minus before, grouped as agentrun's own
+    files, the benchmark runner's records, and everything else by package."""
+    res: dict[str, Any] = {"mode": probe.get("mode")}
+    if "at_ms" not in probe:
+        res["failed"] = probe.get("missed", "the probe took no measurement")
+        return res
+    at = probe["at_ms"]
+    in_flight = 0
+    for r in runs:
+        done = r.get("completed_at_ms")
+        if r["created_at_ms"] <= at and (done is None or done > at):
+            in_flight += 1
+    res["runs_in_flight"] = in_flight
+    res["invocations_in_flight"] = probe.get("in_flight")
+    res["settle_s"] = probe.get("settle_s")
+    per = max(in_flight, 1)
+    res["rss_growth_mb"] = round((probe["rss_at"] - probe["rss_before"]) / 2**20, 1)
+    res["rss_kib_per_run"] = round((probe["rss_at"] - probe["rss_before"]) / 1024 / per, 2)
+    if "traced_at" in probe:
+        res["traced_kib_per_run"] = round(
+            (probe["traced_at"] - probe["traced_before"]) / 1024 / per, 2
+        )
+        groups: collections.Counter[str] = collections.Counter()
+        for file, size, _count in probe.get("by_file", []):
+            groups[_memory_area(file)] += size
+        res["by_area_kib_per_run"] = {
+            area: round(size / 1024 / per, 2) for area, size in groups.most_common()
+        }
+        owners: collections.Counter[str] = collections.Counter()
+        for where, size, _count in probe.get("by_owner", []):
+            owners[_memory_area(where)] += size
+        res["by_owner_kib_per_run"] = {
+            area: round(size / 1024 / per, 2) for area, size in owners.most_common()
+        }
+        # agentrun's share: every block whose allocation passed through agentrun's code.
+        res["agentrun_kib_per_run"] = round(
+            sum(v for k, v in res["by_owner_kib_per_run"].items() if k.startswith("agentrun/")), 2
+        )
+        res["agentrun_top_lines"] = [
+            [_short_path(where), round(size / per, 1), round(count / per, 2)]
+            for where, size, count in probe.get("by_owner", [])
+            if "/agentrun/" in where
+        ][:30]
+        res["top_lines"] = [
+            [_short_path(where), round(size / per, 1), round(count / per, 2)]
+            for where, size, count in probe.get("by_line", [])
+        ]
+    return res
+
+
+def _short_path(path: str) -> str:
+    if "site-packages/" in path:
+        return path.split("site-packages/", 1)[1]
+    if "/agentrun/" in path:
+        return "agentrun/" + path.rsplit("/agentrun/", 1)[1]
+    if "/benchmarks/runners/" in path:
+        return "runner/" + path.rsplit("/benchmarks/runners/", 1)[1]
+    if "/lib/python" in path:
+        return "stdlib/" + path.split("/lib/python", 1)[1].split("/", 1)[-1]
+    return path
+
+
+def _memory_area(path: str) -> str:
+    """agentrun/<file>, "the runner's records", or a package / stdlib module."""
+    if path == "connection":
+        return "pooled connections (TLS, socket, aiohttp protocol buffers)"
+    short = _short_path(path)
+    head, _, line = short.rpartition(":")
+    if head and line.isdigit():
+        short = head
+    if short.startswith("agentrun/"):
+        return short.split(":", 1)[0]
+    if short.startswith("runner/"):
+        return "the runner's own records (benchmarks/runners)"
+    if short.startswith("stdlib/"):
+        part = short.removeprefix("stdlib/")
+        return "stdlib " + (part.split("/", 1)[0] if "/" in part else part.removesuffix(".py"))
+    return short.split("/", 1)[0]
 
 
 def _summary(values: list[float]) -> dict[str, float] | None:
@@ -1051,7 +1213,12 @@ def sync_available() -> bool:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("--smoke", action="store_true", help="agentrun only, 1 and 10 invocations")
+    ap.add_argument(
+        "--smoke",
+        action="store_true",
+        help="agentrun only, 1 and 10 invocations; fails (exit 1) on a behaviour check:\n"
+        "errors, requests per invocation, token requests (see check())",
+    )
     ap.add_argument("--report-only", action="store_true", help="re-render docs from the JSON")
     ap.add_argument("--only", nargs="*", help="run only these clients (names)")
     ap.add_argument("--sizes", help="comma-separated invocation counts to keep, e.g. 1,100")
@@ -1061,12 +1228,31 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-docs", action="store_true", help="do not regenerate docs/benchmarks.md")
     ap.add_argument(
         "--plan",
-        choices=("full", "floor"),
+        choices=("full", "floor", "scale", "peers", "memory"),
         default="full",
-        help="full: everything (`make bench`); floor: only the issue-15 rows (floor, agentrun's\n"
-        "entry points, openai -> proxy, sync) at 100 and 1,000, --reps times",
+        help="full: everything (`make bench`);\n"
+        "floor: only the issue-15 rows (floor, agentrun's entry points, openai -> proxy,\n"
+        "  sync) at 100 and 1,000, --reps times (`make bench-floor`);\n"
+        "scale: N=10,000 in every mode: floor, agentrun stream, poll, auto, acompletion,\n"
+        "  acompletion stream, sync (at most 1,000 worker threads) and the cold\n"
+        "  service-principal start, once each (--reps to repeat), then the memory\n"
+        "  diagnostic (`make bench-scale`: ~11 + ~12 minutes);\n"
+        "peers: floor, agentrun acompletion / acompletion stream / poll, LiteLLM (both)\n"
+        "  and azure-ai-agents polling at 100 and 1,000, --reps times (`make bench-peers`);\n"
+        "memory: only the memory diagnostic: 10,000 polled runs in flight on an emulator\n"
+        "  with 60 s runs, RSS and tracemalloc (what agentrun holds per in-flight run)",
     )
-    ap.add_argument("--reps", type=int, default=3, help="repetitions of the 100/1,000 rows (3)")
+    ap.add_argument(
+        "--reps",
+        type=int,
+        default=None,
+        help="repetitions of the 100/1,000 rows (3; the scale plan's 10,000 rows: 1)",
+    )
+    ap.add_argument(
+        "--no-memory",
+        action="store_true",
+        help="skip the memory diagnostic (part of the full and scale plans)",
+    )
     ap.add_argument(
         "--cprofile",
         action="store_true",
@@ -1089,10 +1275,21 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     started = time.time()
-    with_peers = not (args.smoke or args.no_peers or args.plan == "floor")
+    if args.reps is None:
+        args.reps = 1 if args.plan == "scale" else 3
+    with_peers = not (args.smoke or args.no_peers or args.plan in ("floor", "scale", "memory"))
+    memory_wanted = (
+        args.plan in ("full", "scale", "memory") and not args.smoke and not args.no_memory
+    )
     plan: list[tuple[str, str, int, int]]
     if args.smoke:
         plan = [(c, k, n, 0) for c, k, n in smoke_plan()]
+    elif args.plan == "memory":
+        plan = []
+    elif args.plan == "scale":
+        plan = scale_plan(args.reps)
+    elif args.plan == "peers":
+        plan = floor_plan(args.reps, names=PEERS_PLAN_NAMES, sync=False)
     elif args.plan == "floor":
         # --only names the rows (any client, the floor plan's order otherwise).
         if args.only:
@@ -1161,7 +1358,7 @@ def main(argv: list[str] | None = None) -> int:
                 res = run_one(emu, client, kind, n, workdir, profile_with=pyspy)
                 key = f"{name}-{kind}-{n}"
                 for who, suffix in (("", "profile"), ("emulator during ", "emu-profile")):
-                    prof = workdir / f"{key}.{suffix}.txt"
+                    prof = workdir / f"{key}-r0.{suffix}.txt"  # run_one's tag
                     if not prof.exists():
                         profiles[who + key] = {"failed": res.get("failed", "no profile written")}
                         continue
@@ -1186,6 +1383,7 @@ def main(argv: list[str] | None = None) -> int:
             if proxy is not None:
                 proxy.stop()
             emu.stop()
+        memory = run_memory(workdir / "memory", args.only) if memory_wanted else []
     data = {
         "meta": {
             "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
@@ -1196,6 +1394,7 @@ def main(argv: list[str] | None = None) -> int:
             "settings": {
                 "emulator": TIMING | {"tls": True, "agent": AGENT},
                 "pool_limit": POOL_LIMIT,
+                "memory_emulator": MEMORY_TIMING | {"n": MEMORY_N},
                 "warmup": "one invocation before measuring (except the SP cold run)",
             },
             "clients": {c.name: {"label": c.label, "note": c.note} for c in CLIENTS.values()},
@@ -1205,6 +1404,7 @@ def main(argv: list[str] | None = None) -> int:
             "command": "python benchmarks/bench.py " + " ".join(argv or sys.argv[1:]),
         },
         "results": results,
+        "memory": memory,
         "profiles": profiles,
     }
     out_path.write_text(json.dumps(data, indent=1) + "\n")
@@ -1216,13 +1416,67 @@ def main(argv: list[str] | None = None) -> int:
         subprocess.run([sys.executable, str(HERE / "bench_ray.py")], check=False)
         subprocess.run([sys.executable, str(HERE / "bench_v2.py")], check=False)  # v2 rows
     problems = check(results, smoke=args.smoke)
+    problems += [
+        f"memory diagnostic {m['client']} ({m.get('memory', {}).get('mode')}): "
+        f"{m.get('failed') or m['memory']['failed']}"
+        for m in memory
+        if "failed" in m or "failed" in m.get("memory", {})
+    ]
     for p in problems:
         print("PROBLEM: " + p, flush=True)
-    # The smoke run guards the harness: any problem fails it. The full run reports problems
-    # (they are in the JSON and the docs) and fails only when nothing was measured.
+    # The smoke run guards behaviour: any problem fails it. The other runs report problems
+    # (they are in the JSON and the docs) and fail only when nothing was measured.
     if args.smoke:
-        return 1 if problems else 0
-    return 0 if any("failed" not in r for r in results) else 1
+        return smoke_exit(problems)
+    return 0 if any("failed" not in r for r in results) or memory else 1
+
+
+def smoke_exit(problems: list[str]) -> int:
+    """`make bench-smoke`'s verdict: say which checks failed (on stderr too) and return 1,
+    or say ok and return 0."""
+    if not problems:
+        print("bench-smoke: ok (0 errors, requests per invocation and token requests as expected)")
+        return 0
+    print(f"bench-smoke FAILED: {len(problems)} behaviour check(s):", file=sys.stderr)
+    for p in problems:
+        print("  - " + p, file=sys.stderr)
+    return 1
+
+
+def run_memory(workdir: pathlib.Path, only: list[str] | None) -> list[dict[str, Any]]:
+    """The memory diagnostic (MEMORY_PLAN), on an emulator of its own with long runs."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    out: list[dict[str, Any]] = []
+    emu = Emulator(workdir, MEMORY_TIMING)
+    try:
+        print(f"memory diagnostic: emulator at {emu.endpoint} ({MEMORY_TIMING})", flush=True)
+        for name, probe in MEMORY_PLAN:
+            if only and name not in only:
+                continue
+            t = time.monotonic()
+            try:
+                res = run_one(
+                    emu, CLIENTS[name], "new", MEMORY_N, workdir, extra_cfg={"memprobe": probe}
+                )
+            except Exception as exc:
+                res = {"client": name, "kind": "new", "n": MEMORY_N, "failed": repr(exc)}
+            res["label"] = CLIENTS[name].label
+            res["probe"] = probe
+            out.append(res)
+            mem = res.get("memory") or {}
+            print(
+                f"memory {name} ({probe}): ok={res.get('ok')} "
+                f"runs in flight={mem.get('runs_in_flight')} "
+                f"RSS KiB/run={mem.get('rss_kib_per_run')} "
+                f"traced KiB/run={mem.get('traced_kib_per_run')} "
+                f"agentrun KiB/run={mem.get('agentrun_kib_per_run')} "
+                f"{res.get('failed') or mem.get('failed') or ''}"
+                f"  ({time.monotonic() - t:.1f} s)",
+                flush=True,
+            )
+    finally:
+        emu.stop()
+    return out
 
 
 def line_for(res: dict[str, Any]) -> str:
@@ -1237,26 +1491,50 @@ def line_for(res: dict[str, Any]) -> str:
     )
 
 
+STREAMED = ("floor", "agentrun-stream", "agentrun-acompletion-stream")
+
+
 def check(results: list[dict[str, Any]], *, smoke: bool) -> list[str]:
-    """What makes the run invalid (not slow): failures, errors, unmatched runs."""
+    """What makes the run invalid (behaviour, never speed); one message per broken rule.
+
+    Every run: no failed runner, every invocation answered, every answer matched with an
+    emulator run. With `smoke` (`make bench-smoke`) also the request and token counts:
+    a streamed invocation (a streaming client, or a row whose invocations all chose
+    `stream`) is exactly 1 request; any other is at most POLL_REQUESTS_BOUND; the cold
+    service-principal row made exactly 1 token request and every other row none; and the
+    smoke plan's cold service-principal row is there at all."""
     problems = []
     for r in results:
         tag = f"{r['client']} {r['kind']} n={r['n']}"
         if "failed" in r:
-            problems.append(f"{tag}: {r['failed'][:500]}")
+            problems.append(f"{tag}: the runner failed: {r['failed'][:500]}")
             continue
         if r["ok"] != r["n"]:
-            problems.append(f"{tag}: {r['n'] - r['ok']} invocations failed: {r['errors']}")
+            problems.append(
+                f"{tag}: {r['n'] - r['ok']} of {r['n']} invocations failed: {r['errors']}"
+            )
         if r["matched"] != r["ok"]:
             problems.append(f"{tag}: only {r['matched']} of {r['ok']} runs matched the emulator's")
-        streamed = ("floor", "agentrun-stream", "agentrun-acompletion-stream")
-        if smoke and r["client"] in streamed and r["requests_per_inv"] != 1:
-            problems.append(f"{tag}: {r['requests_per_inv']} requests per streamed invocation")
+        if not smoke:
+            continue
+        modes = r.get("modes") or {}
+        streamed = r["client"] in STREAMED or (bool(modes) and set(modes) == {"stream"})
+        if streamed and r["requests_per_inv"] != 1:
+            problems.append(
+                f"{tag}: {r['requests_per_inv']:g} requests per streamed invocation, want exactly 1"
+            )
+        elif not streamed and r["requests_per_inv"] > POLL_REQUESTS_BOUND:
+            problems.append(
+                f"{tag}: {r['requests_per_inv']:g} requests per polled invocation, want at "
+                f"most {POLL_REQUESTS_BOUND:g} (POLL_REQUESTS_BOUND)"
+            )
         # Token requests: one for the cold service-principal run (all invocations race for
         # it), none for the static token.
         want_tokens = 1 if r["client"] == "agentrun-sp" else 0
-        if smoke and r["tokens_issued"] != want_tokens:
+        if r["tokens_issued"] != want_tokens:
             problems.append(f"{tag}: {r['tokens_issued']} token requests, want {want_tokens}")
+    if smoke and not any(r["client"] == "agentrun-sp" for r in results):
+        problems.append("no cold service-principal row (agentrun-sp) was run")
     return problems
 
 

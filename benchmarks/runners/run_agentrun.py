@@ -11,6 +11,8 @@ Variants (config `variant`):
               stream, the rest poll, so polls keep half of the pool (`client.run(mode=...)`)
   auto-fit    the rule proposed in issue 15, emulated per call: stream when the whole burst
               (`n` in flight) fits in the pool (n <= pool_limit), else poll every run
+`memprobe: "rss"` or `"tracemalloc"` adds common.MemoryProbe (a diagnostic for an emulator with
+long runs: memory held with every invocation in flight; CPU figures of such a run mean nothing).
 `credentials: "sp"` authenticates with the emulator's service principal instead of the static
 token; `warmup: false` starts cold (no token, no connection) so single-flight shows.
 """
@@ -124,13 +126,21 @@ async def main_async(cfg: dict[str, Any]) -> None:
         if cfg.get("warmup", True):
             warm = common.new_record(-1)
             await invoke(-1, warm, None)
+        probe = common.MemoryProbe(cfg["memprobe"]) if cfg.get("memprobe") else None
+        if probe is not None:
+            probe.before()
         phase = common.Phase(cfg.get("cprofile"))
         phase.ready(IMPORTED)
+        watch = asyncio.ensure_future(probe.watch(cfg["n"])) if probe is not None else None
         records = await common.run_all(cfg["n"], invoke, cfg["thread_ids"], cfg["timeout"])
         phase.end()
+        if watch is not None:
+            watch.cancel()
+            await asyncio.gather(watch, return_exceptions=True)
         stats = client.statistics()
         extra = {
             **IMPORTED,
+            **({"memprobe": probe.report()} if probe is not None else {}),
             "client_stats": {
                 "requests_sent": stats.requests_sent,
                 "retries": stats.retries,
