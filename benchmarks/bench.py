@@ -59,10 +59,11 @@ POOL_LIMIT = 100
 # finished) when memory settles, even under tracemalloc on a loaded machine.
 MEMORY_TIMING = TIMING | {"run_duration": 60.0}
 MEMORY_N = 10000
-# `make bench-smoke`: the most requests a polled invocation may take. A regression bound, not a
-# target (the goal is 3: create, the poll that sees the run finish, the reply); tighten it when
-# the poll schedule is reworked.
-POLL_REQUESTS_BOUND = 5.0
+# `make bench-smoke`: the most requests a polled invocation may take, on average over a row. A
+# regression bound, not a target: the goal is 3 (create, the poll that sees the run finish, the
+# reply); the smoke rows measure 3.1-3.2 (a few runs are the schedule's probes). The old
+# schedule's 5.0 fails it.
+POLL_REQUESTS_BOUND = 4.0
 
 
 class Client:
