@@ -721,38 +721,71 @@ class BodyChunks(AsyncIterator[bytes]):
         else:
             self._response.close()
 
+    @property
+    def reader(self) -> aiohttp.StreamReader:
+        """The body's reader, for a caller that reads it itself (`readany()`, the hot path of
+        the driver's streaming phase) and hands what a read raised to `failed`."""
+        return self._response.content
+
     async def __anext__(self) -> bytes:
         if self._done:
             raise StopAsyncIteration
-        thread_id, run_id = self._ids
-        chunk = b""
         try:
             if self._broken is not None:
                 raise self._broken
             if self._timer is None and self._deadline is not None:
                 self._arm(self._deadline)
             chunk = await self._response.content.readany()
-        except _BodyDeadline:
-            self.finish()
-            _raise_deadline(self._method, self._path, thread_id, run_id)
-        except _TRANSPORT_ERRORS as exc:
-            salvaged = self._salvage()
-            if salvaged:
-                # Bytes that arrived before the break still count (they may name the run):
-                # deliver them, and report the break on the next read.
-                self._broken = exc
-                return salvaged
-            self.finish()
-            raise StreamInterruptedError(
-                f"{self._method} {self._path}: the connection broke while the response was "
-                f"arriving ({type(exc).__name__}); the service did receive the request",
-                thread_id=thread_id,
-                run_id=run_id,
-            ) from exc
+        except (_BodyDeadline, *_TRANSPORT_ERRORS) as exc:
+            return self.failed(exc)
         if not chunk:
             self.finish()
             raise StopAsyncIteration
         return chunk
+
+    def failed(self, exc: BaseException) -> bytes:
+        """What a read that raised `exc` means: the bytes that arrived before a break (the break
+        is then reported by the next read), else the agentrun error it maps to (raised, the
+        body finished). An exception that is not the body's own (a cancellation, say) is
+        raised again as it is."""
+        if self._broken is not None and exc is not self._broken:
+            exc = self._broken  # the break reported after the salvaged bytes
+        thread_id, run_id = self._ids
+        if isinstance(exc, _BodyDeadline):
+            self.finish()
+            _raise_deadline(self._method, self._path, thread_id, run_id)
+        if not isinstance(exc, _TRANSPORT_ERRORS):
+            raise exc
+        salvaged = b"" if self._broken is not None else self._salvage()
+        if salvaged:
+            # Bytes that arrived before the break still count (they may name the run):
+            # deliver them, and report the break on the next read.
+            self._broken = exc
+            return salvaged
+        self.finish()
+        raise StreamInterruptedError(
+            f"{self._method} {self._path}: the connection broke while the response was "
+            f"arriving ({type(exc).__name__}); the service did receive the request",
+            thread_id=thread_id,
+            run_id=run_id,
+        ) from exc
+
+    def interrupt(self, exc: BaseException) -> bool:
+        """Fail the read under way, if one waits, with `exc`, leaving the body readable after
+        it (a cleanup may read on for the run id). Returns whether a read was waiting.
+
+        aiohttp's `StreamReader` (3.x) parks a reader on the future `_waiter`; without it
+        (another aiohttp), `exc` is set on the reader, and later reads raise it too.
+        """
+        content = self._response.content
+        if not hasattr(content, "_waiter"):  # pragma: no cover - a reader that changed shape
+            content.set_exception(exc)
+            return True
+        waiter: asyncio.Future[None] | None = content._waiter
+        if waiter is None or waiter.done():
+            return False
+        waiter.set_exception(exc)
+        return True
 
     def _arm(self, deadline: float) -> None:
         """Arm the body's deadline: from then on a read waiting past it raises `_BodyDeadline`."""
