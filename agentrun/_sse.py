@@ -104,6 +104,35 @@ class SSEDecoder:
 
     def feed(self, chunk: bytes) -> list[SSEEvent]:
         """Consume the next bytes of the stream; return the events they completed, in order."""
+        if (
+            chunk.endswith(b"\n\n")
+            and chunk.startswith(b"event: ")
+            and not self._pending
+            and not self._data
+            and not self._event
+            and self._frame_retry is None
+            and not self._at_start
+            and not self._skip_lf
+            and not self._closed
+            and self._error is None
+        ):
+            # The usual chunk: exactly one whole `event: NAME` + `data: VALUE` frame, nothing
+            # of another pending. Dispatched at once, with the general path's result; any
+            # other shape (a CR, more lines, bad UTF-8, a frame over the limit) takes it.
+            nl = chunk.find(b"\n")
+            if (
+                chunk.startswith(b"data: ", nl + 1)
+                and chunk.find(b"\n", nl + 7) == len(chunk) - 2
+                and b"\r" not in chunk
+            ):
+                try:
+                    data = chunk[nl + 7 : -2].decode()
+                    event = chunk[7:nl].decode() or "message"
+                except UnicodeDecodeError:
+                    pass
+                else:
+                    if len(data) < self._max_size:
+                        return [SSEEvent(event, data, self._last_id)]
         if self._closed:
             raise LocalProtocolError("SSEDecoder.feed() called after close()")
         if self._error is not None:
