@@ -668,6 +668,68 @@ class _StreamContext(AbstractAsyncContextManager["BodyChunks"]):
             self._chunks.finish()
 
 
+#: aiohttp's socket read timeout error (3.10+), a `ServerTimeoutError`.
+_SocketTimeout: type[Exception] = getattr(aiohttp, "SocketTimeoutError", aiohttp.ServerTimeoutError)
+
+
+class _IdleWatch:
+    """The `sock_read` bound (`Transport(read_timeout=...)`) of a streamed body, kept with one
+    timer per eighth of it rather than aiohttp's one per packet received.
+
+    aiohttp re-arms an asyncio timer for every packet (cancelling the last), and a streamed
+    body is one packet per event. This takes the bound over from aiohttp for one response:
+    every `limit / 8` seconds it looks whether bytes arrived since it last looked, and after
+    8 looks without any it fails the body as aiohttp would (a `SocketTimeoutError` on the
+    reader), so a body silent for `limit` seconds fails after between `limit` and `9/8 limit`.
+    """
+
+    __slots__ = ("_content", "_handle", "_loop", "_seen", "_silent", "_tick_s")
+
+    TICKS = 8
+
+    def __init__(
+        self, content: aiohttp.StreamReader, limit: float, loop: asyncio.AbstractEventLoop
+    ) -> None:
+        self._content = content
+        self._loop = loop
+        self._tick_s = limit / self.TICKS
+        self._seen = content.total_bytes
+        self._silent = 0
+        self._handle = loop.call_later(self._tick_s, self._tick)
+
+    @classmethod
+    def take_over(cls, response: aiohttp.ClientResponse) -> _IdleWatch | None:
+        """Take the read bound of `response` over from aiohttp (None: it has none, or the
+        response holds no connection any more)."""
+        conn = response.connection
+        protocol = conn.protocol if conn is not None else None
+        limit = getattr(protocol, "read_timeout", None)
+        if protocol is None or not limit:
+            return None
+        # For this response only: aiohttp sets it again for every request on the connection.
+        # The timer aiohttp armed last goes at the next packet (or fires, as before).
+        protocol.read_timeout = None
+        return cls(response.content, limit, asyncio.get_running_loop())
+
+    def _tick(self) -> None:
+        content = self._content
+        if content.is_eof() or content.exception() is not None:
+            return
+        total = content.total_bytes
+        if total != self._seen:
+            self._seen = total
+            self._silent = 0
+        else:
+            self._silent += 1
+            if self._silent >= self.TICKS:
+                content.set_exception(_SocketTimeout("Timeout on reading data from socket"))
+                return
+        self._handle = self._loop.call_later(self._tick_s, self._tick)
+
+    def cancel(self) -> None:
+        self._handle.cancel()
+
+
 class BodyChunks(AsyncIterator[bytes]):
     """The body of a streamed 2xx response, chunk by chunk as the bytes arrive."""
 
@@ -680,6 +742,7 @@ class BodyChunks(AsyncIterator[bytes]):
         "_path",
         "_response",
         "_timer",
+        "_watch",
     )
 
     def __init__(
@@ -701,6 +764,7 @@ class BodyChunks(AsyncIterator[bytes]):
         # One timer for the whole body (armed at the first read), not a timed cancel scope
         # per chunk: at the deadline it fails the pending (or next) read.
         self._timer: asyncio.TimerHandle | None = None
+        self._watch = _IdleWatch.take_over(response)
 
     @property
     def status(self) -> int:
@@ -716,6 +780,9 @@ class BodyChunks(AsyncIterator[bytes]):
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        if self._watch is not None:
+            self._watch.cancel()
+            self._watch = None
         if self._response.content.at_eof():
             self._response.release()
         else:
