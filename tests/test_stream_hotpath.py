@@ -54,12 +54,16 @@ async def test_deadline_during_a_silent_stream_times_out_and_cancels_the_run(
     interrupted, the caller gets `APITimeoutError` naming the run, and the run is cancelled."""
     async with AsyncClient(emu.endpoint, api_key=emu.api_key) as client:
         seen: list[object] = []
-        with anyio.fail_after(10), pytest.raises(agentrun.APITimeoutError) as info:
+
+        async def consume() -> None:
             async with client.stream(
                 "asst_abc123", "Wait [emulator:sleep=5]", timeout=0.5
             ) as events:
                 async for event in events:
                     seen.append(event)
+
+        with anyio.fail_after(10), pytest.raises(agentrun.APITimeoutError) as info:
+            await consume()
         assert info.value.run_id is not None
         assert seen  # the run's first state changes came before the silence
         assert not any(isinstance(e, RunFinished) for e in seen)
@@ -71,12 +75,16 @@ async def test_deadline_passing_while_the_caller_holds_an_event_times_out(emu: E
     """The deadline passes between two reads (the caller is busy with an event): the next
     step raises `APITimeoutError` at once and the run is cancelled."""
     async with AsyncClient(emu.endpoint, api_key=emu.api_key) as client:
-        with anyio.fail_after(10), pytest.raises(agentrun.APITimeoutError):
+
+        async def consume() -> None:
             async with client.stream(
                 "asst_abc123", "Wait [emulator:sleep=5]", timeout=0.5
             ) as events:
                 async for _ in events:
                     await anyio.sleep(0.7)  # past the deadline, with no read pending
+
+        with anyio.fail_after(10), pytest.raises(agentrun.APITimeoutError):
+            await consume()
     await _until_no_active_run(emu)
     assert _statuses(emu) <= {"cancelling", "cancelled"}
 
@@ -172,9 +180,9 @@ def test_single_frame_fast_path_matches_the_byte_by_byte_decode(frame: bytes) ->
 
 def test_single_frame_fast_path_rejects_bad_utf8_like_the_general_path() -> None:
     """Invalid UTF-8 in a whole frame raises `RemoteProtocolError`, as split across chunks."""
+    d = SSEDecoder()
+    d.feed(b"event: a\ndata: x\n\n")
     with pytest.raises(agentrun.RemoteProtocolError):
-        d = SSEDecoder()
-        d.feed(b"event: a\ndata: x\n\n")
         d.feed(b"event: a\ndata: \xff\xfe\n\n")
 
 
@@ -220,10 +228,14 @@ async def test_a_streamed_body_silent_past_the_read_timeout_breaks() -> None:
     async for url in _serve(stall):
         async with Transport(url, token_cache=_cache(), read_timeout=0.4) as transport:
             chunks: list[bytes] = []
-            with anyio.fail_after(10), pytest.raises(StreamInterruptedError):
+
+            async def read() -> None:
                 async with transport.stream("POST", "threads/runs", json={}) as body:
                     async for chunk in body:
                         chunks.append(chunk)
+
+            with anyio.fail_after(10), pytest.raises(StreamInterruptedError):
+                await read()
             assert chunks == [b"event: a\ndata: 1\n\n"]
 
 
