@@ -9,6 +9,7 @@ keeps the transport's read bound (`read_timeout`) with its own idle watch.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import anyio
@@ -201,6 +202,7 @@ def _cache() -> TokenCache:
     return TokenCache(StaticTokenSource("t"))
 
 
+@asynccontextmanager
 async def _serve(handler: Any) -> AsyncIterator[str]:
     app = web.Application()
     app.router.add_route("*", "/{tail:.*}", handler)
@@ -225,7 +227,7 @@ async def test_a_streamed_body_silent_past_the_read_timeout_breaks() -> None:
         await anyio.sleep(30)
         return response
 
-    async for url in _serve(stall):
+    async with _serve(stall) as url:
         async with Transport(url, token_cache=_cache(), read_timeout=0.4) as transport:
             chunks: list[bytes] = []
 
@@ -252,7 +254,7 @@ async def test_a_streamed_body_that_keeps_sending_outlives_the_read_timeout() ->
         await response.write_eof()
         return response
 
-    async for url in _serve(trickle):
+    async with _serve(trickle) as url:
         async with Transport(url, token_cache=_cache(), read_timeout=0.4) as transport:
             data = b""
             with anyio.fail_after(10):
