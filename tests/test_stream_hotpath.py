@@ -149,7 +149,7 @@ async def test_streamed_reply_is_whole_and_the_connection_reused(emu: Emulator) 
 # -- the SSE decoder's single-frame fast path --------------------------------------------------
 
 FRAMES = [
-    b"event: thread.message.delta\ndata: {\"a\": 1}\n\n",
+    b'event: thread.message.delta\ndata: {"a": 1}\n\n',
     b"event: \ndata: x\n\n",  # an empty name is "message"
     "event: caf\u00e9\ndata: \u00fcber \u2603\n\n".encode(),
     b"event: a\ndata: \n\n",  # empty data
@@ -227,18 +227,20 @@ async def test_a_streamed_body_silent_past_the_read_timeout_breaks() -> None:
         await anyio.sleep(30)
         return response
 
-    async with _serve(stall) as url:
-        async with Transport(url, token_cache=_cache(), read_timeout=0.4) as transport:
-            chunks: list[bytes] = []
+    async with (
+        _serve(stall) as url,
+        Transport(url, token_cache=_cache(), read_timeout=0.4) as transport,
+    ):
+        chunks: list[bytes] = []
 
-            async def read() -> None:
-                async with transport.stream("POST", "threads/runs", json={}) as body:
-                    async for chunk in body:
-                        chunks.append(chunk)
+        async def read() -> None:
+            async with transport.stream("POST", "threads/runs", json={}) as body:
+                async for chunk in body:
+                    chunks.append(chunk)
 
-            with anyio.fail_after(10), pytest.raises(StreamInterruptedError):
-                await read()
-            assert chunks == [b"event: a\ndata: 1\n\n"]
+        with anyio.fail_after(10), pytest.raises(StreamInterruptedError):
+            await read()
+        assert chunks == [b"event: a\ndata: 1\n\n"]
 
 
 async def test_a_streamed_body_that_keeps_sending_outlives_the_read_timeout() -> None:
@@ -254,11 +256,13 @@ async def test_a_streamed_body_that_keeps_sending_outlives_the_read_timeout() ->
         await response.write_eof()
         return response
 
-    async with _serve(trickle) as url:
-        async with Transport(url, token_cache=_cache(), read_timeout=0.4) as transport:
-            data = b""
-            with anyio.fail_after(10):
-                async with transport.stream("POST", "threads/runs", json={}) as body:
-                    async for chunk in body:
-                        data += chunk
-            assert data.count(b"event: a") == 24
+    async with (
+        _serve(trickle) as url,
+        Transport(url, token_cache=_cache(), read_timeout=0.4) as transport,
+    ):
+        data = b""
+        with anyio.fail_after(10):
+            async with transport.stream("POST", "threads/runs", json={}) as body:
+                async for chunk in body:
+                    data += chunk
+        assert data.count(b"event: a") == 24
