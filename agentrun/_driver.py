@@ -120,6 +120,38 @@ class RunStream:
     cleanup task owned by the client; the caller waits for that cleanup unless cancelled again.
     """
 
+    # One per invocation in flight: slots keep it small (issue 15: < 20 KiB per run).
+    __slots__ = (
+        "__weakref__",
+        "_after",
+        "_body",
+        "_buffer",
+        "_cleanup",
+        "_closed_by_client",
+        "_col",
+        "_ctx",
+        "_deadline",
+        "_decoder",
+        "_done",
+        "_emit",
+        "_expired",
+        "_gen",
+        "_hot",
+        "_idle",
+        "_inv",
+        "_machine",
+        "_mode",
+        "_obs",
+        "_orphan",
+        "_pending",
+        "_protocol",
+        "_reader",
+        "_reading",
+        "_result",
+        "_scope",
+        "_timer",
+    )
+
     def __init__(self, ctx: DriverContext, inv: Invocation, *, emit: bool) -> None:
         self._ctx = ctx
         self._inv = inv

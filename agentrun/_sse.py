@@ -66,6 +66,7 @@ class SSEDecoder:
 
     __slots__ = (
         "_at_start",
+        "_clean",
         "_closed",
         "_data",
         "_data_size",
@@ -91,6 +92,9 @@ class SSEDecoder:
         self._skip_lf = False
         # Still waiting for the first 3 bytes, to know whether they are a BOM.
         self._at_start = True
+        # Nothing of a frame pending, not at the start, not closed or broken: the state in
+        # which `feed` may take a whole single frame at once.
+        self._clean = False
         self._closed = False
         self._error: RemoteProtocolError | None = None
         # The frame being assembled.
@@ -104,18 +108,7 @@ class SSEDecoder:
 
     def feed(self, chunk: bytes) -> list[SSEEvent]:
         """Consume the next bytes of the stream; return the events they completed, in order."""
-        if (
-            chunk.endswith(b"\n\n")
-            and chunk.startswith(b"event: ")
-            and not self._pending
-            and not self._data
-            and not self._event
-            and self._frame_retry is None
-            and not self._at_start
-            and not self._skip_lf
-            and not self._closed
-            and self._error is None
-        ):
+        if self._clean and chunk.endswith(b"\n\n") and chunk.startswith(b"event: "):
             # The usual chunk: exactly one whole `event: NAME` + `data: VALUE` frame, nothing
             # of another pending. Dispatched at once, with the general path's result; any
             # other shape (a CR, more lines, bad UTF-8, a frame over the limit) takes it.
@@ -133,6 +126,19 @@ class SSEDecoder:
                 else:
                     if len(data) < self._max_size:
                         return [SSEEvent(event, data, self._last_id)]
+        events = self._feed(chunk)
+        self._clean = not (
+            self._pending
+            or self._data
+            or self._event
+            or self._frame_retry is not None
+            or self._skip_lf
+            or self._at_start
+        )
+        return events
+
+    def _feed(self, chunk: bytes) -> list[SSEEvent]:
+        """`feed` in general: any bytes, any state."""
         if self._closed:
             raise LocalProtocolError("SSEDecoder.feed() called after close()")
         if self._error is not None:
@@ -200,6 +206,7 @@ class SSEDecoder:
         such a partial frame was dropped.
         """
         self._closed = True
+        self._clean = False
         return []
 
     @property
@@ -210,6 +217,7 @@ class SSEDecoder:
     # -- internals -------------------------------------------------------------------------
 
     def _fail(self, message: str) -> NoReturn:
+        self._clean = False
         self._error = RemoteProtocolError(message)
         raise self._error
 
