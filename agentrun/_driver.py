@@ -17,7 +17,7 @@ pooled connection is cancelled instead, before anything is sent. The cleanup tha
 remote run is a context-owned task too: a repeated native cancel cannot stop it, and
 `AsyncClient.aclose()` waits for it.
 
-Why one module of ~900 lines: `RunStream` is one object whose lifecycle (deadline scopes,
+Why one module of ~1,050 lines: `RunStream` is one object whose lifecycle (deadline scopes,
 cleanup, adoption of a create cut short, abandonment) and steps (the machine loop, the stream
 reader) share its state (machine, deadline, pending create, orphaned stream, cleanup task);
 splitting them would pass that state around.
@@ -114,6 +114,13 @@ class RunStream:
     and an async context manager whose exit cancels the remote run if the invocation did not
     finish. It holds no task and no cancel scope between events: the invocation's deadline is
     applied around each step, so it can be iterated from any code, like any async iterator.
+
+    Steps that send requests or sleep run inside a cancel scope that the deadline timer (and
+    `AsyncClient.aclose()`) cancels. The streaming phase (the open event stream of a streamed
+    create) is one flat coroutine per chunk instead: `__anext__` awaits the body's reader
+    itself, decodes the chunk and applies its events in place, and the deadline timer (or the
+    client closing) fails the pending read (`BodyChunks.interrupt`), which ends the invocation
+    exactly as a cancelled step would (`_cut`).
 
     Whatever stops it early (an error, the deadline, a cancellation of the caller, `aclose()`,
     the client closing, or the stream being dropped unfinished) cancels the remote run in a
