@@ -617,7 +617,16 @@ StreamEvent: TypeAlias = (
 
 
 def _event_json(ev: SSEEvent) -> dict[str, Any]:
-    return _obj(decode_json(ev.data, f"{ev.event} event"), f"{ev.event} event")
+    data = ev.data
+    try:
+        # json's C scanner straight; anything it does not take whole (leading or trailing
+        # whitespace, malformed data) goes through `decode_json` for its result or error.
+        value, end = _scan_once(data, 0)
+    except (StopIteration, ValueError, RecursionError):
+        end = -1
+    if end != len(data):
+        value = decode_json(data, f"{ev.event} event")
+    return _obj(value, f"{ev.event} event")
 
 
 def _message_delta(ev: SSEEvent) -> list[StreamEvent]:
