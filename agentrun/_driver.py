@@ -328,7 +328,7 @@ class RunStream:
             )
             self._gen = self._steps()
             if self._inv.timeout is not None:
-                self._deadline = anyio.current_time() + self._inv.timeout
+                self._deadline = _now() + self._inv.timeout
                 self._timer = asyncio.get_running_loop().call_at(
                     self._deadline, _expire, weakref.ref(self)
                 )
@@ -356,7 +356,7 @@ class RunStream:
         self._done = True
         cancelled = isinstance(exc, anyio.get_cancelled_exc_class())
         await self._stop("cancel" if cancelled else "error")
-        if isinstance(exc, APITimeoutError) and anyio.current_time() >= self._deadline:
+        if isinstance(exc, APITimeoutError) and _now() >= self._deadline:
             self._observed("timeout")
             raise self._timeout_error() from exc
         self._observed(exc)
@@ -493,7 +493,7 @@ class RunStream:
                         if isinstance(ev, RunUpdated):
                             self._apply_run(ev.run, "stream")
                         elif isinstance(ev, ThreadStarted):
-                            m.thread_created(ev.thread_id, anyio.current_time())
+                            m.thread_created(ev.thread_id, _now())
                 if m.run_id is not None:
                     return
         if m.run_id is None and m.thread_id is not None and not m.finished:
@@ -504,7 +504,7 @@ class RunStream:
         but the run id never came: look the run up on the thread, so it can be cancelled."""
         m = self._machine
         assert m is not None and m.thread_id is not None
-        grace = anyio.current_time() + CANCEL_GRACE
+        grace = _now() + CANCEL_GRACE
 
         async def call(req: Any) -> Any:
             return await self._request(req, deadline=grace)
@@ -554,7 +554,7 @@ class RunStream:
             col.earlier = await self._run_message_ids(inv.thread_id, inv.run_id)
         # Following a run that exists: no input, no outputs, just its id.
         attach = inv.run_id is not None and not inv.tool_outputs and not inv.messages
-        start = anyio.current_time()
+        start = _now()
         m = self._machine = RunMachine(
             mode=self._mode,
             now=start,
@@ -699,7 +699,7 @@ class RunStream:
         op, protocol = action.op, self._protocol
         if op is Op.LIST_MESSAGES:
             await self._list_messages()
-            return m.messages_fetched(anyio.current_time())
+            return m.messages_fetched(_now())
         if op is Op.FIND_RUN:
             assert m.thread_id is not None
             found = await protocol.latest_run(self._request, m.thread_id)
@@ -716,7 +716,7 @@ class RunStream:
         if op is Op.CREATE_THREAD:
             data = await self._request(req)
             seen = len(m.history)
-            nxt = m.thread_ready(protocol.parse_thread_id(data), anyio.current_time())
+            nxt = m.thread_ready(protocol.parse_thread_id(data), _now())
             self._note_moves(seen)
             return nxt
         if op in (Op.CREATE_THREAD_AND_RUN, Op.CREATE_RUN, Op.SUBMIT_TOOL_OUTPUTS):
@@ -730,12 +730,12 @@ class RunStream:
             except (APIConnectionError, APIStatusError) as exc:
                 if isinstance(exc, APIStatusError) and exc.status_code not in _TRANSIENT_STATUSES:
                     raise
-                if anyio.current_time() >= self._deadline:
+                if _now() >= self._deadline:
                     raise
                 # The run exists and may still finish: poll it again rather than fail the
                 # invocation and leave the run unseen. The deadline bounds this.
                 logger.debug("poll of run %s failed (%s); polling again", m.run_id, exc)
-                return m.poll_failed(anyio.current_time())
+                return m.poll_failed(_now())
             return self._apply_run(protocol.parse_run(data), "poll")
         assert op is Op.CANCEL_RUN
         return self._apply_run(protocol.parse_run(await self._request(req)), "response")
@@ -747,14 +747,12 @@ class RunStream:
         assert m is not None
         self._col.run = run
         if STATUS_TO_STATE.get(run.status) in ACTIVE_STATES:
-            self._col.last_active_at = anyio.current_time()
+            self._col.last_active_at = _now()
         seen = len(m.history)
         # A run that names no thread (a v2 response may echo `conversation: null`) is on the
         # invocation's own thread, if it has one.
         thread_id = run.thread_id or m.thread_id or ""
-        action = m.run_update(
-            run.status, run_id=run.id, thread_id=thread_id, now=anyio.current_time(), via=via
-        )
+        action = m.run_update(run.status, run_id=run.id, thread_id=thread_id, now=_now(), via=via)
         self._note_moves(seen)
         return action
 
@@ -831,7 +829,7 @@ class RunStream:
         assert m is not None and self._decoder is not None
         if not chunk:  # the end of the body
             self._decoder.close()
-            self._end_stream(m.stream_done(anyio.current_time()), finish=True)
+            self._end_stream(m.stream_done(_now()), finish=True)
             return []
         emit, pending, public_delta, quiet, stream_events = self._hot
         # The events of one chunk go out together: one `__anext__` per chunk, not per event.
@@ -874,7 +872,7 @@ class RunStream:
             return body.failed(exc)
         except StreamInterruptedError:
             logger.debug("stream of run %s broke; finishing it by polling", m.run_id)
-            self._end_stream(m.stream_lost(anyio.current_time()), finish=True)
+            self._end_stream(m.stream_lost(_now()), finish=True)
             return None
         except BaseException as err:
             self._drop_body()
@@ -914,15 +912,15 @@ class RunStream:
             return _READ
         if isinstance(ev, ThreadStarted):
             seen = len(m.history)
-            action = m.thread_created(ev.thread_id, anyio.current_time())
+            action = m.thread_created(ev.thread_id, _now())
             self._note_moves(seen)
             return action
         if isinstance(ev, StreamEnded):
-            return m.stream_done(anyio.current_time())
+            return m.stream_done(_now())
         # An error event: the service reports a failure inside the stream; the run's own
         # status (polled next) says what happened to it.
         logger.debug("stream error event for run %s: %s", m.run_id, ev.code)
-        return m.stream_lost(anyio.current_time())
+        return m.stream_lost(_now())
 
     async def _waiting_run(self) -> str:
         """The run of the invocation's thread that waits for tool outputs."""
@@ -983,12 +981,12 @@ class RunStream:
             return
         seen = len(m.history)
         if m.run_id is None or m.thread_id is None:
-            m.cancel(anyio.current_time(), reason)
+            m.cancel(_now(), reason)
             self._note_moves(seen)
             return
         with anyio.move_on_after(CANCEL_GRACE), _otel.current(self._obs):
             try:
-                action = m.cancel(anyio.current_time(), reason)
+                action = m.cancel(_now(), reason)
                 self._note_moves(seen)
                 if isinstance(action, Send):
                     protocol = self._protocol
@@ -996,7 +994,7 @@ class RunStream:
                         Op.CANCEL_RUN, self._inv, m.thread_id, m.run_id, stream=False
                     )
                     # The cleanup's own bound, not the invocation's (it may have passed).
-                    grace = anyio.current_time() + CANCEL_GRACE
+                    grace = _now() + CANCEL_GRACE
                     data = await self._request(req, deadline=grace)
                     self._apply_run(protocol.parse_run(data), "response")
             except BadRequestError:
@@ -1023,6 +1021,12 @@ def _expire(ref: weakref.ref[RunStream]) -> None:
         stream._scope.cancel()
     elif stream._reading and stream._body is not None:
         stream._body.interrupt(_Interrupted())  # else the read's end sees `_expired`
+
+
+def _now() -> float:
+    """`anyio.current_time()` on asyncio (the loop's clock), without the backend lookup
+    through sniffio that costs about as much as the call itself; the driver is asyncio's."""
+    return asyncio.get_running_loop().time()
 
 
 #: The machine's "keep reading" (immutable, so one for all).
