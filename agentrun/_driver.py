@@ -17,7 +17,7 @@ pooled connection is cancelled instead, before anything is sent. The cleanup tha
 remote run is a context-owned task too: a repeated native cancel cannot stop it, and
 `AsyncClient.aclose()` waits for it.
 
-Why one module of ~900 lines: `RunStream` is one object whose lifecycle (deadline scopes,
+Why one module of ~1,050 lines: `RunStream` is one object whose lifecycle (deadline scopes,
 cleanup, adoption of a create cut short, abandonment) and steps (the machine loop, the stream
 reader) share its state (machine, deadline, pending create, orphaned stream, cleanup task);
 splitting them would pass that state around.
@@ -31,12 +31,11 @@ import contextlib
 import logging
 import math
 import weakref
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
-from typing import Any, Literal, TypeVar
+from collections.abc import AsyncGenerator, Awaitable, Callable
+from typing import TYPE_CHECKING, Any, Literal, NoReturn, TypeVar
 
 import anyio
 import anyio.lowlevel
-import attrs
 
 from agentrun import _otel
 from agentrun._context import DriverContext
@@ -89,6 +88,9 @@ from agentrun._transport import (
     StreamInterruptedError,
 )
 
+if TYPE_CHECKING:
+    import aiohttp
+
 __all__ = ["CANCEL_GRACE", "DriverContext", "RunStream"]
 
 logger = logging.getLogger("agentrun")
@@ -113,10 +115,49 @@ class RunStream:
     finish. It holds no task and no cancel scope between events: the invocation's deadline is
     applied around each step, so it can be iterated from any code, like any async iterator.
 
+    Steps that send requests or sleep run inside a cancel scope that the deadline timer (and
+    `AsyncClient.aclose()`) cancels. The streaming phase (the open event stream of a streamed
+    create) is one flat coroutine per chunk instead: `__anext__` awaits the body's reader
+    itself, decodes the chunk and applies its events in place, and the deadline timer (or the
+    client closing) fails the pending read (`BodyChunks.interrupt`), which ends the invocation
+    exactly as a cancelled step would (`_cut`).
+
     Whatever stops it early (an error, the deadline, a cancellation of the caller, `aclose()`,
     the client closing, or the stream being dropped unfinished) cancels the remote run in a
     cleanup task owned by the client; the caller waits for that cleanup unless cancelled again.
     """
+
+    # One per invocation in flight: slots keep it small (issue 15: < 20 KiB per run).
+    __slots__ = (
+        "__weakref__",
+        "_after",
+        "_body",
+        "_buffer",
+        "_cleanup",
+        "_closed_by_client",
+        "_col",
+        "_ctx",
+        "_deadline",
+        "_decoder",
+        "_done",
+        "_emit",
+        "_expired",
+        "_gen",
+        "_hot",
+        "_idle",
+        "_inv",
+        "_machine",
+        "_mode",
+        "_obs",
+        "_orphan",
+        "_pending",
+        "_protocol",
+        "_reader",
+        "_reading",
+        "_result",
+        "_scope",
+        "_timer",
+    )
 
     def __init__(self, ctx: DriverContext, inv: Invocation, *, emit: bool) -> None:
         self._ctx = ctx
@@ -126,7 +167,7 @@ class RunStream:
         self._machine: RunMachine | None = None
         self._col = Reply()
         self._mode: Literal["stream", "poll"] = "poll"
-        self._gen: AsyncGenerator[list[StreamEvent], None] | None = None
+        self._gen: AsyncGenerator[list[StreamEvent] | None, None] | None = None
         self._buffer: collections.deque[StreamEvent] = collections.deque()
         self._deadline = math.inf
         self._done = False
@@ -145,6 +186,14 @@ class RunStream:
         # timed cancel scope (an asyncio timer armed and cancelled) around every step.
         self._timer: asyncio.TimerHandle | None = None
         self._expired = False  # the timer fired
+        # The streaming phase: the open event stream, read by `__anext__` itself (`_reader` is
+        # set while the phase lasts), and the machine's action once it is over (`_after`).
+        self._body: BodyChunks | None = None
+        self._reader: aiohttp.StreamReader | None = None
+        self._decoder: SSEDecoder | None = None
+        self._after: Send | Sleep | ReadStream | Finish | None = None
+        self._reading = False  # a body read is under way
+        self._hot: tuple[Any, ...] = ()
 
     @property
     def thread_id(self) -> str | None:
@@ -204,23 +253,67 @@ class RunStream:
         self._closed_by_client = True
         if self._scope is not None:
             self._scope.cancel()
+        elif self._reading:
+            assert self._body is not None
+            self._body.interrupt(_Interrupted())  # else the read's end sees the flag
         elif not self._done and self._gen is not None:
             self._done = True
             self._begin_cleanup("client closed")
 
     async def _stepped(self) -> None:
         """Wait until no step runs (after `_client_closing`), then for the cleanup."""
-        if self._scope is not None:
+        if self._scope is not None or self._reading:
             self._idle = self._idle or anyio.Event()
             await self._idle.wait()
         if self._cleanup is not None:
             await asyncio.wait({self._cleanup})
 
     async def __anext__(self) -> StreamEvent:
-        if self._buffer:
-            return self._buffer.popleft()
-        if self._done:
-            raise StopAsyncIteration
+        buffer = self._buffer
+        if buffer:
+            return buffer.popleft()
+        while True:
+            if self._done:
+                raise StopAsyncIteration
+            reader = self._reader
+            if reader is None:
+                batch = await self._step()
+                if batch is None:
+                    continue  # the steps opened the event stream: the streaming phase begins
+            else:
+                # The streaming phase, one flat coroutine per chunk: no cancel scope (the
+                # deadline timer and `_client_closing` interrupt the read instead), no
+                # generator in between; the chunk's events are decoded and applied here.
+                if self._expired or self._closed_by_client:
+                    await self._cut()
+                self._reading = True
+                try:
+                    chunk = await reader.readany()
+                except BaseException as exc:
+                    self._step_ended()
+                    salvaged = await self._read_failed(exc)
+                    if salvaged is None:
+                        continue  # the stream broke: the steps go on by polling
+                    chunk = salvaged
+                self._reading = False
+                if self._stopping():  # it came as the deadline passed or the client closed
+                    await self._cut()
+                try:
+                    batch = self._on_chunk(chunk)
+                except BaseException as exc:
+                    self._drop_body()
+                    await self._failed(exc)
+                if not batch:
+                    continue
+            buffer.extend(batch)
+            return buffer.popleft()
+
+    def _stopping(self) -> bool:
+        return self._expired or self._closed_by_client
+
+    async def _step(self) -> list[StreamEvent] | None:
+        """Run the steps up to their next batch of events (None: the event stream is open),
+        inside a cancel scope that the deadline and `AsyncClient.aclose()` cancel."""
         if self._gen is None:
             if self._inv.mode == "auto":
                 await self._arrive()
@@ -235,7 +328,7 @@ class RunStream:
             )
             self._gen = self._steps()
             if self._inv.timeout is not None:
-                self._deadline = anyio.current_time() + self._inv.timeout
+                self._deadline = _now() + self._inv.timeout
                 self._timer = asyncio.get_running_loop().call_at(
                     self._deadline, _expire, weakref.ref(self)
                 )
@@ -247,32 +340,42 @@ class RunStream:
                 batch = await self._gen.__anext__()
         except BaseException as exc:
             self._step_ended()
-            self._done = True
-            cancelled = isinstance(exc, anyio.get_cancelled_exc_class())
-            await self._stop("cancel" if cancelled else "error")
-            if isinstance(exc, APITimeoutError) and anyio.current_time() >= self._deadline:
-                self._observed("timeout")
-                raise self._timeout_error() from exc
-            self._observed(exc)
-            raise
+            await self._failed(exc)
         self._step_ended()
         if scope.cancelled_caught:
-            self._done = True
-            await self._stop("client closed" if self._closed_by_client else "deadline")
-            self._observed("cancelled" if self._closed_by_client else "timeout")
-            if self._closed_by_client:
-                raise ClientStateError(
-                    "the client was closed while this invocation was running"
-                    + (f"; run {self.run_id} was cancelled" if self.run_id else "")
-                )
-            raise self._timeout_error()
-        if isinstance(batch[-1], RunFinished):
+            await self._cut()
+        if batch is not None and isinstance(batch[-1], RunFinished):
             self._done = True
             self._result = batch[-1].result
             await self._finish_gen()
             self._observed(None)
-        self._buffer.extend(batch)
-        return self._buffer.popleft()
+        return batch
+
+    async def _failed(self, exc: BaseException) -> NoReturn:
+        """A step raised `exc`: stop the invocation (cancel the run), then raise."""
+        self._done = True
+        cancelled = isinstance(exc, anyio.get_cancelled_exc_class())
+        await self._stop("cancel" if cancelled else "error")
+        if isinstance(exc, APITimeoutError) and _now() >= self._deadline:
+            self._observed("timeout")
+            raise self._timeout_error() from exc
+        self._observed(exc)
+        raise exc
+
+    async def _cut(self) -> NoReturn:
+        """The deadline passed, or the client closed, during a step: stop, then raise."""
+        self._step_ended()
+        self._drop_body()
+        self._done = True
+        closed = self._closed_by_client
+        await self._stop("client closed" if closed else "deadline")
+        self._observed("cancelled" if closed else "timeout")
+        if closed:
+            raise ClientStateError(
+                "the client was closed while this invocation was running"
+                + (f"; run {self.run_id} was cancelled" if self.run_id else "")
+            )
+        raise self._timeout_error()
 
     async def _arrive(self) -> None:
         """Let the invocations started together with this one arrive (one event-loop turn)
@@ -290,6 +393,7 @@ class RunStream:
 
     def _step_ended(self) -> None:
         self._scope = None
+        self._reading = False
         if self._idle is not None:
             self._idle.set()
             self._idle = None
@@ -389,7 +493,7 @@ class RunStream:
                         if isinstance(ev, RunUpdated):
                             self._apply_run(ev.run, "stream")
                         elif isinstance(ev, ThreadStarted):
-                            m.thread_created(ev.thread_id, anyio.current_time())
+                            m.thread_created(ev.thread_id, _now())
                 if m.run_id is not None:
                     return
         if m.run_id is None and m.thread_id is not None and not m.finished:
@@ -400,7 +504,7 @@ class RunStream:
         but the run id never came: look the run up on the thread, so it can be cancelled."""
         m = self._machine
         assert m is not None and m.thread_id is not None
-        grace = anyio.current_time() + CANCEL_GRACE
+        grace = _now() + CANCEL_GRACE
 
         async def call(req: Any) -> Any:
             return await self._request(req, deadline=grace)
@@ -428,6 +532,7 @@ class RunStream:
 
     async def _finish_gen(self) -> None:
         self._disarm()
+        self._drop_body()
         gen, self._gen = self._gen, None
         if gen is not None:
             self._ctx.end(self._machine, self._mode)
@@ -436,7 +541,7 @@ class RunStream:
 
     # -- the steps ----------------------------------------------------------------------
 
-    async def _steps(self) -> AsyncGenerator[list[StreamEvent], None]:
+    async def _steps(self) -> AsyncGenerator[list[StreamEvent] | None, None]:
         inv, col, ctx = self._inv, self._col, self._ctx
         group = ctx.poll_group(inv.agent)
         ticket = group.ticket()
@@ -450,7 +555,7 @@ class RunStream:
             col.earlier = await self._run_message_ids(inv.thread_id, inv.run_id)
         # Following a run that exists: no input, no outputs, just its id.
         attach = inv.run_id is not None and not inv.tool_outputs and not inv.messages
-        start = anyio.current_time()
+        start = _now()
         m = self._machine = RunMachine(
             mode=self._mode,
             now=start,
@@ -469,12 +574,19 @@ class RunStream:
                 # run created after it ended, or the schedule learned): `_poll_sleep`.
                 action = await _poll_sleep(group, ticket, m, action)
             elif isinstance(action, Send) and action.stream:
-                async with contextlib.aclosing(self._stream(action)) as items:
-                    async for item in items:
-                        if isinstance(item, _Next):
-                            action = item.action
-                        else:
-                            yield item
+                await self._open_stream(action)
+                # The streaming phase: `__anext__` reads the body itself, chunk by chunk, until
+                # the machine moves on (`_after`).
+                yield None
+                after, self._after = self._after, None
+                assert after is not None
+                action = after
+                body, self._body = self._body, None
+                if body is not None:  # it ended with `done`: read the rest, reuse the connection
+                    try:
+                        await _drain(body)
+                    finally:
+                        body.finish()
             elif isinstance(action, Send):
                 action = await self._send(action)
             else:  # pragma: no cover - the machine only asks for ReadStream while streaming
@@ -575,7 +687,7 @@ class RunStream:
         op, protocol = action.op, self._protocol
         if op is Op.LIST_MESSAGES:
             await self._list_messages()
-            return m.messages_fetched(anyio.current_time())
+            return m.messages_fetched(_now())
         if op is Op.FIND_RUN:
             assert m.thread_id is not None
             found = await protocol.latest_run(self._request, m.thread_id)
@@ -592,7 +704,7 @@ class RunStream:
         if op is Op.CREATE_THREAD:
             data = await self._request(req)
             seen = len(m.history)
-            nxt = m.thread_ready(protocol.parse_thread_id(data), anyio.current_time())
+            nxt = m.thread_ready(protocol.parse_thread_id(data), _now())
             self._note_moves(seen)
             return nxt
         if op in (Op.CREATE_THREAD_AND_RUN, Op.CREATE_RUN, Op.SUBMIT_TOOL_OUTPUTS):
@@ -606,12 +718,12 @@ class RunStream:
             except (APIConnectionError, APIStatusError) as exc:
                 if isinstance(exc, APIStatusError) and exc.status_code not in _TRANSIENT_STATUSES:
                     raise
-                if anyio.current_time() >= self._deadline:
+                if _now() >= self._deadline:
                     raise
                 # The run exists and may still finish: poll it again rather than fail the
                 # invocation and leave the run unseen. The deadline bounds this.
                 logger.debug("poll of run %s failed (%s); polling again", m.run_id, exc)
-                return m.poll_failed(anyio.current_time())
+                return m.poll_failed(_now())
             return self._apply_run(protocol.parse_run(data), "poll")
         assert op is Op.CANCEL_RUN
         return self._apply_run(protocol.parse_run(await self._request(req)), "response")
@@ -623,14 +735,12 @@ class RunStream:
         assert m is not None
         self._col.run = run
         if STATUS_TO_STATE.get(run.status) in ACTIVE_STATES:
-            self._col.last_active_at = anyio.current_time()
+            self._col.last_active_at = _now()
         seen = len(m.history)
         # A run that names no thread (a v2 response may echo `conversation: null`) is on the
         # invocation's own thread, if it has one.
         thread_id = run.thread_id or m.thread_id or ""
-        action = m.run_update(
-            run.status, run_id=run.id, thread_id=thread_id, now=anyio.current_time(), via=via
-        )
+        action = m.run_update(run.status, run_id=run.id, thread_id=thread_id, now=_now(), via=via)
         self._note_moves(seen)
         return action
 
@@ -658,13 +768,14 @@ class RunStream:
                     StateChanged(t.state, prev.state, t.at, m.thread_id, m.run_id)
                 )
 
-    async def _stream(self, action: Send) -> AsyncGenerator[list[StreamEvent] | _Next, None]:
+    async def _open_stream(self, action: Send) -> None:
+        """Send the streamed create (in a client task, see `_create`) and open its body for
+        the streaming phase."""
         m = self._machine
         assert m is not None
         req = self._protocol.request(action.op, self._inv, m.thread_id, m.run_id, stream=True)
         transport = self._ctx.transport
         self._col.requests += 1
-        decoder = SSEDecoder()
         deadline = self._deadline if math.isfinite(self._deadline) else None
 
         async def open_stream(progress: RequestProgress) -> BodyChunks:
@@ -683,59 +794,91 @@ class RunStream:
         body = await self._create(open_stream)
         if self._col.request_id is None:
             self._col.request_id = request_id_of(body.headers)
-        eof = False
-        handed_off = False
-        # Per event below: local names, not attribute lookups.
-        emit, pending, public_delta = self._emit, self._col.pending, self._col.public_delta
-        quiet, stream_events = self._protocol.quiet_events, self._protocol.stream_events
-        on_event = self._on_stream_event
+        self._body = body
+        self._decoder = SSEDecoder()
+        self._reader = body.reader
+        # Per event in `_on_chunk`: one attribute, not six.
+        self._hot = (
+            self._emit,
+            self._col.pending,
+            self._col.public_delta,
+            self._protocol.quiet_events,
+            self._protocol.stream_events,
+        )
+
+    def _on_chunk(self, chunk: bytes) -> list[StreamEvent]:
+        """Decode one chunk of the event stream and apply its events; return the caller's.
+
+        When the machine moves on (the stream is done, or an event ends the reading), the
+        streaming phase ends: `_after` holds the machine's action, and the body is closed
+        (or, after `done`, left for `_steps` to drain).
+        """
+        m = self._machine
+        assert m is not None and self._decoder is not None
+        if not chunk:  # the end of the body
+            self._decoder.close()
+            self._end_stream(m.stream_done(_now()), finish=True)
+            return []
+        emit, pending, public_delta, quiet, stream_events = self._hot
+        # The events of one chunk go out together: one `__anext__` per chunk, not per event.
+        batch: list[StreamEvent] = []
+        for sse in self._decoder.feed(chunk):
+            if not emit and sse.event in quiet:
+                continue
+            for ev in stream_events(sse):
+                nxt = _READ if type(ev) is TextDelta else self._on_stream_event(ev)
+                if pending:
+                    batch.extend(pending)
+                    pending.clear()
+                if nxt is _READ or isinstance(nxt, ReadStream):
+                    if emit:
+                        out = public_delta(ev)
+                        if out is not None:
+                            batch.append(out)
+                    continue
+                self._end_stream(nxt, finish=not isinstance(ev, StreamEnded))
+                return batch
+        return batch
+
+    def _end_stream(self, after: Send | Sleep | ReadStream | Finish, *, finish: bool) -> None:
+        """The streaming phase is over; the steps go on with `after`."""
+        self._after = after
+        self._reader = None
+        if finish:
+            body, self._body = self._body, None
+            if body is not None:
+                body.finish()
+
+    async def _read_failed(self, exc: BaseException) -> bytes | None:
+        """A body read raised `exc`: the bytes salvaged before a break, None when the stream
+        broke (the steps go on by polling), else the invocation stops and this raises."""
+        if isinstance(exc, _Interrupted):
+            await self._cut()
+        body, m = self._body, self._machine
+        assert body is not None and m is not None
         try:
-            while not eof:
-                try:
-                    frames = decoder.feed(await body.__anext__())
-                except StopAsyncIteration:
-                    eof = True
-                    frames = decoder.close()
-                # The events of one chunk go out together: one resume of this generator
-                # (and one deadline scope in `__anext__`) per chunk, not per event.
-                batch: list[StreamEvent] = []
-                for sse in frames:
-                    if not emit and sse.event in quiet:
-                        continue
-                    for ev in stream_events(sse):
-                        nxt = on_event(ev)
-                        if pending:
-                            batch.extend(pending)
-                            pending.clear()
-                        if nxt is _READ or isinstance(nxt, ReadStream):
-                            if emit:
-                                out = public_delta(ev)
-                                if out is not None:
-                                    batch.append(out)
-                            continue
-                        if batch:
-                            yield batch
-                        if isinstance(ev, StreamEnded):
-                            await _drain(body)
-                        yield _Next(nxt)
-                        return
-                if batch:
-                    yield batch
+            return body.failed(exc)
         except StreamInterruptedError:
             logger.debug("stream of run %s broke; finishing it by polling", m.run_id)
-            yield _Next(m.stream_lost(anyio.current_time()))
+            self._end_stream(m.stream_lost(_now()), finish=True)
+            return None
+        except BaseException as err:
+            self._drop_body()
+            await self._failed(err)
+
+    def _drop_body(self) -> None:
+        """The streaming phase stops early: a body from before the service named the run goes
+        to the cleanup (it reads on for the run id, see `_adopt`), any other is closed."""
+        body, self._body = self._body, None
+        self._reader = None
+        if body is None:
             return
-        except BaseException:
-            if m.run_id is None and not eof and not m.finished:
-                # Stopped before the service named the run: the cleanup reads on to learn
-                # its id and cancel it.
-                self._orphan = (body, decoder)
-                handed_off = True
-            raise
-        finally:
-            if not handed_off:
-                body.finish()
-        yield _Next(m.stream_done(anyio.current_time()))
+        m = self._machine
+        if m is not None and m.run_id is None and not m.finished:
+            assert self._decoder is not None
+            self._orphan = (body, self._decoder)
+        else:
+            body.finish()
 
     def _on_stream_event(self, ev: Event) -> Send | Sleep | ReadStream | Finish:
         if type(ev) is TextDelta:  # most of a stream
@@ -757,15 +900,15 @@ class RunStream:
             return _READ
         if isinstance(ev, ThreadStarted):
             seen = len(m.history)
-            action = m.thread_created(ev.thread_id, anyio.current_time())
+            action = m.thread_created(ev.thread_id, _now())
             self._note_moves(seen)
             return action
         if isinstance(ev, StreamEnded):
-            return m.stream_done(anyio.current_time())
+            return m.stream_done(_now())
         # An error event: the service reports a failure inside the stream; the run's own
         # status (polled next) says what happened to it.
         logger.debug("stream error event for run %s: %s", m.run_id, ev.code)
-        return m.stream_lost(anyio.current_time())
+        return m.stream_lost(_now())
 
     async def _waiting_run(self) -> str:
         """The run of the invocation's thread that waits for tool outputs."""
@@ -826,12 +969,12 @@ class RunStream:
             return
         seen = len(m.history)
         if m.run_id is None or m.thread_id is None:
-            m.cancel(anyio.current_time(), reason)
+            m.cancel(_now(), reason)
             self._note_moves(seen)
             return
         with anyio.move_on_after(CANCEL_GRACE), _otel.current(self._obs):
             try:
-                action = m.cancel(anyio.current_time(), reason)
+                action = m.cancel(_now(), reason)
                 self._note_moves(seen)
                 if isinstance(action, Send):
                     protocol = self._protocol
@@ -839,7 +982,7 @@ class RunStream:
                         Op.CANCEL_RUN, self._inv, m.thread_id, m.run_id, stream=False
                     )
                     # The cleanup's own bound, not the invocation's (it may have passed).
-                    grace = anyio.current_time() + CANCEL_GRACE
+                    grace = _now() + CANCEL_GRACE
                     data = await self._request(req, deadline=grace)
                     self._apply_run(protocol.parse_run(data), "response")
             except BadRequestError:
@@ -864,17 +1007,22 @@ def _expire(ref: weakref.ref[RunStream]) -> None:
     stream._expired = True
     if stream._scope is not None:
         stream._scope.cancel()
+    elif stream._reading and stream._body is not None:
+        stream._body.interrupt(_Interrupted())  # else the read's end sees `_expired`
+
+
+def _now() -> float:
+    """`anyio.current_time()` on asyncio (the loop's clock), without the backend lookup
+    through sniffio that costs about as much as the call itself; the driver is asyncio's."""
+    return asyncio.get_running_loop().time()
 
 
 #: The machine's "keep reading" (immutable, so one for all).
 _READ = ReadStream()
 
 
-@attrs.frozen
-class _Next:
-    """Internal: the stream reader's next machine action."""
-
-    action: Send | Sleep | ReadStream | Finish
+class _Interrupted(Exception):
+    """Internal: the deadline passed, or the client closed, while a body read waited."""
 
 
 def _run_created_at(m: RunMachine) -> float:
@@ -884,12 +1032,14 @@ def _run_created_at(m: RunMachine) -> float:
     return m.history[0].at
 
 
-async def _drain(chunks: AsyncIterator[bytes]) -> None:
+async def _drain(chunks: BodyChunks) -> None:
     """Read what is left of a finished stream (normally nothing) so the connection is reused.
 
     The `done` event was read: the run's outcome is known, so a connection that breaks now
     (reset, deadline) changes nothing.
     """
+    if chunks.reader.at_eof():
+        return  # usually so: the end of the body came with the `done` event
     with anyio.move_on_after(1.0), contextlib.suppress(StreamInterruptedError, APITimeoutError):
         async for _ in chunks:
             pass

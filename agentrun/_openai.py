@@ -237,6 +237,7 @@ class ChatCompletion(OpenAIObject):
     """
 
     __slots__ = ("run_result",)
+    run_result: RunResult | None
 
     def __init__(self, data: Mapping[str, Any], run_result: RunResult | None = None) -> None:
         super().__init__(data)
@@ -251,6 +252,7 @@ class ChatCompletionChunk(ChatCompletion):
     """A `chat.completion.chunk`."""
 
     __slots__ = ("_choices",)
+    _choices: Any
 
     def __init__(self, data: Mapping[str, Any], run_result: RunResult | None = None) -> None:
         super().__init__(data, run_result)
@@ -264,6 +266,20 @@ class ChatCompletionChunk(ChatCompletion):
             choices = self.__getattr__("choices")
             object.__setattr__(self, "_choices", choices)
         return choices
+
+
+class _Delta(_Obj):
+    """A chunk's `delta`, its `content` (None when absent) an attribute of its own."""
+
+    __slots__ = ("content",)
+    content: Any
+
+
+class _Choice(_Obj):
+    """A chunk's choice, its `delta` wrapped once."""
+
+    __slots__ = ("delta",)
+    delta: _Delta
 
 
 _O = TypeVar("_O", bound=OpenAIObject)
@@ -753,16 +769,25 @@ class CompletionStream:
             }
         data = self._base.copy()
         # `delta` and `usage` are fresh dicts of this class's: the chunk takes them as they are.
-        data["choices"] = (
-            []
-            if delta is None
-            else [{"index": 0, "delta": delta, "finish_reason": finish_reason, "logprobs": None}]
-        )
+        # Its choice and delta are wrapped now, with `delta` and `content` as plain attributes:
+        # `chunk.choices[0].delta.content`, read for every chunk, costs no lookup miss.
+        choices: list[_Choice] = []
+        if delta is None:
+            data["choices"] = []
+        else:
+            choice_data = {"index": 0, "delta": delta, "finish_reason": finish_reason}
+            choice_data["logprobs"] = None
+            data["choices"] = [choice_data]
+            wrapped = _shared(_Delta, delta)
+            wrapped.content = delta.get("content")
+            choice = _shared(_Choice, choice_data)
+            choice.delta = wrapped
+            choices.append(choice)
         if usage is not None:
             data["usage"] = usage
         chunk = _shared(ChatCompletionChunk, data)
-        object.__setattr__(chunk, "run_result", None)
-        object.__setattr__(chunk, "_choices", None)
+        chunk.run_result = None
+        chunk._choices = choices
         return chunk
 
     def _role_first(self, delta: dict[str, Any]) -> dict[str, Any]:

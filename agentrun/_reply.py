@@ -34,6 +34,19 @@ logger = logging.getLogger("agentrun")
 class Reply:
     """What a run produced, gathered from stream events, polls and message listings."""
 
+    __slots__ = (
+        "call_types",
+        "delivered",
+        "earlier",
+        "last_active_at",
+        "messages",
+        "pending",
+        "request_id",
+        "requests",
+        "run",
+        "steps",
+    )
+
     def __init__(self) -> None:
         self.run: Run | None = None
         # In the service's order: first sight in the event stream, or a list's own order
@@ -94,7 +107,7 @@ class Reply:
     def public_delta(self, ev: Event) -> StreamEvent | None:
         """The caller's event for a delta of the stream (None: nothing to hand out)."""
         col = self
-        if isinstance(ev, TextDelta):
+        if type(ev) is TextDelta or isinstance(ev, TextDelta):
             message_id = ev.message_id
             if message_id in col.earlier:
                 return None

@@ -26,9 +26,7 @@ in many small chunks costs linear, not quadratic, time.
 
 from __future__ import annotations
 
-from typing import NoReturn
-
-import attrs
+from typing import NamedTuple, NoReturn
 
 from agentrun._errors import LocalProtocolError, RemoteProtocolError
 
@@ -40,9 +38,9 @@ DEFAULT_MAX_SIZE = 16 * 1024 * 1024
 _BOM = b"\xef\xbb\xbf"
 
 
-@attrs.frozen
-class SSEEvent:
-    """One dispatched Server-Sent Event.
+class SSEEvent(NamedTuple):
+    """One dispatched Server-Sent Event (a named tuple: made for every event of every stream,
+    it is the cheapest immutable record to build).
 
     `event` is ``"message"`` when the frame had no (or an empty) ``event:`` line. `data` is the
     frame's ``data:`` lines joined with ``\\n``. `id` is the stream's last event id at dispatch
@@ -66,6 +64,7 @@ class SSEDecoder:
 
     __slots__ = (
         "_at_start",
+        "_clean",
         "_closed",
         "_data",
         "_data_size",
@@ -91,6 +90,9 @@ class SSEDecoder:
         self._skip_lf = False
         # Still waiting for the first 3 bytes, to know whether they are a BOM.
         self._at_start = True
+        # Nothing of a frame pending, not at the start, not closed or broken: the state in
+        # which `feed` may take a whole single frame at once.
+        self._clean = False
         self._closed = False
         self._error: RemoteProtocolError | None = None
         # The frame being assembled.
@@ -104,6 +106,37 @@ class SSEDecoder:
 
     def feed(self, chunk: bytes) -> list[SSEEvent]:
         """Consume the next bytes of the stream; return the events they completed, in order."""
+        if self._clean and chunk.endswith(b"\n\n") and chunk.startswith(b"event: "):
+            # The usual chunk: exactly one whole `event: NAME` + `data: VALUE` frame, nothing
+            # of another pending. Dispatched at once, with the general path's result; any
+            # other shape (a CR, more lines, bad UTF-8, a frame over the limit) takes it.
+            nl = chunk.find(b"\n")
+            if (
+                chunk.startswith(b"data: ", nl + 1)
+                and chunk.find(b"\n", nl + 7) == len(chunk) - 2
+                and b"\r" not in chunk
+            ):
+                try:
+                    data = chunk[nl + 7 : -2].decode()
+                    event = chunk[7:nl].decode() or "message"
+                except UnicodeDecodeError:
+                    pass
+                else:
+                    if len(data) < self._max_size:
+                        return [SSEEvent(event, data, self._last_id)]
+        events = self._feed(chunk)
+        self._clean = not (
+            self._pending
+            or self._data
+            or self._event
+            or self._frame_retry is not None
+            or self._skip_lf
+            or self._at_start
+        )
+        return events
+
+    def _feed(self, chunk: bytes) -> list[SSEEvent]:
+        """`feed` in general: any bytes, any state."""
         if self._closed:
             raise LocalProtocolError("SSEDecoder.feed() called after close()")
         if self._error is not None:
@@ -171,6 +204,7 @@ class SSEDecoder:
         such a partial frame was dropped.
         """
         self._closed = True
+        self._clean = False
         return []
 
     @property
@@ -181,6 +215,7 @@ class SSEDecoder:
     # -- internals -------------------------------------------------------------------------
 
     def _fail(self, message: str) -> NoReturn:
+        self._clean = False
         self._error = RemoteProtocolError(message)
         raise self._error
 

@@ -668,6 +668,68 @@ class _StreamContext(AbstractAsyncContextManager["BodyChunks"]):
             self._chunks.finish()
 
 
+#: aiohttp's socket read timeout error (3.10+), a `ServerTimeoutError`.
+_SocketTimeout: type[Exception] = getattr(aiohttp, "SocketTimeoutError", aiohttp.ServerTimeoutError)
+
+
+class _IdleWatch:
+    """The `sock_read` bound (`Transport(read_timeout=...)`) of a streamed body, kept with one
+    timer per eighth of it rather than aiohttp's one per packet received.
+
+    aiohttp re-arms an asyncio timer for every packet (cancelling the last), and a streamed
+    body is one packet per event. This takes the bound over from aiohttp for one response:
+    every `limit / 8` seconds it looks whether bytes arrived since it last looked, and after
+    8 looks without any it fails the body as aiohttp would (a `SocketTimeoutError` on the
+    reader), so a body silent for `limit` seconds fails after between `limit` and `9/8 limit`.
+    """
+
+    __slots__ = ("_content", "_handle", "_loop", "_seen", "_silent", "_tick_s")
+
+    TICKS = 8
+
+    def __init__(
+        self, content: aiohttp.StreamReader, limit: float, loop: asyncio.AbstractEventLoop
+    ) -> None:
+        self._content = content
+        self._loop = loop
+        self._tick_s = limit / self.TICKS
+        self._seen = content.total_bytes
+        self._silent = 0
+        self._handle = loop.call_later(self._tick_s, self._tick)
+
+    @classmethod
+    def take_over(cls, response: aiohttp.ClientResponse) -> _IdleWatch | None:
+        """Take the read bound of `response` over from aiohttp (None: it has none, or the
+        response holds no connection any more)."""
+        conn = response.connection
+        protocol = conn.protocol if conn is not None else None
+        limit = getattr(protocol, "read_timeout", None)
+        if protocol is None or not limit:
+            return None
+        # For this response only: aiohttp sets it again for every request on the connection.
+        # The timer aiohttp armed last goes at the next packet (or fires, as before).
+        protocol.read_timeout = None
+        return cls(response.content, limit, asyncio.get_running_loop())
+
+    def _tick(self) -> None:
+        content = self._content
+        if content.is_eof() or content.exception() is not None:
+            return
+        total = content.total_bytes
+        if total != self._seen:
+            self._seen = total
+            self._silent = 0
+        else:
+            self._silent += 1
+            if self._silent >= self.TICKS:
+                content.set_exception(_SocketTimeout("Timeout on reading data from socket"))
+                return
+        self._handle = self._loop.call_later(self._tick_s, self._tick)
+
+    def cancel(self) -> None:
+        self._handle.cancel()
+
+
 class BodyChunks(AsyncIterator[bytes]):
     """The body of a streamed 2xx response, chunk by chunk as the bytes arrive."""
 
@@ -680,6 +742,7 @@ class BodyChunks(AsyncIterator[bytes]):
         "_path",
         "_response",
         "_timer",
+        "_watch",
     )
 
     def __init__(
@@ -701,6 +764,7 @@ class BodyChunks(AsyncIterator[bytes]):
         # One timer for the whole body (armed at the first read), not a timed cancel scope
         # per chunk: at the deadline it fails the pending (or next) read.
         self._timer: asyncio.TimerHandle | None = None
+        self._watch = _IdleWatch.take_over(response)
 
     @property
     def status(self) -> int:
@@ -716,43 +780,79 @@ class BodyChunks(AsyncIterator[bytes]):
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        if self._watch is not None:
+            self._watch.cancel()
+            self._watch = None
         if self._response.content.at_eof():
             self._response.release()
         else:
             self._response.close()
 
+    @property
+    def reader(self) -> aiohttp.StreamReader:
+        """The body's reader, for a caller that reads it itself (`readany()`, the hot path of
+        the driver's streaming phase) and hands what a read raised to `failed`."""
+        return self._response.content
+
     async def __anext__(self) -> bytes:
         if self._done:
             raise StopAsyncIteration
-        thread_id, run_id = self._ids
-        chunk = b""
         try:
             if self._broken is not None:
                 raise self._broken
             if self._timer is None and self._deadline is not None:
                 self._arm(self._deadline)
             chunk = await self._response.content.readany()
-        except _BodyDeadline:
-            self.finish()
-            _raise_deadline(self._method, self._path, thread_id, run_id)
-        except _TRANSPORT_ERRORS as exc:
-            salvaged = self._salvage()
-            if salvaged:
-                # Bytes that arrived before the break still count (they may name the run):
-                # deliver them, and report the break on the next read.
-                self._broken = exc
-                return salvaged
-            self.finish()
-            raise StreamInterruptedError(
-                f"{self._method} {self._path}: the connection broke while the response was "
-                f"arriving ({type(exc).__name__}); the service did receive the request",
-                thread_id=thread_id,
-                run_id=run_id,
-            ) from exc
+        except (_BodyDeadline, *_TRANSPORT_ERRORS) as exc:
+            return self.failed(exc)
         if not chunk:
             self.finish()
             raise StopAsyncIteration
         return chunk
+
+    def failed(self, exc: BaseException) -> bytes:
+        """What a read that raised `exc` means: the bytes that arrived before a break (the break
+        is then reported by the next read), else the agentrun error it maps to (raised, the
+        body finished). An exception that is not the body's own (a cancellation, say) is
+        raised again as it is."""
+        if self._broken is not None and exc is not self._broken:
+            exc = self._broken  # the break reported after the salvaged bytes
+        thread_id, run_id = self._ids
+        if isinstance(exc, _BodyDeadline):
+            self.finish()
+            _raise_deadline(self._method, self._path, thread_id, run_id)
+        if not isinstance(exc, _TRANSPORT_ERRORS):
+            raise exc
+        salvaged = b"" if self._broken is not None else self._salvage()
+        if salvaged:
+            # Bytes that arrived before the break still count (they may name the run):
+            # deliver them, and report the break on the next read.
+            self._broken = exc
+            return salvaged
+        self.finish()
+        raise StreamInterruptedError(
+            f"{self._method} {self._path}: the connection broke while the response was "
+            f"arriving ({type(exc).__name__}); the service did receive the request",
+            thread_id=thread_id,
+            run_id=run_id,
+        ) from exc
+
+    def interrupt(self, exc: BaseException) -> bool:
+        """Fail the read under way, if one waits, with `exc`, leaving the body readable after
+        it (a cleanup may read on for the run id). Returns whether a read was waiting.
+
+        aiohttp's `StreamReader` (3.x) parks a reader on the future `_waiter`; without it
+        (another aiohttp), `exc` is set on the reader, and later reads raise it too.
+        """
+        content = self._response.content
+        if not hasattr(content, "_waiter"):  # pragma: no cover - a reader that changed shape
+            content.set_exception(exc)
+            return True
+        waiter: asyncio.Future[None] | None = content._waiter
+        if waiter is None or waiter.done():
+            return False
+        waiter.set_exception(exc)
+        return True
 
     def _arm(self, deadline: float) -> None:
         """Arm the body's deadline: from then on a read waiting past it raises `_BodyDeadline`."""

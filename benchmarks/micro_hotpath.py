@@ -7,7 +7,10 @@ Two measurements in one process, CPU time (`time.process_time()`), on a service-
   in microseconds per event;
 * ``chunks``: building an OpenAI chunk (`CompletionStream`) and reading
   ``chunk.choices[0].delta.content`` as `benchmarks/runners/run_agentrun.py` does, in
-  microseconds per chunk.
+  microseconds per chunk;
+* ``burst``: the other events of one streamed call (thread, run, message and step events with
+  objects of the emulator's shape, 12 in all, one SSE frame each) decoded and parsed, in
+  microseconds per call.
 
 Compare two trees by running it with each on ``PYTHONPATH`` (alternate them; the machine is
 shared). Used for the before/after figures in benchmarks/analysis.md.
@@ -44,6 +47,93 @@ def _delta(i: int) -> dict[str, Any]:
     return {"id": "msg_1", "object": "thread.message.delta", "delta": {"content": [text]}}
 
 
+def _run(status: str) -> dict[str, Any]:
+    return RUN | {
+        "status": status,
+        "started_at": None,
+        "expires_at": 1700000600,
+        "cancelled_at": None,
+        "failed_at": None,
+        "completed_at": 2 if status == "completed" else None,
+        "required_action": None,
+        "last_error": None,
+        "model": "gpt-4o",
+        "instructions": "You are a helpful agent.",
+        "tool_resources": {},
+        "temperature": 1.0,
+        "top_p": 1.0,
+        "max_completion_tokens": None,
+        "max_prompt_tokens": None,
+        "truncation_strategy": {"type": "auto", "last_messages": None},
+        "incomplete_details": None,
+        "usage": {"prompt_tokens": 9, "completion_tokens": 49, "total_tokens": 58}
+        if status == "completed"
+        else None,
+        "response_format": "auto",
+        "tool_choice": "auto",
+        "parallel_tool_calls": True,
+    }
+
+
+def _message(status: str, text: str) -> dict[str, Any]:
+    content = [{"type": "text", "text": {"value": text, "annotations": []}}] if text else []
+    return {
+        "id": "msg_1",
+        "object": "thread.message",
+        "created_at": 1,
+        "assistant_id": "asst_1",
+        "thread_id": "thread_1",
+        "run_id": "run_1",
+        "status": status,
+        "incomplete_details": None,
+        "completed_at": 2 if status == "completed" else None,
+        "incomplete_at": None,
+        "role": "assistant",
+        "content": content,
+        "attachments": [],
+        "metadata": {},
+    }
+
+
+def _step(status: str) -> dict[str, Any]:
+    return {
+        "id": "step_1",
+        "object": "thread.run.step",
+        "created_at": 1,
+        "run_id": "run_1",
+        "assistant_id": "asst_1",
+        "thread_id": "thread_1",
+        "type": "message_creation",
+        "status": status,
+        "cancelled_at": None,
+        "completed_at": 2 if status == "completed" else None,
+        "expires_at": None,
+        "failed_at": None,
+        "last_error": None,
+        "step_details": {"type": "message_creation", "message_creation": {"message_id": "msg_1"}},
+        "usage": None,
+    }
+
+
+THREAD = {"id": "thread_1", "object": "thread", "created_at": 1, "metadata": {}}
+TEXT = "".join(f"word{i} " for i in range(49))
+BURST = [
+    f"event: {e}\ndata: {json.dumps(d)}\n\n".encode()
+    for e, d in [
+        ("thread.created", THREAD),
+        ("thread.run.created", _run("queued")),
+        ("thread.run.queued", _run("queued")),
+        ("thread.run.in_progress", _run("in_progress")),
+        ("thread.run.step.created", _step("in_progress")),
+        ("thread.run.step.in_progress", _step("in_progress")),
+        ("thread.message.created", _message("in_progress", "")),
+        ("thread.message.in_progress", _message("in_progress", "")),
+        ("thread.message.completed", _message("completed", TEXT)),
+        ("thread.run.step.completed", _step("completed")),
+        ("thread.run.completed", _run("completed")),
+    ]
+] + [b"event: done\ndata: [DONE]\n\n"]
+
 FRAMES = [("thread.run.created", RUN)] + [("thread.message.delta", _delta(i)) for i in range(49)]
 CHUNKS = [f"event: {e}\ndata: {json.dumps(d)}\n\n".encode() for e, d in FRAMES]
 
@@ -54,6 +144,14 @@ def parse_once(protocol: ClassicProtocol) -> int:
         for sse in decoder.feed(chunk):
             for ev in protocol.stream_events(sse):
                 n += reply.public_delta(ev) is not None
+    return n
+
+
+def burst_once(protocol: ClassicProtocol) -> int:
+    decoder, n = SSEDecoder(), 0
+    for chunk in BURST:
+        for sse in decoder.feed(chunk):
+            n += len(protocol.stream_events(sse))
     return n
 
 
@@ -78,12 +176,14 @@ def main() -> None:
     for name, fn, reps, per in (
         ("parse", lambda: parse_once(protocol), 2000, len(CHUNKS)),
         ("chunks", lambda: chunks_once(deltas), 3000, len(deltas)),
+        ("burst", lambda: burst_once(protocol), 2000, 1),
     ):
         fn()
         t = time.process_time()
         for _ in range(reps):
             fn()
-        print(f"{name}: {(time.process_time() - t) / reps / per * 1e6:.2f} us per event")
+        unit = "call" if name == "burst" else "event"
+        print(f"{name}: {(time.process_time() - t) / reps / per * 1e6:.2f} us per {unit}")
 
 
 if __name__ == "__main__":

@@ -29,6 +29,7 @@ from __future__ import annotations
 import json as _json
 import re
 from collections.abc import Callable, Mapping, Sequence
+from json import scanner as _json_scanner
 from typing import Any, Literal, TypeAlias, TypeVar
 from urllib.parse import quote
 
@@ -616,7 +617,16 @@ StreamEvent: TypeAlias = (
 
 
 def _event_json(ev: SSEEvent) -> dict[str, Any]:
-    return _obj(decode_json(ev.data, f"{ev.event} event"), f"{ev.event} event")
+    data = ev.data
+    try:
+        # json's C scanner straight; anything it does not take whole (leading or trailing
+        # whitespace, malformed data) goes through `decode_json` for its result or error.
+        value, end = _scan_once(data, 0)
+    except (StopIteration, ValueError, RecursionError):
+        end = -1
+    if end != len(data):
+        value = decode_json(data, f"{ev.event} event")
+    return _obj(value, f"{ev.event} event")
 
 
 def _message_delta(ev: SSEEvent) -> list[StreamEvent]:
@@ -649,6 +659,12 @@ def _message_delta(ev: SSEEvent) -> list[StreamEvent]:
     return out
 
 
+#: json's scanner (C where available): `(value, end)` of the JSON document at an index.
+_scan_once: Callable[[str, int], tuple[Any, int]] = _json_scanner.make_scanner(
+    _json.JSONDecoder()  # type: ignore[arg-type]
+)
+
+
 def plain_text_delta(ev: SSEEvent) -> tuple[str, int, str] | None:
     """The fast path of `parse_stream_event` for the usual ``thread.message.delta``.
 
@@ -657,15 +673,20 @@ def plain_text_delta(ev: SSEEvent) -> tuple[str, int, str] | None:
     parser's one `TextDelta` holds. Returns None for any other shape, malformed data included;
     `parse_stream_event` then decides (and raises what it raises).
     """
+    data = ev.data
     try:
-        d = _json.loads(ev.data)
+        # The C scanner straight, as `json.loads` does after its checks; a document with
+        # anything after it (even whitespace) takes the general path.
+        d, end = _scan_once(data, 0)
+        if end != len(data):
+            return None
         message_id = d["id"]
         (item,) = d["delta"]["content"]
         text = item["text"]
         value = text["value"]
         index = item.get("index", 0)
         annotations = text.get("annotations")
-    except (ValueError, RecursionError, LookupError, TypeError, AttributeError):
+    except (StopIteration, ValueError, RecursionError, LookupError, TypeError, AttributeError):
         return None
     if (
         type(message_id) is str
