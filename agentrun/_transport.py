@@ -17,6 +17,7 @@ lets the rest of the package ignore aiohttp.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import importlib.metadata
 import json as jsonlib
@@ -49,6 +50,7 @@ from agentrun._errors import (
     parse_error_body,
     status_error_class,
 )
+from agentrun._gate import PoolGate
 from agentrun._retry import Failure, RetryPolicy, decide, request_id_of, retry_after_seconds
 
 __all__ = [
@@ -170,6 +172,7 @@ class Transport:
         self._token_cache = token_cache
         self._api_version = api_version
         self._limit = limit
+        self._gate = PoolGate(limit)
         self._ssl = _ssl_setting(verify)
         self._retry_policy = retry_policy
         self._base_headers = {"User-Agent": user_agent, "Accept": "application/json"}
@@ -386,6 +389,7 @@ class Transport:
         if scope.cancelled_caught or response is None:
             if response is not None:
                 response.close()
+                self._gate.release()
             _raise_deadline(method, path, thread_id, run_id)
         return response
 
@@ -415,6 +419,10 @@ class Transport:
         url = yarl.URL(f"{self._base_url}/{path.lstrip('/')}{sep}{query}", encoded=True)
         attempt = 0
         auth_retried = False
+        gate = self._gate
+        # Requests about a run that exists (polls, lists, cancels) are admitted to the pool
+        # before requests that start new work (`PoolGate`).
+        urgent = method != "POST" or path.endswith("/cancel")
         while True:
             attempt += 1
             token = await self._token_cache.get_token()
@@ -424,6 +432,9 @@ class Transport:
             error: AgentRunError
             cause: BaseException | None = None
             retryable = True
+            # Waiting here sends nothing: a create cancelled in line never reaches the service.
+            await gate.acquire(urgent)
+            holding = True
             self._requests_sent += 1
             started = time.monotonic()
             try:
@@ -445,6 +456,7 @@ class Transport:
                 self._by_status[status] = self._by_status.get(status, 0) + 1
                 if 200 <= status < 300 and not read_body:
                     _otel.http_done(method, path, status, attempt, response.headers, started)
+                    holding = False  # the slot goes with the open body (`BodyChunks.finish`)
                     return response
                 try:
                     body = await response.read()
@@ -480,6 +492,9 @@ class Transport:
                         attempt -= 1  # a re-authentication does not use up an attempt
                         _otel.retry(method, path, 401, "401: a fresh token", 0.0, attempt)
                         continue
+            finally:
+                if holding:
+                    gate.release()
 
             if not retryable:
                 raise error from cause
@@ -655,7 +670,9 @@ class _StreamContext(AbstractAsyncContextManager["BodyChunks"]):
         response = await self._transport._open_stream(
             method, path, params, json, deadline, thread_id, run_id, self._progress
         )
-        self._chunks = BodyChunks(response, method, path, deadline, thread_id, run_id)
+        self._chunks = BodyChunks(
+            response, method, path, deadline, thread_id, run_id, self._transport._gate
+        )
         return self._chunks
 
     async def __aexit__(
@@ -737,6 +754,7 @@ class BodyChunks(AsyncIterator[bytes]):
         "_broken",
         "_deadline",
         "_done",
+        "_gate",
         "_ids",
         "_method",
         "_path",
@@ -753,8 +771,11 @@ class BodyChunks(AsyncIterator[bytes]):
         deadline: float | None,
         thread_id: str | None,
         run_id: str | None,
+        gate: PoolGate | None = None,
     ) -> None:
         self._response = response
+        # The pool slot the response holds (`PoolGate`), given back once by `finish`.
+        self._gate = gate
         self._method = method
         self._path = path
         self._deadline = deadline
@@ -787,6 +808,19 @@ class BodyChunks(AsyncIterator[bytes]):
             self._response.release()
         else:
             self._response.close()
+        gate, self._gate = self._gate, None
+        if gate is not None:
+            gate.release()
+
+    def __del__(self) -> None:
+        # Dropped unfinished (nothing should do that): aiohttp frees the connection when the
+        # response goes; give its pool slot back too, on the loop's thread.
+        gate = getattr(self, "_gate", None)
+        loop = getattr(getattr(self, "_response", None), "_loop", None)
+        if gate is not None and loop is not None:
+            self._gate = None
+            with contextlib.suppress(RuntimeError):  # the loop is closed: nothing waits
+                loop.call_soon_threadsafe(gate.release)
 
     @property
     def reader(self) -> aiohttp.StreamReader:

@@ -832,3 +832,41 @@ async def test_progress_says_whether_a_request_may_have_been_sent() -> None:
             assert first.sent and not second.sent  # the second waits for the only connection
             release.set()
         assert second.sent
+
+
+@pytest.mark.anyio
+async def test_requests_about_existing_runs_are_admitted_before_creates() -> None:
+    """With the pool full, queued polls (GET) and cancels reach the server before creates
+    (POST) queued earlier, each kind in its order; a stream holds its slot until it ends."""
+    seen: list[str] = []
+    release_stream = anyio.Event()
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        if request.path.endswith("/stream"):
+            response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+            await response.prepare(request)
+            await response.write(b"data: 1\n\n")
+            await release_stream.wait()
+            await response.write_eof()
+            return response
+        seen.append(f"{request.method} {request.path.rsplit('/', 1)[-1]}")
+        return web.json_response({})
+
+    async with serve(handler) as url, Transport(url, token_cache=static_cache(), limit=1) as t:
+        with anyio.fail_after(10):
+            async with t.stream("POST", "threads/runs/stream", json={}) as body:
+                await body.__anext__()  # the only slot is held by this stream
+                async with anyio.create_task_group() as tg:
+                    for name in ("create1", "create2"):
+                        tg.start_soon(lambda n=name: t.request_json("POST", f"threads/{n}"))
+                        await anyio.sleep(0.01)
+                    for name in ("poll1", "poll2"):
+                        tg.start_soon(lambda n=name: t.request_json("GET", f"runs/{n}"))
+                        await anyio.sleep(0.01)
+                    tg.start_soon(lambda: t.request_json("POST", "runs/r1/cancel"))
+                    await anyio.sleep(0.05)
+                    assert seen == []  # nothing got past the full pool
+                    release_stream.set()
+                    async for _ in body:
+                        pass
+    assert seen == ["GET poll1", "GET poll2", "POST cancel", "POST create1", "POST create2"]
