@@ -1,0 +1,69 @@
+"""Attacks on the issue-15 performance changes (the streaming phase that reads the body itself,
+`_IdleWatch`, the poll schedule in groups, `PoolGate` admission), each pinning a defect found
+and fixed, over real sockets on 127.0.0.1 (the emulator, or a small aiohttp.web server)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import anyio
+import pytest
+from aiohttp import web
+
+from agentrun._auth import StaticTokenSource, TokenCache
+from agentrun._transport import Transport
+
+pytestmark = pytest.mark.anyio
+
+
+@asynccontextmanager
+async def _serve(handler: web.RequestHandler) -> AsyncIterator[str]:  # type: ignore[name-defined]
+    """Run an aiohttp.web app answering every path with `handler`; yield the project URL."""
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", handler)
+    runner = web.AppRunner(app, handler_cancellation=True, shutdown_timeout=1.0)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        yield f"http://127.0.0.1:{runner.addresses[0][1]}/api/projects/p"
+    finally:
+        await runner.cleanup()
+
+
+_FRAME = b"event: thread.message.delta\ndata: " + b"x" * 1000 + b"\n\n"
+_FRAMES = 2000  # ~2 MB: far more than aiohttp buffers before it stops reading the socket
+
+
+async def _fast_stream(request: web.Request) -> web.StreamResponse:
+    """An event stream sent as fast as the client takes it, then `done`."""
+    resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+    await resp.prepare(request)
+    for _ in range(_FRAMES):
+        await resp.write(_FRAME)
+    await resp.write(b"event: done\ndata: [DONE]\n\n")
+    await resp.write_eof()
+    return resp
+
+
+async def test_a_busy_consumer_is_not_a_silent_server() -> None:
+    """`read_timeout` bounds the silence of the *server*: a consumer that stops reading for
+    longer than that (busy with an event) while the server keeps sending must still get the
+    whole body. aiohttp stops reading the socket once its buffer is full and stops its read
+    timer with it; `_IdleWatch`, which replaced that timer for streamed bodies, counted the
+    bytes that stopped arriving as silence and failed the body (`StreamInterruptedError`)."""
+    async with (
+        _serve(_fast_stream) as url,
+        Transport(url, token_cache=TokenCache(StaticTokenSource("t")), read_timeout=0.3) as tr,
+    ):
+        total = 0
+        chunks = 0
+        async with tr.stream("POST", "/threads/runs", json={}) as body:
+            async for chunk in body:
+                total += len(chunk)
+                chunks += 1
+                if chunks == 1:
+                    await anyio.sleep(1.2)  # busy: 4x the read timeout, the server is not idle
+        assert total == _FRAMES * len(_FRAME) + len(b"event: done\ndata: [DONE]\n\n")
+        assert tr._gate.in_use == 0
