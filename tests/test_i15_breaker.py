@@ -11,8 +11,11 @@ import anyio
 import pytest
 from aiohttp import web
 
+from agentrun import AsyncClient
 from agentrun._auth import StaticTokenSource, TokenCache
+from agentrun._machine import State
 from agentrun._transport import Transport
+from agentrun.emulator import Emulator, EmulatorSettings, FaultRule, Timing
 
 pytestmark = pytest.mark.anyio
 
@@ -67,3 +70,36 @@ async def test_a_busy_consumer_is_not_a_silent_server() -> None:
                     await anyio.sleep(1.2)  # busy: 4x the read timeout, the server is not idle
         assert total == _FRAMES * len(_FRAME) + len(b"event: done\ndata: [DONE]\n\n")
         assert tr._gate.in_use == 0
+
+
+LONG = Timing(queue_delay=0.01, run_duration=30.0, delta_interval=0.01)
+_ACTIVE = ("queued", "in_progress", "requires_action")
+
+
+def _left_active(emu: Emulator) -> dict[str, int]:
+    """Runs the service still counts as running."""
+    by_status = emu.stats()["runs_by_status"]
+    return {s: n for s, n in by_status.items() if s in _ACTIVE and n}
+
+
+async def test_cancel_before_the_run_id_with_one_pooled_connection_still_cancels_the_run() -> None:
+    """A caller cancelled while its streamed create is open but before the service named the
+    run (only `thread.created` arrived) leaves the body to the cleanup, which reads on for the
+    run id and then looks the run up on the thread to cancel it. The body holds a pool slot
+    until it is finished: with `pool_limit=1` the look-up waited for that very slot until the
+    cleanup's grace ran out, and the run was left going on the service."""
+    async with (
+        Emulator(EmulatorSettings(timing=LONG, stall_limit=30)) as emu,
+        AsyncClient(emu.endpoint, api_key=emu.api_key, pool_limit=1) as client,
+    ):
+        emu.inject(FaultRule(route="POST /threads/runs", kind="stall", after_events=1))
+        with anyio.move_on_after(0.3) as scope:
+            await client.run("asst_abc123", "hi", mode="stream")
+        assert scope.cancelled_caught
+        # The caller waited for the cleanup: the run is cancelled, the slot is free again.
+        assert _left_active(emu) == {}
+        assert client._transport._gate.in_use == 0
+        result = await client.run(
+            "asst_abc123", "[emulator:sleep=0.05] and now?", mode="stream", timeout=20
+        )
+        assert result.state is State.COMPLETED
