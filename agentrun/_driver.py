@@ -274,6 +274,15 @@ class RunStream:
             return buffer.popleft()
         while True:
             if self._done:
+                if self._closed_by_client and self._result is None:
+                    # Closed while the caller was between events (nothing to interrupt).
+                    if self._cleanup is not None:
+                        await self._await_cleanup(self._cleanup)
+                    self._observed("cancelled")
+                    raise ClientStateError(
+                        "the client was closed while this invocation was running"
+                        + (f"; run {self.run_id} was cancelled" if self.run_id else "")
+                    )
                 raise StopAsyncIteration
             reader = self._reader
             if reader is None:

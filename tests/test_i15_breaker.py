@@ -11,9 +11,10 @@ import anyio
 import pytest
 from aiohttp import web
 
-from agentrun import AsyncClient
+from agentrun import AsyncClient, ClientStateError
 from agentrun._auth import StaticTokenSource, TokenCache
 from agentrun._machine import State
+from agentrun._results import TextDelta
 from agentrun._transport import Transport
 from agentrun.emulator import Emulator, EmulatorSettings, FaultRule, Timing
 
@@ -103,3 +104,34 @@ async def test_cancel_before_the_run_id_with_one_pooled_connection_still_cancels
             "asst_abc123", "[emulator:sleep=0.05] and now?", mode="stream", timeout=20
         )
         assert result.state is State.COMPLETED
+
+
+async def test_client_closed_while_the_consumer_is_between_events_raises() -> None:
+    """`AsyncClient.aclose()` stops every invocation still running, and those raise
+    `ClientStateError` (its docstring). A stream consumer busy between two events when the
+    client closes (no read under way, so nothing to interrupt) saw a clean end of iteration
+    instead: a reply cut short with no error and no `RunFinished`."""
+    timing = Timing(queue_delay=0.01, run_duration=0.05, delta_interval=0.01)
+    async with Emulator(EmulatorSettings(timing=timing)) as emu:
+        client = AsyncClient(emu.endpoint, api_key=emu.api_key)
+        outcome: list[object] = []
+        first_delta = anyio.Event()
+
+        async def consume() -> None:
+            try:
+                async with client.stream("asst_abc123", "tell me a long story") as stream:
+                    async for event in stream:
+                        if isinstance(event, TextDelta):
+                            first_delta.set()
+                            await anyio.sleep(0.3)  # busy with the event
+                outcome.append("ended")
+            except ClientStateError as exc:
+                outcome.append(exc)
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(consume)
+            with anyio.fail_after(10):
+                await first_delta.wait()
+            await client.aclose()
+        assert len(outcome) == 1 and isinstance(outcome[0], ClientStateError), outcome
+        assert _left_active(emu) == {}
