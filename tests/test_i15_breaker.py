@@ -4,6 +4,8 @@ and fixed, over real sockets on 127.0.0.1 (the emulator, or a small aiohttp.web 
 
 from __future__ import annotations
 
+import copy
+import pickle
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -11,6 +13,7 @@ import anyio
 import pytest
 from aiohttp import web
 
+import agentrun
 from agentrun import AsyncClient, ClientStateError
 from agentrun._auth import StaticTokenSource, TokenCache
 from agentrun._machine import State
@@ -135,3 +138,31 @@ async def test_client_closed_while_the_consumer_is_between_events_raises() -> No
             await client.aclose()
         assert len(outcome) == 1 and isinstance(outcome[0], ClientStateError), outcome
         assert _left_active(emu) == {}
+
+
+def test_openai_objects_copy_deepcopy_and_pickle() -> None:
+    """A `ChatCompletion` and its streamed `ChatCompletionChunk`s (with their wrapped choice
+    and delta) survive `copy.copy`, `copy.deepcopy` and a pickle round trip, equal to the
+    original, as the openai package's models do (frameworks deep-copy responses to log
+    them). `OpenAIObject.__getattr__` recursed without end on an object whose `_data` was not
+    set yet, which is how `copy` and `pickle` build one."""
+    timing = Timing(queue_delay=0.01, run_duration=0.02, delta_interval=0.001)
+    with Emulator(EmulatorSettings(timing=timing)).in_thread() as emu:
+        common = {
+            "model": "azure_ai/agents/asst_abc123",
+            "api_base": emu.endpoint,
+            "api_key": emu.api_key,
+            "messages": [{"role": "user", "content": "What is 2 * 3?"}],
+        }
+        chunks = list(agentrun.completion(stream=True, **common))
+        reply = agentrun.completion(**common)
+    chunk = chunks[1]
+    assert chunk.choices[0].delta.content
+    for copier in (copy.copy, copy.deepcopy, lambda o: pickle.loads(pickle.dumps(o))):
+        for obj in (chunk, reply, reply.choices[0].message):
+            twin = copier(obj)
+            assert type(twin) is type(obj)
+            assert twin == obj
+        twin = copier(chunk)
+        assert twin.choices[0].delta.content == chunk.choices[0].delta.content
+        assert copier(reply).choices[0].message.content == reply.choices[0].message.content
