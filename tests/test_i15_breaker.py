@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import copy
 import pickle
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
 import anyio
@@ -25,7 +25,9 @@ pytestmark = pytest.mark.anyio
 
 
 @asynccontextmanager
-async def _serve(handler: web.RequestHandler) -> AsyncIterator[str]:  # type: ignore[name-defined]
+async def _serve(
+    handler: Callable[[web.Request], Awaitable[web.StreamResponse]],
+) -> AsyncIterator[str]:
     """Run an aiohttp.web app answering every path with `handler`; yield the project URL."""
     app = web.Application()
     app.router.add_route("*", "/{tail:.*}", handler)
