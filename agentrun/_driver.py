@@ -274,6 +274,15 @@ class RunStream:
             return buffer.popleft()
         while True:
             if self._done:
+                if self._closed_by_client and self._result is None:
+                    # Closed while the caller was between events (nothing to interrupt).
+                    if self._cleanup is not None:
+                        await self._await_cleanup(self._cleanup)
+                    self._observed("cancelled")
+                    raise ClientStateError(
+                        "the client was closed while this invocation was running"
+                        + (f"; run {self.run_id} was cancelled" if self.run_id else "")
+                    )
                 raise StopAsyncIteration
             reader = self._reader
             if reader is None:
@@ -439,6 +448,7 @@ class RunStream:
                     with anyio.move_on_after(CANCEL_GRACE):
                         await self._finish_gen()
                         await self._adopt(reason)
+                        self._release_orphan()
                         await self._cancel_remote(reason)
                     break
                 except asyncio.CancelledError:
@@ -456,9 +466,7 @@ class RunStream:
             pending, self._pending = self._pending, None
             if pending is not None and not pending.done():
                 pending.cancel()
-            orphan, self._orphan = self._orphan, None
-            if orphan is not None:
-                orphan[0].finish()
+            self._release_orphan()
             if reason == "abandoned":
                 self._observed("cancelled")
 
@@ -497,7 +505,15 @@ class RunStream:
                 if m.run_id is not None:
                     return
         if m.run_id is None and m.thread_id is not None and not m.finished:
+            self._release_orphan()
             await self._find_created_run()
+
+    def _release_orphan(self) -> None:
+        """Close the body of a create cut short once it was read for the run id: it holds a
+        pool slot (`PoolGate`) that the cleanup's own requests may need (`pool_limit=1`)."""
+        orphan, self._orphan = self._orphan, None
+        if orphan is not None:
+            orphan[0].finish()
 
     async def _find_created_run(self) -> None:
         """The create reached the service (its stream was open, it may have named the thread)

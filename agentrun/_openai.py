@@ -165,6 +165,10 @@ class OpenAIObject:
         object.__setattr__(self, "_data", dict(data))
 
     def __getattr__(self, name: str) -> Any:
+        if name[:1] == "_":
+            # No JSON field: a private or special name (`copy` and `pickle` look one up on an
+            # object whose `_data` is not set yet; reading `_data` here would recurse).
+            raise AttributeError(name)
         try:
             return _wrap(self._data[name])
         except KeyError:

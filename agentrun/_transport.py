@@ -698,6 +698,8 @@ class _IdleWatch:
     every `limit / 8` seconds it looks whether bytes arrived since it last looked, and after
     8 looks without any it fails the body as aiohttp would (a `SocketTimeoutError` on the
     reader), so a body silent for `limit` seconds fails after between `limit` and `9/8 limit`.
+    While aiohttp has stopped reading the socket (its buffer full: the consumer is behind),
+    the server is not counted silent, as aiohttp's own timer does not run then either.
     """
 
     __slots__ = ("_content", "_handle", "_loop", "_seen", "_silent", "_tick_s")
@@ -733,7 +735,10 @@ class _IdleWatch:
         if content.is_eof() or content.exception() is not None:
             return
         total = content.total_bytes
-        if total != self._seen:
+        # aiohttp stops reading the socket while its buffer is full (the consumer is busy) and
+        # stops its own read timer then: the server is not silent, nothing is read from it.
+        paused = getattr(getattr(content, "_protocol", None), "_reading_paused", False)
+        if total != self._seen or paused:
             self._seen = total
             self._silent = 0
         else:
