@@ -10,6 +10,11 @@ run that exists: polls, message and step lists, cancels) before requests that st
 (creates), each line first come first served. A request admitted here finds a free connection
 in aiohttp's pool (both have the same limit), so aiohttp's own line stays empty.
 
+A run's cancel must not wait behind streams: with a small pool, streams of other invocations
+can hold every connection for minutes, longer than a cleanup may take (`CANCEL_GRACE`), and the
+run would be left going. So one more connection is kept for cancels (`acquire_for_cancel`): a
+cancel that finds every regular slot taken uses it (the connector's limit is `limit + 1`).
+
 A waiter cancelled in line is skipped when its turn comes; a waiter cancelled just as its turn
 came passes the slot on, so no slot is lost. Pure asyncio (the transport is aiohttp, so asyncio,
 already): one future per request that has to wait, nothing per request that does not.
@@ -27,16 +32,21 @@ class PoolGate:
     """At most `limit` requests at once (0: no limit); urgent waiters go first.
 
     `acquire(urgent)` waits for a slot (cancellable; nothing is held after a cancel), and every
-    successful `acquire` must be matched by one `release()`.
+    successful `acquire` must be matched by one `release()`; `acquire_for_cancel()` returns
+    whether it took the slot kept for cancels, to be given back with `release(reserved=True)`.
     """
 
-    __slots__ = ("_in_use", "_limit", "_lines")
+    __slots__ = ("_in_use", "_limit", "_lines", "_reserve_in_use")
+
+    #: Connections kept for cancels beyond `limit` (the connector's limit is `limit + RESERVE`).
+    RESERVE = 1
 
     def __init__(self, limit: int) -> None:
         if limit < 0:
             raise ValueError(f"limit must be >= 0 (0 means no limit), got {limit}")
         self._limit = limit
         self._in_use = 0
+        self._reserve_in_use = 0
         # Index 0: urgent (a run that exists), 1: new work. Cancelled waiters stay in their line
         # until their turn comes (skipped then), so that a cancel costs no O(n) removal.
         self._lines: tuple[collections.deque[asyncio.Future[None]], ...] = (
@@ -73,8 +83,24 @@ class PoolGate:
                 fut.cancel()  # skipped when its turn comes
             raise
 
-    def release(self) -> None:
-        """Give a slot back: to the first live waiter (urgent line first), else to the pool."""
+    async def acquire_for_cancel(self) -> bool:
+        """A slot for a run's cancel: a regular one if free, else the one kept for cancels,
+        else the first place in the urgent line. Returns whether the kept slot was taken."""
+        if self._limit == 0 or self._in_use < self._limit:
+            self._in_use += 1
+            return False
+        if self._reserve_in_use < self.RESERVE:
+            self._reserve_in_use += 1
+            return True
+        await self.acquire(True)
+        return False
+
+    def release(self, reserved: bool = False) -> None:
+        """Give a slot back: to the first live waiter (urgent line first), else to the pool.
+        `reserved`: the slot kept for cancels (`acquire_for_cancel` returned True)."""
+        if reserved:
+            self._reserve_in_use -= 1
+            return
         if self._limit == 0:
             self._in_use -= 1
             return

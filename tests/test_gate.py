@@ -108,3 +108,35 @@ async def test_limit_zero_means_no_limit() -> None:
 def test_a_negative_limit_is_refused() -> None:
     with pytest.raises(ValueError, match="limit"):
         PoolGate(-1)
+
+
+async def test_a_cancel_finds_a_slot_when_every_regular_one_is_held() -> None:
+    """Streams holding every regular slot cannot make a run's cancel wait: it takes the slot
+    kept for cancels; a second cancel at that moment waits first in line."""
+    gate = PoolGate(2)
+    await gate.acquire(False)
+    await gate.acquire(False)
+    assert await asyncio.wait_for(gate.acquire_for_cancel(), 1) is True
+    second = asyncio.ensure_future(gate.acquire_for_cancel())
+    create = asyncio.ensure_future(gate.acquire(False))
+    await _settle()
+    assert not second.done() and not create.done()
+    gate.release(reserved=True)  # the kept slot goes back to the reserve, not to a waiter
+    await _settle()
+    assert not second.done()
+    gate.release()  # a regular slot: the waiting cancel goes before the create
+    await _settle()
+    assert second.done() and second.result() is False and not create.done()
+    gate.release()
+    await _settle()
+    assert create.done()
+    gate.release()
+    gate.release()
+    assert gate.in_use == 0
+
+
+async def test_a_cancel_takes_a_regular_slot_when_one_is_free() -> None:
+    gate = PoolGate(2)
+    await gate.acquire(False)
+    assert await gate.acquire_for_cancel() is False
+    assert gate.in_use == 2
