@@ -66,7 +66,8 @@ _MODES = ("auto", "stream", "poll")
 class AsyncClient:
     """An async client for Azure AI Foundry Agents.
 
-    One client holds one connection pool (`pool_limit` connections) and one token cache, shared
+    One client holds one connection pool (`pool_limit` connections, plus one kept for cancels
+    so that a run's cancel never waits behind streams) and one token cache, shared
     by every invocation made through it. Use it as `async with AsyncClient(...) as client:` or
     call `aclose()`. Credentials are resolved in this order: `credential`, `api_key`,
     `tenant_id`/`client_id`/`client_secret`, then the environment (`AZURE_TENANT_ID`,

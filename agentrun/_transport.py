@@ -271,7 +271,10 @@ class Transport:
         trace.on_connection_create_end.append(_mark_sent)
         trace.on_connection_reuseconn.append(_mark_sent)
         session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=self._limit, ssl=self._ssl),
+            # One connection more than the gate admits, kept for cancels (`PoolGate.RESERVE`).
+            connector=aiohttp.TCPConnector(
+                limit=self._limit + PoolGate.RESERVE if self._limit else 0, ssl=self._ssl
+            ),
             timeout=self._timeout,
             auto_decompress=True,
             cookie_jar=aiohttp.DummyCookieJar(),
@@ -423,6 +426,8 @@ class Transport:
         # Requests about a run that exists (polls, lists, cancels) are admitted to the pool
         # before requests that start new work (`PoolGate`).
         urgent = method != "POST" or path.endswith("/cancel")
+        # A run's cancel may use the connection kept for cancels (`PoolGate.acquire_for_cancel`).
+        cancel = method == "POST" and path.endswith("/cancel")
         while True:
             attempt += 1
             token = await self._token_cache.get_token()
@@ -433,7 +438,11 @@ class Transport:
             cause: BaseException | None = None
             retryable = True
             # Waiting here sends nothing: a create cancelled in line never reaches the service.
-            await gate.acquire(urgent)
+            reserved = False
+            if cancel:
+                reserved = await gate.acquire_for_cancel()
+            else:
+                await gate.acquire(urgent)
             holding = True
             self._requests_sent += 1
             started = time.monotonic()
@@ -494,7 +503,7 @@ class Transport:
                         continue
             finally:
                 if holding:
-                    gate.release()
+                    gate.release(reserved)
 
             if not retryable:
                 raise error from cause

@@ -168,3 +168,38 @@ def test_openai_objects_copy_deepcopy_and_pickle() -> None:
         twin = copier(chunk)
         assert twin.choices[0].delta.content == chunk.choices[0].delta.content
         assert copier(reply).choices[0].message.content == reply.choices[0].message.content
+
+
+async def test_a_cancel_does_not_wait_behind_streams_holding_the_pool() -> None:
+    """With `pool_limit=1`, a long stream of another invocation holds the only pooled
+    connection. A polled invocation that times out meanwhile must still cancel its run within
+    the cleanup's grace: its cancel uses the connection kept for cancels (before, it waited
+    behind the stream, past the grace, and the run was left going)."""
+    async with (
+        Emulator(EmulatorSettings(timing=LONG, stall_limit=30)) as emu,
+        AsyncClient(emu.endpoint, api_key=emu.api_key, pool_limit=1) as client,
+    ):
+        outcome: list[BaseException] = []
+
+        async def polled() -> None:
+            try:
+                await client.run(
+                    "asst_abc123", "[emulator:sleep=20] polled", mode="poll", timeout=1
+                )
+            except agentrun.APITimeoutError as exc:
+                outcome.append(exc)
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(polled)
+            await anyio.sleep(0.2)  # its run is created; now a stream takes the only slot
+            tg.start_soon(
+                lambda: client.run("asst_abc123", "[emulator:sleep=15] streamed", mode="stream")
+            )
+            with anyio.fail_after(8):
+                while not outcome:
+                    await anyio.sleep(0.05)
+            runs = emu.stats()["runs_by_status"]
+            assert runs.get("cancelled", 0) + runs.get("cancelling", 0) == 1, runs
+            tg.cancel_scope.cancel()  # the stream: cancelled too, by its own cleanup
+        assert isinstance(outcome[0], agentrun.APITimeoutError)
+        assert _left_active(emu) == {}
