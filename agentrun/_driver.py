@@ -798,12 +798,16 @@ class RunStream:
         self._decoder = SSEDecoder()
         self._reader = body.reader
         # Per event in `_on_chunk`: one attribute, not six.
+        protocol = self._protocol
         self._hot = (
             self._emit,
             self._col.pending,
             self._col.public_delta,
-            self._protocol.quiet_events,
-            self._protocol.stream_events,
+            protocol.quiet_events,
+            protocol.stream_events,
+            protocol.delta_event,
+            protocol.plain_delta,
+            self._col.text_delta,
         )
 
     def _on_chunk(self, chunk: bytes) -> list[StreamEvent]:
@@ -819,12 +823,32 @@ class RunStream:
             self._decoder.close()
             self._end_stream(m.stream_done(_now()), finish=True)
             return []
-        emit, pending, public_delta, quiet, stream_events = self._hot
+        (
+            emit,
+            pending,
+            public_delta,
+            quiet,
+            stream_events,
+            delta_event,
+            plain_delta,
+            text_delta,
+        ) = self._hot
         # The events of one chunk go out together: one `__anext__` per chunk, not per event.
         batch: list[StreamEvent] = []
         for sse in self._decoder.feed(chunk):
-            if not emit and sse.event in quiet:
+            name = sse.event
+            if not emit and name in quiet:
                 continue
+            if name == delta_event:
+                # Most of a stream: the usual text delta, from the frame straight to the
+                # caller's event (no neutral event; it moves the machine nowhere).
+                plain = plain_delta(sse)
+                if plain is not None:
+                    if emit:
+                        out = text_delta(*plain)
+                        if out is not None:
+                            batch.append(out)
+                    continue
             for ev in stream_events(sse):
                 nxt = _READ if type(ev) is TextDelta else self._on_stream_event(ev)
                 if pending:

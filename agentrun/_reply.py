@@ -104,6 +104,19 @@ class Reply:
                     logger.debug("streamed text of message %s differs from its final text", msg.id)
         return out
 
+    def text_delta(self, message_id: str, index: int, text: str) -> PublicTextDelta | None:
+        """The caller's event for a plain text delta (`RunProtocol.plain_delta`), noted as
+        delivered; None for a message the run wrote before this invocation."""
+        if message_id in self.earlier:
+            return None
+        key = (message_id, index)
+        parts = self.delivered.get(key)
+        if parts is None:
+            self.delivered[key] = [text]
+        else:
+            parts.append(text)
+        return PublicTextDelta(text, message_id, index)
+
     def public_delta(self, ev: Event) -> StreamEvent | None:
         """The caller's event for a delta of the stream (None: nothing to hand out)."""
         col = self

@@ -3,8 +3,9 @@
 Two measurements in one process, CPU time (`time.process_time()`), on a service-shaped stream
 (one `thread.run.created`, then 49 one-part text deltas, one SSE frame per chunk):
 
-* ``parse``: SSE decoding + classic event parsing + the caller's delta (`Reply.public_delta`),
-  in microseconds per event;
+* ``parse``: SSE decoding + classic event parsing + the caller's delta, as the driver does it
+  (`RunProtocol.plain_delta` + `Reply.text_delta` where the tree has them, else
+  `stream_events` + `Reply.public_delta`), in microseconds per event;
 * ``chunks``: building an OpenAI chunk (`CompletionStream`) and reading
   ``chunk.choices[0].delta.content`` as `benchmarks/runners/run_agentrun.py` does, in
   microseconds per chunk;
@@ -140,8 +141,17 @@ CHUNKS = [f"event: {e}\ndata: {json.dumps(d)}\n\n".encode() for e, d in FRAMES]
 
 def parse_once(protocol: ClassicProtocol) -> int:
     decoder, reply, n = SSEDecoder(), Reply(), 0
+    # As the driver's `_on_chunk` does: the usual text delta straight from the frame to the
+    # caller's event where the tree has that path (`RunProtocol.plain_delta`), else through
+    # the neutral event.
+    plain = getattr(protocol, "plain_delta", None)
     for chunk in CHUNKS:
         for sse in decoder.feed(chunk):
+            if plain is not None and sse.event == protocol.delta_event:
+                got = plain(sse)
+                if got is not None:
+                    n += reply.text_delta(*got) is not None
+                    continue
             for ev in protocol.stream_events(sse):
                 n += reply.public_delta(ev) is not None
     return n

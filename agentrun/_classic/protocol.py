@@ -55,6 +55,9 @@ class ClassicProtocol:
         }
     )
 
+    #: Most of a stream; `plain_delta` takes the usual one-part text delta whole.
+    delta_event = "thread.message.delta"
+
     #: Tool outputs resume the thread's waiting run.
     new_run_per_invocation = False
 
@@ -117,6 +120,9 @@ class ClassicProtocol:
             for ev in wire.parse_stream_event(sse)
             if not (isinstance(ev, wire.StepEvent) and ev.step is None)
         ]
+
+    def plain_delta(self, sse: SSEEvent) -> tuple[str, int, str] | None:
+        return wire.plain_text_delta(sse)
 
     def uses_builtin_tools(self, run: Run) -> bool:
         # The run's ``tools`` echo names the tools it may use.

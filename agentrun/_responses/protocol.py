@@ -451,6 +451,8 @@ class ResponsesProtocol:
 
     name = "responses"
     quiet_events = QUIET_EVENTS
+    #: Most of a stream; `plain_delta` takes it whole.
+    delta_event = "response.output_text.delta"
     #: Tool outputs start a new response: no waiting run is looked up, none is resumed.
     new_run_per_invocation = True
 
@@ -484,6 +486,9 @@ class ResponsesProtocol:
 
     def stream_events(self, sse: SSEEvent) -> list[Event]:
         return neutral_events(sse)
+
+    def plain_delta(self, sse: SSEEvent) -> tuple[str, int, str] | None:
+        return wire.plain_text_delta(sse)
 
     def uses_builtin_tools(self, run: Run) -> bool:
         return False  # built-in tool records are output items of the response itself

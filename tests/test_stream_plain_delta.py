@@ -1,0 +1,107 @@
+"""The per-delta fast path at the protocol seam (`RunProtocol.plain_delta`, issue 15): for
+every shape it takes, it gives exactly what the general path (`stream_events`) gives; every
+other shape is left to the general path."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from agentrun._classic.protocol import ClassicProtocol
+from agentrun._errors import RemoteProtocolError
+from agentrun._protocol import TextDelta
+from agentrun._reply import Reply
+from agentrun._responses.protocol import ResponsesProtocol
+from agentrun._results import TextDelta as PublicTextDelta
+from agentrun._sse import SSEEvent
+
+
+def _v2(**fields: Any) -> dict[str, Any]:
+    base: dict[str, Any] = {
+        "type": "response.output_text.delta",
+        "sequence_number": 7,
+        "item_id": "msg_a1",
+        "output_index": 0,
+        "content_index": 0,
+        "delta": "Hel",
+    }
+    base.update(fields)
+    return {k: v for k, v in base.items() if v is not _DROP}
+
+
+_DROP: Any = object()
+
+_V2_SHAPES: list[Any] = [
+    # The usual shapes first (the fast path takes them).
+    _v2(),
+    _v2(sequence_number=_DROP),
+    _v2(content_index=2, delta=""),
+    _v2(type=_DROP),  # the type then comes from the `event:` line
+    # Anything else.
+    _v2(sequence_number=3.0),
+    _v2(sequence_number="3"),
+    _v2(output_index=1.0),
+    _v2(output_index=_DROP),
+    _v2(content_index=True),
+    _v2(content_index=_DROP),
+    _v2(item_id=5),
+    _v2(item_id=_DROP),
+    _v2(delta=None),
+    _v2(type="response.output_text.done", text="Hel"),
+    _v2(type=None),
+    ["not", "an", "object"],
+]
+
+
+@pytest.mark.parametrize("i", range(len(_V2_SHAPES)))
+def test_responses_plain_delta_agrees_with_the_general_path(i: int) -> None:
+    """v2: the fast path returns the values of the one `TextDelta` the general path gives for
+    the usual ``response.output_text.delta`` (with or without `sequence_number` or `type`);
+    any other shape (a float index, a missing or mistyped field, another type, not an object)
+    gives None, and the general path decides (an event or an error)."""
+    protocol = ResponsesProtocol()
+    ev = SSEEvent(protocol.delta_event, json.dumps(_V2_SHAPES[i]))
+    try:
+        general: Any = protocol.stream_events(ev)
+    except RemoteProtocolError:
+        general = "error"
+    fast = protocol.plain_delta(ev)
+    if i < 4:
+        assert fast is not None
+    else:
+        assert fast is None
+    if fast is not None:
+        assert general == [TextDelta(*fast)]
+    assert protocol.plain_delta(SSEEvent(protocol.delta_event, "{not json")) is None
+    assert protocol.plain_delta(SSEEvent(protocol.delta_event, json.dumps(_v2()) + " ")) is None
+
+
+def test_classic_plain_delta_is_the_general_paths_delta() -> None:
+    """Classic: the seam's fast path for ``thread.message.delta`` gives the one `TextDelta`
+    of `stream_events`, and None for a delta with annotations (the general path keeps them)."""
+    protocol = ClassicProtocol()
+    part = {"index": 1, "type": "text", "text": {"value": "lo"}}
+    ev = SSEEvent(protocol.delta_event, json.dumps({"id": "msg_1", "delta": {"content": [part]}}))
+    fast = protocol.plain_delta(ev)
+    assert fast == ("msg_1", 1, "lo")
+    assert protocol.stream_events(ev) == [TextDelta(*fast)]
+    part["text"] = {"value": "lo", "annotations": [{"type": "url_citation"}]}
+    ev = SSEEvent(protocol.delta_event, json.dumps({"id": "msg_1", "delta": {"content": [part]}}))
+    assert protocol.plain_delta(ev) is None
+
+
+def test_text_delta_notes_what_was_delivered_like_public_delta() -> None:
+    """`Reply.text_delta` hands out the same public delta as `Reply.public_delta` for the same
+    neutral delta, notes its text as delivered (so a broken stream's rest is not repeated), and
+    gives nothing for a message written before this invocation."""
+    fast, general = Reply(), Reply()
+    for text in ("Hel", "lo"):
+        got = fast.text_delta("msg_1", 0, text)
+        assert got == general.public_delta(TextDelta("msg_1", 0, text))
+        assert got == PublicTextDelta(text, "msg_1", 0)
+    assert fast.delivered == general.delivered == {("msg_1", 0): ["Hel", "lo"]}
+    fast.earlier = {"msg_0"}
+    assert fast.text_delta("msg_0", 0, "old") is None
+    assert ("msg_0", 0) not in fast.delivered
