@@ -805,6 +805,7 @@ class RunStream:
             self._col.public_delta,
             protocol.quiet_events,
             protocol.stream_events,
+            f"event: {protocol.delta_event}\ndata: ".encode(),
             protocol.delta_event,
             protocol.plain_delta,
             self._col.text_delta,
@@ -829,20 +830,31 @@ class RunStream:
             public_delta,
             quiet,
             stream_events,
+            delta_head,
             delta_event,
             plain_delta,
             text_delta,
         ) = self._hot
+        decoder = self._decoder
+        if emit:
+            # Most of a stream: a chunk that is one whole frame of the usual text delta goes
+            # from its data straight to the caller's event (no `SSEEvent`, no neutral event:
+            # a delta moves the machine nowhere).
+            data = decoder.frame_data(chunk, delta_head)
+            if data is not None:
+                plain = plain_delta(data)
+                if plain is not None:
+                    out = text_delta(*plain)
+                    return [] if out is None else [out]
         # The events of one chunk go out together: one `__anext__` per chunk, not per event.
         batch: list[StreamEvent] = []
-        for sse in self._decoder.feed(chunk):
+        for sse in decoder.feed(chunk):
             name = sse.event
             if not emit and name in quiet:
                 continue
             if name == delta_event:
-                # Most of a stream: the usual text delta, from the frame straight to the
-                # caller's event (no neutral event; it moves the machine nowhere).
-                plain = plain_delta(sse)
+                # A delta frame among others: the same path from its data.
+                plain = plain_delta(sse.data)
                 if plain is not None:
                     if emit:
                         out = text_delta(*plain)

@@ -229,10 +229,11 @@ class RunProtocol(Protocol):
         """One server-sent event as neutral events (unknown events: an empty list)."""
         ...
 
-    def plain_delta(self, sse: SSEEvent) -> tuple[str, int, str] | None:
-        """The usual text delta (an event named `delta_event`) as ``(message id, content
-        index, text)``, straight from the frame: the values of the one `TextDelta` that
-        `stream_events` would give for it, without building it (the per-delta hot path).
+    def plain_delta(self, data: str) -> tuple[str, int, str] | None:
+        """The usual text delta, from the `data` of a frame named `delta_event`, as
+        ``(message id, content index, text)``: the values of the one `TextDelta` that
+        `stream_events` would give for that frame, without building it (the per-delta hot
+        path).
 
         None for any other shape, malformed data included: `stream_events` then decides, and
         raises what it raises."""

@@ -4,7 +4,8 @@ Two measurements in one process, CPU time (`time.process_time()`), on a service-
 (one `thread.run.created`, then 49 one-part text deltas, one SSE frame per chunk):
 
 * ``parse``: SSE decoding + classic event parsing + the caller's delta, as the driver does it
-  (`RunProtocol.plain_delta` + `Reply.text_delta` where the tree has them, else
+  (`SSEDecoder.frame_data` + `RunProtocol.plain_delta` + `Reply.text_delta` where the tree
+  has them, else
   `stream_events` + `Reply.public_delta`), in microseconds per event;
 * ``chunks``: building an OpenAI chunk (`CompletionStream`) and reading
   ``chunk.choices[0].delta.content`` as `benchmarks/runners/run_agentrun.py` does, in
@@ -145,13 +146,16 @@ def parse_once(protocol: ClassicProtocol) -> int:
     # caller's event where the tree has that path (`RunProtocol.plain_delta`), else through
     # the neutral event.
     plain = getattr(protocol, "plain_delta", None)
+    head = b"event: thread.message.delta\ndata: "
     for chunk in CHUNKS:
-        for sse in decoder.feed(chunk):
-            if plain is not None and sse.event == protocol.delta_event:
-                got = plain(sse)
+        if plain is not None:
+            data = decoder.frame_data(chunk, head)
+            if data is not None:
+                got = plain(data)
                 if got is not None:
                     n += reply.text_delta(*got) is not None
                     continue
+        for sse in decoder.feed(chunk):
             for ev in protocol.stream_events(sse):
                 n += reply.public_delta(ev) is not None
     return n

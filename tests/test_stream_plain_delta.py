@@ -15,7 +15,7 @@ from agentrun._protocol import TextDelta
 from agentrun._reply import Reply
 from agentrun._responses.protocol import ResponsesProtocol
 from agentrun._results import TextDelta as PublicTextDelta
-from agentrun._sse import SSEEvent
+from agentrun._sse import SSEDecoder, SSEEvent
 
 
 def _v2(**fields: Any) -> dict[str, Any]:
@@ -67,15 +67,15 @@ def test_responses_plain_delta_agrees_with_the_general_path(i: int) -> None:
         general: Any = protocol.stream_events(ev)
     except RemoteProtocolError:
         general = "error"
-    fast = protocol.plain_delta(ev)
+    fast = protocol.plain_delta(ev.data)
     if i < 4:
         assert fast is not None
     else:
         assert fast is None
     if fast is not None:
         assert general == [TextDelta(*fast)]
-    assert protocol.plain_delta(SSEEvent(protocol.delta_event, "{not json")) is None
-    assert protocol.plain_delta(SSEEvent(protocol.delta_event, json.dumps(_v2()) + " ")) is None
+    assert protocol.plain_delta("{not json") is None
+    assert protocol.plain_delta(json.dumps(_v2()) + " ") is None
 
 
 def test_classic_plain_delta_is_the_general_paths_delta() -> None:
@@ -84,12 +84,12 @@ def test_classic_plain_delta_is_the_general_paths_delta() -> None:
     protocol = ClassicProtocol()
     part = {"index": 1, "type": "text", "text": {"value": "lo"}}
     ev = SSEEvent(protocol.delta_event, json.dumps({"id": "msg_1", "delta": {"content": [part]}}))
-    fast = protocol.plain_delta(ev)
+    fast = protocol.plain_delta(ev.data)
     assert fast == ("msg_1", 1, "lo")
     assert protocol.stream_events(ev) == [TextDelta(*fast)]
     part["text"] = {"value": "lo", "annotations": [{"type": "url_citation"}]}
     ev = SSEEvent(protocol.delta_event, json.dumps({"id": "msg_1", "delta": {"content": [part]}}))
-    assert protocol.plain_delta(ev) is None
+    assert protocol.plain_delta(ev.data) is None
 
 
 def test_text_delta_notes_what_was_delivered_like_public_delta() -> None:
@@ -105,3 +105,56 @@ def test_text_delta_notes_what_was_delivered_like_public_delta() -> None:
     fast.earlier = {"msg_0"}
     assert fast.text_delta("msg_0", 0, "old") is None
     assert ("msg_0", 0) not in fast.delivered
+
+
+_HEAD = b"event: thread.message.delta\ndata: "
+
+_CHUNKS: list[bytes] = [
+    # One whole frame of the named event: taken.
+    _HEAD + b'{"id":"m"}\n\n',
+    _HEAD + b"\n\n",
+    _HEAD + " é".encode() + b"\n\n",
+    # Anything else: left to `feed`.
+    b"event: thread.message.completed\ndata: {}\n\n",
+    b"event: thread.message.deltas\ndata: {}\n\n",
+    _HEAD + b'{"id":"m"}\n\n' + _HEAD + b"{}\n\n",
+    _HEAD + b'{"id":"m"}\n',
+    _HEAD + b'{"id":"m"}\r\n\r\n',
+    _HEAD + b"a\ndata: b\n\n",
+    _HEAD + b"\xff\n\n",
+    b"id: 1\n" + _HEAD + b"{}\n\n",
+]
+
+
+@pytest.mark.parametrize("i", range(len(_CHUNKS)))
+def test_frame_data_is_the_one_event_feed_would_give(i: int) -> None:
+    """`SSEDecoder.frame_data` returns the data `feed` gives for a chunk that is exactly one
+    whole frame of the named event, and None (the decoder untouched) for any other chunk: a
+    different or longer name, several frames, a partial frame, CRLF endings, several data
+    lines, bad UTF-8, other fields."""
+    fast, general = SSEDecoder(), SSEDecoder()
+    for d in (fast, general):
+        d.feed(b"event: thread.run.created\ndata: {}\n\n")  # past the start (BOM check)
+    data = fast.frame_data(_CHUNKS[i], _HEAD)
+    if i < 3:
+        assert data is not None
+    else:
+        assert data is None
+        if b"\xff" in _CHUNKS[i]:  # `feed` says what is wrong with it
+            with pytest.raises(RemoteProtocolError, match="UTF-8"):
+                fast.feed(_CHUNKS[i])
+        else:
+            assert fast.feed(_CHUNKS[i]) == general.feed(_CHUNKS[i])
+        return
+    assert general.feed(_CHUNKS[i]) == [SSEEvent("thread.message.delta", data, None)]
+    # The decoder goes on as if `feed` had taken it.
+    assert fast.feed(b"event: done\ndata: [DONE]\n\n") == [SSEEvent("done", "[DONE]", None)]
+
+
+def test_frame_data_waits_for_a_clean_decoder() -> None:
+    """A decoder at the start of a stream (a BOM may come) or in the middle of a frame takes
+    no shortcut: the chunk is left to `feed`, which completes the pending frame."""
+    d = SSEDecoder()
+    assert d.frame_data(_HEAD + b"{}\n\n", _HEAD) is None
+    assert d.feed(b"event: x\ndata: 1") == []
+    assert d.frame_data(_HEAD + b"{}\n\n", _HEAD) is None

@@ -57,6 +57,8 @@ class ClassicProtocol:
 
     #: Most of a stream; `plain_delta` takes the usual one-part text delta whole.
     delta_event = "thread.message.delta"
+    #: The usual text delta's values from its frame's data (`RunProtocol.plain_delta`).
+    plain_delta = staticmethod(wire.text_delta_of)
 
     #: Tool outputs resume the thread's waiting run.
     new_run_per_invocation = False
@@ -120,9 +122,6 @@ class ClassicProtocol:
             for ev in wire.parse_stream_event(sse)
             if not (isinstance(ev, wire.StepEvent) and ev.step is None)
         ]
-
-    def plain_delta(self, sse: SSEEvent) -> tuple[str, int, str] | None:
-        return wire.plain_text_delta(sse)
 
     def uses_builtin_tools(self, run: Run) -> bool:
         # The run's ``tools`` echo names the tools it may use.

@@ -453,6 +453,8 @@ class ResponsesProtocol:
     quiet_events = QUIET_EVENTS
     #: Most of a stream; `plain_delta` takes it whole.
     delta_event = "response.output_text.delta"
+    #: The usual text delta's values from its frame's data (`RunProtocol.plain_delta`).
+    plain_delta = staticmethod(wire.text_delta_of)
     #: Tool outputs start a new response: no waiting run is looked up, none is resumed.
     new_run_per_invocation = True
 
@@ -486,9 +488,6 @@ class ResponsesProtocol:
 
     def stream_events(self, sse: SSEEvent) -> list[Event]:
         return neutral_events(sse)
-
-    def plain_delta(self, sse: SSEEvent) -> tuple[str, int, str] | None:
-        return wire.plain_text_delta(sse)
 
     def uses_builtin_tools(self, run: Run) -> bool:
         return False  # built-in tool records are output items of the response itself

@@ -1113,23 +1113,23 @@ _RESPONSE_EVENTS = frozenset(
 _scan_once: Any = _json_scanner.make_scanner(_json.JSONDecoder())  # type: ignore[arg-type]
 
 
-def plain_text_delta(ev: SSEEvent) -> tuple[str, int, str] | None:
-    """The fast path of `parse_stream_event` for the usual ``response.output_text.delta``.
+def text_delta_of(data: str) -> tuple[str, int, str] | None:
+    """The fast path of `parse_stream_event` for the data of a frame named
+    ``response.output_text.delta`` (the usual text delta).
 
     Returns ``(item_id, content_index, delta)``, the values of the `TextDelta` the general
-    parser gives, for a frame whose JSON is exactly one object with those fields of their
-    types (and an integer ``output_index``, ``sequence_number`` an integer or absent). Any
-    other shape, malformed data included, gives None: `parse_stream_event` then decides (and
-    raises what it raises).
+    parser gives, for data whose JSON is exactly one object with those fields of their types
+    (and an integer ``output_index``, ``sequence_number`` an integer or absent, ``type`` that
+    event's name or absent). Any other shape, malformed data included, gives None:
+    `parse_stream_event` then decides (and raises what it raises).
     """
-    data = ev.data
     try:
         # The C scanner straight, as `json.loads` does after its checks; a document with
         # anything after it (even whitespace) takes the general path.
         d, end = _scan_once(data, 0)
         if end != len(data):
             return None
-        kind = d.get("type", ev.event)
+        kind = d.get("type", "response.output_text.delta")
         item_id = d["item_id"]
         index = d["content_index"]
         text = d["delta"]
