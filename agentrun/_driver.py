@@ -103,6 +103,10 @@ _T = TypeVar("_T")
 CANCEL_GRACE = 10.0
 
 
+#: The buffer of a `RunStream` that never held events: shared, never added to (`__anext__`
+#: makes a stream its own before adding).
+_NO_EVENTS: collections.deque[Any] = collections.deque(maxlen=0)
+
 #: Statuses of a poll worth repeating later: the run exists, the service is briefly unwell.
 _TRANSIENT_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 
@@ -168,7 +172,9 @@ class RunStream:
         self._col = Reply()
         self._mode: Literal["stream", "poll"] = "poll"
         self._gen: AsyncGenerator[list[StreamEvent] | None, None] | None = None
-        self._buffer: collections.deque[StreamEvent] = collections.deque()
+        # Events of a chunk not handed out yet; most chunks bring one event, so the buffer is
+        # made when a chunk first brings several (issue 15: memory per run in flight).
+        self._buffer: collections.deque[StreamEvent] = _NO_EVENTS
         self._deadline = math.inf
         self._done = False
         self._result: RunResult | None = None
@@ -305,6 +311,10 @@ class RunStream:
                     await self._failed(exc)
                 if not batch:
                     continue
+            if len(batch) == 1:
+                return batch[0]
+            if buffer is _NO_EVENTS:
+                buffer = self._buffer = collections.deque()
             buffer.extend(batch)
             return buffer.popleft()
 
