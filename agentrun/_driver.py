@@ -30,6 +30,7 @@ import collections
 import contextlib
 import logging
 import math
+import re
 import weakref
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Literal, NoReturn, TypeVar
@@ -161,6 +162,7 @@ class RunStream:
         "_result",
         "_scope",
         "_timer",
+        "_tpl",
     )
 
     def __init__(self, ctx: DriverContext, inv: Invocation, *, emit: bool) -> None:
@@ -200,6 +202,9 @@ class RunStream:
         self._after: Send | Sleep | ReadStream | Finish | None = None
         self._reading = False  # a body read is under way
         self._hot: tuple[Any, ...] = ()
+        # The stream's delta template (`_delta_template`): unknown (None), none (False) or
+        # (prefix, suffix, message id, index).
+        self._tpl: tuple[str, str, str, int] | Literal[False] | None = None
 
     @property
     def thread_id(self) -> str | None:
@@ -852,8 +857,17 @@ class RunStream:
             # a delta moves the machine nowhere).
             data = decoder.frame_data(chunk, delta_head)
             if data is not None:
+                tpl = self._tpl
+                if tpl:
+                    # The same delta as the first but for its text: no JSON decoding.
+                    text = _template_text(tpl, data)
+                    if text is not None:
+                        out = text_delta(tpl[2], tpl[3], text)
+                        return [] if out is None else [out]
                 plain = plain_delta(data)
                 if plain is not None:
+                    if tpl is None:
+                        self._tpl = _delta_template(data, plain, plain_delta)
                     out = text_delta(*plain)
                     return [] if out is None else [out]
         # The events of one chunk go out together: one `__anext__` per chunk, not per event.
@@ -1065,6 +1079,51 @@ def _now() -> float:
 
 #: The machine's "keep reading" (immutable, so one for all).
 _READ = ReadStream()
+
+#: What a JSON string's content cannot hold as it stands (a quote, a backslash, a control
+#: character): a text with none is its own JSON text.
+_UNSAFE_IN_STRING = re.compile(r'["\\\x00-\x1f]')
+
+
+def _delta_template(
+    data: str,
+    plain: tuple[str, int, str],
+    plain_delta: Callable[[str], tuple[str, int, str] | None],
+) -> tuple[str, str, str, int] | Literal[False]:
+    """The template of a stream's text deltas, learnt from its first (`data`, whose
+    `RunProtocol.plain_delta` is `plain`): ``(prefix, suffix, message id, index)`` such that
+    any ``prefix + t + suffix``, for a text `t` without a quote, backslash or control
+    character, is a delta of that message and part with text `t` (the same value
+    `plain_delta` would give: `t` is the content of the same JSON string). False when there
+    is none (an escaped text, or data that varies between deltas but for the text, as a
+    sequence number does: those take `plain_delta` every time).
+
+    The slot is checked, not assumed: `plain_delta` of the template with another text must
+    give that text, with the same message and part."""
+    message_id, index, text = plain
+    if not text or _UNSAFE_IN_STRING.search(text) is not None:
+        return False
+    quoted = f'"{text}"'
+    at = data.rfind(quoted)
+    if at < 0:
+        return False
+    prefix, suffix = data[: at + 1], data[at + len(quoted) - 1 :]
+    probe = "zz" if text != "zz" else "zy"
+    if plain_delta(prefix + probe + suffix) != (message_id, index, probe):
+        return False
+    return prefix, suffix, message_id, index
+
+
+def _template_text(tpl: tuple[str, str, str, int], data: str) -> str | None:
+    """The text of a delta's `data` that fits the stream's template (`_delta_template`):
+    the slice between its prefix and suffix, when it is a JSON string's content as it stands.
+    None when it does not fit (`plain_delta` decides then)."""
+    prefix, suffix = tpl[0], tpl[1]
+    if data.startswith(prefix) and data.endswith(suffix) and len(data) >= len(prefix) + len(suffix):
+        text = data[len(prefix) : len(data) - len(suffix)]
+        if _UNSAFE_IN_STRING.search(text) is None:
+            return text
+    return None
 
 
 class _Interrupted(Exception):

@@ -8,6 +8,8 @@ import json
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from agentrun._classic.protocol import ClassicProtocol
 from agentrun._errors import RemoteProtocolError
@@ -158,3 +160,64 @@ def test_frame_data_waits_for_a_clean_decoder() -> None:
     assert d.frame_data(_HEAD + b"{}\n\n", _HEAD) is None
     assert d.feed(b"event: x\ndata: 1") == []
     assert d.frame_data(_HEAD + b"{}\n\n", _HEAD) is None
+
+
+def _classic_delta(text: str, **item: Any) -> str:
+    part = {"index": 0, "type": "text", "text": {"value": text}, **item}
+    body = {"id": "msg_1", "object": "thread.message.delta", "delta": {"content": [part]}}
+    return json.dumps(body, separators=(",", ":"), ensure_ascii=False)
+
+
+@given(st.text(max_size=20), st.text(max_size=20))
+def test_a_templated_delta_reads_as_plain_delta_does(first: str, later: str) -> None:
+    """The driver's delta template (learnt from a stream's first delta) gives, for any later
+    delta it fits, exactly the text, message and part `plain_delta` gives for it; texts with a
+    quote, a backslash or a control character (escaped in JSON) do not fit it and go to
+    `plain_delta`, as does a first delta the template cannot be learnt from."""
+    from agentrun._classic.wire import text_delta_of
+    from agentrun._driver import _delta_template, _template_text
+
+    data = _classic_delta(first)
+    plain = text_delta_of(data)
+    assert plain is not None
+    tpl = _delta_template(data, plain, text_delta_of)
+    if not tpl:
+        return
+    assert tpl[2:] == ("msg_1", 0)
+    for text in (later, first, "", 'a"b', "a\\b", "a\nb", "é"):
+        same = _classic_delta(text)
+        for other in (same, _classic_delta(text, index=1), same[1:]):
+            fits = _template_text(tpl, other)
+            if fits is not None:
+                assert text_delta_of(other) == (tpl[2], tpl[3], fits)
+        if not any(c in text for c in '"\\') and all(c >= " " for c in text):
+            assert _template_text(tpl, same) == text  # the usual delta fits
+
+
+def test_no_template_from_a_varying_or_escaped_delta() -> None:
+    """No template is learnt from an escaped text, an empty one, or a text that sits where the
+    probe does not land on the delta's text (the slot is checked by decoding the probe); a v2
+    delta's template does not fit the next delta (its sequence number moves on)."""
+    from agentrun._classic.wire import text_delta_of
+    from agentrun._driver import _delta_template, _template_text
+    from agentrun._responses.wire import text_delta_of as v2_text_delta_of
+
+    for text in ('say "hi"', "", "tab\there"):
+        data = _classic_delta(text)
+        plain = text_delta_of(data)
+        assert plain is not None
+        assert _delta_template(data, plain, text_delta_of) is False
+    # The text also appears after the value: the last occurrence is a key's value, not it.
+    data = json.dumps(
+        {"id": "msg_1", "delta": {"content": [{"text": {"value": "text"}, "type": "text"}]}},
+        separators=(",", ":"),
+    )
+    plain = text_delta_of(data)
+    assert plain == ("msg_1", 0, "text")
+    assert _delta_template(data, plain, text_delta_of) is False
+    first = json.dumps(_v2(sequence_number=3, delta="Hel"))
+    plain = v2_text_delta_of(first)
+    assert plain is not None
+    tpl = _delta_template(first, plain, v2_text_delta_of)
+    assert tpl
+    assert _template_text(tpl, json.dumps(_v2(sequence_number=4, delta="lo"))) is None
