@@ -30,6 +30,7 @@ import collections
 import contextlib
 import logging
 import math
+import re
 import weakref
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Literal, NoReturn, TypeVar
@@ -103,6 +104,10 @@ _T = TypeVar("_T")
 CANCEL_GRACE = 10.0
 
 
+#: The buffer of a `RunStream` that never held events: shared, never added to (`__anext__`
+#: makes a stream its own before adding).
+_NO_EVENTS: collections.deque[Any] = collections.deque(maxlen=0)
+
 #: Statuses of a poll worth repeating later: the run exists, the service is briefly unwell.
 _TRANSIENT_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 
@@ -157,6 +162,7 @@ class RunStream:
         "_result",
         "_scope",
         "_timer",
+        "_tpl",
     )
 
     def __init__(self, ctx: DriverContext, inv: Invocation, *, emit: bool) -> None:
@@ -168,7 +174,9 @@ class RunStream:
         self._col = Reply()
         self._mode: Literal["stream", "poll"] = "poll"
         self._gen: AsyncGenerator[list[StreamEvent] | None, None] | None = None
-        self._buffer: collections.deque[StreamEvent] = collections.deque()
+        # Events of a chunk not handed out yet; most chunks bring one event, so the buffer is
+        # made when a chunk first brings several (issue 15: memory per run in flight).
+        self._buffer: collections.deque[StreamEvent] = _NO_EVENTS
         self._deadline = math.inf
         self._done = False
         self._result: RunResult | None = None
@@ -194,6 +202,9 @@ class RunStream:
         self._after: Send | Sleep | ReadStream | Finish | None = None
         self._reading = False  # a body read is under way
         self._hot: tuple[Any, ...] = ()
+        # The stream's delta template (`_delta_template`): unknown (None), none (False) or
+        # (prefix, suffix, message id, index).
+        self._tpl: tuple[str, str, str, int] | Literal[False] | None = None
 
     @property
     def thread_id(self) -> str | None:
@@ -314,6 +325,10 @@ class RunStream:
                     await self._failed(exc)
                 if not batch:
                     continue
+            if len(batch) == 1:
+                return batch[0]
+            if buffer is _NO_EVENTS:
+                buffer = self._buffer = collections.deque()
             buffer.extend(batch)
             return buffer.popleft()
 
@@ -814,12 +829,17 @@ class RunStream:
         self._decoder = SSEDecoder()
         self._reader = body.reader
         # Per event in `_on_chunk`: one attribute, not six.
+        protocol = self._protocol
         self._hot = (
             self._emit,
             self._col.pending,
             self._col.public_delta,
-            self._protocol.quiet_events,
-            self._protocol.stream_events,
+            protocol.quiet_events,
+            protocol.stream_events,
+            f"event: {protocol.delta_event}\ndata: ".encode(),
+            protocol.delta_event,
+            protocol.plain_delta,
+            self._col.text_delta,
         )
 
     def _on_chunk(self, chunk: bytes) -> list[StreamEvent]:
@@ -835,12 +855,52 @@ class RunStream:
             self._decoder.close()
             self._end_stream(m.stream_done(_now()), finish=True)
             return []
-        emit, pending, public_delta, quiet, stream_events = self._hot
+        (
+            emit,
+            pending,
+            public_delta,
+            quiet,
+            stream_events,
+            delta_head,
+            delta_event,
+            plain_delta,
+            text_delta,
+        ) = self._hot
+        decoder = self._decoder
+        if emit:
+            # Most of a stream: a chunk that is one whole frame of the usual text delta goes
+            # from its data straight to the caller's event (no `SSEEvent`, no neutral event:
+            # a delta moves the machine nowhere).
+            data = decoder.frame_data(chunk, delta_head)
+            if data is not None:
+                tpl = self._tpl
+                if tpl:
+                    # The same delta as the first but for its text: no JSON decoding.
+                    text = _template_text(tpl, data)
+                    if text is not None:
+                        out = text_delta(tpl[2], tpl[3], text)
+                        return [] if out is None else [out]
+                plain = plain_delta(data)
+                if plain is not None:
+                    if tpl is None:
+                        self._tpl = _delta_template(data, plain, plain_delta)
+                    out = text_delta(*plain)
+                    return [] if out is None else [out]
         # The events of one chunk go out together: one `__anext__` per chunk, not per event.
         batch: list[StreamEvent] = []
-        for sse in self._decoder.feed(chunk):
-            if not emit and sse.event in quiet:
+        for sse in decoder.feed(chunk):
+            name = sse.event
+            if not emit and name in quiet:
                 continue
+            if name == delta_event:
+                # A delta frame among others: the same path from its data.
+                plain = plain_delta(sse.data)
+                if plain is not None:
+                    if emit:
+                        out = text_delta(*plain)
+                        if out is not None:
+                            batch.append(out)
+                    continue
             for ev in stream_events(sse):
                 nxt = _READ if type(ev) is TextDelta else self._on_stream_event(ev)
                 if pending:
@@ -1035,6 +1095,51 @@ def _now() -> float:
 
 #: The machine's "keep reading" (immutable, so one for all).
 _READ = ReadStream()
+
+#: What a JSON string's content cannot hold as it stands (a quote, a backslash, a control
+#: character): a text with none is its own JSON text.
+_UNSAFE_IN_STRING = re.compile(r'["\\\x00-\x1f]')
+
+
+def _delta_template(
+    data: str,
+    plain: tuple[str, int, str],
+    plain_delta: Callable[[str], tuple[str, int, str] | None],
+) -> tuple[str, str, str, int] | Literal[False]:
+    """The template of a stream's text deltas, learnt from its first (`data`, whose
+    `RunProtocol.plain_delta` is `plain`): ``(prefix, suffix, message id, index)`` such that
+    any ``prefix + t + suffix``, for a text `t` without a quote, backslash or control
+    character, is a delta of that message and part with text `t` (the same value
+    `plain_delta` would give: `t` is the content of the same JSON string). False when there
+    is none (an escaped text, or data that varies between deltas but for the text, as a
+    sequence number does: those take `plain_delta` every time).
+
+    The slot is checked, not assumed: `plain_delta` of the template with another text must
+    give that text, with the same message and part."""
+    message_id, index, text = plain
+    if not text or _UNSAFE_IN_STRING.search(text) is not None:
+        return False
+    quoted = f'"{text}"'
+    at = data.rfind(quoted)
+    if at < 0:
+        return False
+    prefix, suffix = data[: at + 1], data[at + len(quoted) - 1 :]
+    probe = "zz" if text != "zz" else "zy"
+    if plain_delta(prefix + probe + suffix) != (message_id, index, probe):
+        return False
+    return prefix, suffix, message_id, index
+
+
+def _template_text(tpl: tuple[str, str, str, int], data: str) -> str | None:
+    """The text of a delta's `data` that fits the stream's template (`_delta_template`):
+    the slice between its prefix and suffix, when it is a JSON string's content as it stands.
+    None when it does not fit (`plain_delta` decides then)."""
+    prefix, suffix = tpl[0], tpl[1]
+    if data.startswith(prefix) and data.endswith(suffix) and len(data) >= len(prefix) + len(suffix):
+        text = data[len(prefix) : len(data) - len(suffix)]
+        if _UNSAFE_IN_STRING.search(text) is None:
+            return text
+    return None
 
 
 class _Interrupted(Exception):

@@ -186,6 +186,8 @@ class RunProtocol(Protocol):
     name: str
     #: SSE event names that only a caller with an event stream needs; others skip decoding them.
     quiet_events: frozenset[str]
+    #: The SSE event name of the usual text delta (most of a stream), taken by `plain_delta`.
+    delta_event: str
     #: Whether every invocation creates a run of its own, tool outputs included (the Responses
     #: API: outputs are input of a new response). When False (classic), tool outputs resume
     #: the thread's waiting run, which the driver looks up first.
@@ -225,6 +227,16 @@ class RunProtocol(Protocol):
 
     def stream_events(self, sse: SSEEvent) -> list[Event]:
         """One server-sent event as neutral events (unknown events: an empty list)."""
+        ...
+
+    def plain_delta(self, data: str) -> tuple[str, int, str] | None:
+        """The usual text delta, from the `data` of a frame named `delta_event`, as
+        ``(message id, content index, text)``: the values of the one `TextDelta` that
+        `stream_events` would give for that frame, without building it (the per-delta hot
+        path).
+
+        None for any other shape, malformed data included: `stream_events` then decides, and
+        raises what it raises."""
         ...
 
     def uses_builtin_tools(self, run: Run) -> bool:

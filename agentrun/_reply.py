@@ -10,6 +10,7 @@ events).
 from __future__ import annotations
 
 import logging
+from collections.abc import Set as AbstractSet
 from typing import Literal
 
 from agentrun._errors import (
@@ -29,6 +30,9 @@ from agentrun._results import ToolCallDelta as PublicToolCallDelta
 __all__ = ["Reply", "run_error"]
 
 logger = logging.getLogger("agentrun")
+
+#: No messages written before this invocation (shared: most invocations submit no outputs).
+_NO_IDS: frozenset[str] = frozenset()
 
 
 class Reply:
@@ -53,7 +57,7 @@ class Reply:
         # (a dict keeps the position of a key's first insertion when it is updated).
         self.messages: dict[str, Message] = {}
         # Messages the run wrote before this invocation (before the tool outputs it submits).
-        self.earlier: set[str] = set()
+        self.earlier: AbstractSet[str] = _NO_IDS
         self.steps: dict[str, RunStep] = {}
         # The type of each tool call of a step, from its first delta (later ones may omit it).
         self.call_types: dict[tuple[str, int], str] = {}
@@ -103,6 +107,19 @@ class Reply:
                 elif not part.text.startswith(seen):
                     logger.debug("streamed text of message %s differs from its final text", msg.id)
         return out
+
+    def text_delta(self, message_id: str, index: int, text: str) -> PublicTextDelta | None:
+        """The caller's event for a plain text delta (`RunProtocol.plain_delta`), noted as
+        delivered; None for a message the run wrote before this invocation."""
+        if message_id in self.earlier:
+            return None
+        key = (message_id, index)
+        parts = self.delivered.get(key)
+        if parts is None:
+            self.delivered[key] = [text]
+        else:
+            parts.append(text)
+        return PublicTextDelta(text, message_id, index)
 
     def public_delta(self, ev: Event) -> StreamEvent | None:
         """The caller's event for a delta of the stream (None: nothing to hand out)."""

@@ -3,8 +3,10 @@
 Two measurements in one process, CPU time (`time.process_time()`), on a service-shaped stream
 (one `thread.run.created`, then 49 one-part text deltas, one SSE frame per chunk):
 
-* ``parse``: SSE decoding + classic event parsing + the caller's delta (`Reply.public_delta`),
-  in microseconds per event;
+* ``parse``: SSE decoding + classic event parsing + the caller's delta, as the driver does it
+  (`SSEDecoder.frame_data`, the stream's delta template or `RunProtocol.plain_delta`, and
+  `Reply.text_delta` where the tree has them, else
+  `stream_events` + `Reply.public_delta`), in microseconds per event;
 * ``chunks``: building an OpenAI chunk (`CompletionStream`) and reading
   ``chunk.choices[0].delta.content`` as `benchmarks/runners/run_agentrun.py` does, in
   microseconds per chunk;
@@ -24,6 +26,7 @@ import time
 import types
 from typing import Any
 
+from agentrun import _driver
 from agentrun._classic.protocol import ClassicProtocol
 from agentrun._openai import CompletionStream
 from agentrun._reply import Reply
@@ -140,7 +143,28 @@ CHUNKS = [f"event: {e}\ndata: {json.dumps(d)}\n\n".encode() for e, d in FRAMES]
 
 def parse_once(protocol: ClassicProtocol) -> int:
     decoder, reply, n = SSEDecoder(), Reply(), 0
+    # As the driver's `_on_chunk` does: the usual text delta straight from the frame to the
+    # caller's event where the tree has that path (`RunProtocol.plain_delta`), else through
+    # the neutral event.
+    plain = getattr(protocol, "plain_delta", None)
+    learn = getattr(_driver, "_delta_template", None)
+    head = b"event: thread.message.delta\ndata: "
+    tpl: Any = None
     for chunk in CHUNKS:
+        if plain is not None:
+            data = decoder.frame_data(chunk, head)
+            if data is not None:
+                if tpl:
+                    text = _driver._template_text(tpl, data)
+                    if text is not None:
+                        n += reply.text_delta(tpl[2], tpl[3], text) is not None
+                        continue
+                got = plain(data)
+                if got is not None:
+                    if tpl is None and learn is not None:
+                        tpl = learn(data, got, plain)
+                    n += reply.text_delta(*got) is not None
+                    continue
         for sse in decoder.feed(chunk):
             for ev in protocol.stream_events(sse):
                 n += reply.public_delta(ev) is not None

@@ -55,6 +55,11 @@ class ClassicProtocol:
         }
     )
 
+    #: Most of a stream; `plain_delta` takes the usual one-part text delta whole.
+    delta_event = "thread.message.delta"
+    #: The usual text delta's values from its frame's data (`RunProtocol.plain_delta`).
+    plain_delta = staticmethod(wire.text_delta_of)
+
     #: Tool outputs resume the thread's waiting run.
     new_run_per_invocation = False
 

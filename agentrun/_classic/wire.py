@@ -673,7 +673,11 @@ def plain_text_delta(ev: SSEEvent) -> tuple[str, int, str] | None:
     parser's one `TextDelta` holds. Returns None for any other shape, malformed data included;
     `parse_stream_event` then decides (and raises what it raises).
     """
-    data = ev.data
+    return text_delta_of(ev.data)
+
+
+def text_delta_of(data: str) -> tuple[str, int, str] | None:
+    """`plain_text_delta` for the data of a ``thread.message.delta`` frame."""
     try:
         # The C scanner straight, as `json.loads` does after its checks; a document with
         # anything after it (even whitespace) takes the general path.

@@ -451,6 +451,10 @@ class ResponsesProtocol:
 
     name = "responses"
     quiet_events = QUIET_EVENTS
+    #: Most of a stream; `plain_delta` takes it whole.
+    delta_event = "response.output_text.delta"
+    #: The usual text delta's values from its frame's data (`RunProtocol.plain_delta`).
+    plain_delta = staticmethod(wire.text_delta_of)
     #: Tool outputs start a new response: no waiting run is looked up, none is resumed.
     new_run_per_invocation = True
 

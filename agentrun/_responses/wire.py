@@ -37,6 +37,7 @@ private field readers and can be split along those lines if the seam wants it.
 from __future__ import annotations
 
 import json as _json
+import json.scanner as _json_scanner
 import re
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal, TypeAlias
@@ -1106,6 +1107,46 @@ _RESPONSE_EVENTS = frozenset(
         "response.incomplete",
     }
 )
+
+
+#: json's scanner (C where available): `(value, end)` of the JSON document at an index.
+_scan_once: Any = _json_scanner.make_scanner(_json.JSONDecoder())  # type: ignore[arg-type]
+
+
+def text_delta_of(data: str) -> tuple[str, int, str] | None:
+    """The fast path of `parse_stream_event` for the data of a frame named
+    ``response.output_text.delta`` (the usual text delta).
+
+    Returns ``(item_id, content_index, delta)``, the values of the `TextDelta` the general
+    parser gives, for data whose JSON is exactly one object with those fields of their types
+    (and an integer ``output_index``, ``sequence_number`` an integer or absent, ``type`` that
+    event's name or absent). Any other shape, malformed data included, gives None:
+    `parse_stream_event` then decides (and raises what it raises).
+    """
+    try:
+        # The C scanner straight, as `json.loads` does after its checks; a document with
+        # anything after it (even whitespace) takes the general path.
+        d, end = _scan_once(data, 0)
+        if end != len(data):
+            return None
+        kind = d.get("type", "response.output_text.delta")
+        item_id = d["item_id"]
+        index = d["content_index"]
+        text = d["delta"]
+        output_index = d["output_index"]
+        seq = d.get("sequence_number")
+    except (StopIteration, ValueError, RecursionError, LookupError, TypeError, AttributeError):
+        return None
+    if (
+        kind == "response.output_text.delta"
+        and type(item_id) is str
+        and type(index) is int
+        and type(text) is str
+        and type(output_index) is int
+        and (seq is None or type(seq) is int)
+    ):
+        return item_id, index, text
+    return None
 
 
 def parse_stream_event(ev: SSEEvent) -> StreamEvent | None:
