@@ -6,11 +6,10 @@ from __future__ import annotations
 
 import copy
 import pickle
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
 
 import anyio
 import pytest
+from _web import serve
 from aiohttp import web
 
 import agentrun
@@ -22,23 +21,6 @@ from agentrun._transport import Transport
 from agentrun.emulator import Emulator, EmulatorSettings, FaultRule, Timing
 
 pytestmark = pytest.mark.anyio
-
-
-@asynccontextmanager
-async def _serve(
-    handler: Callable[[web.Request], Awaitable[web.StreamResponse]],
-) -> AsyncIterator[str]:
-    """Run an aiohttp.web app answering every path with `handler`; yield the project URL."""
-    app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", handler)
-    runner = web.AppRunner(app, handler_cancellation=True, shutdown_timeout=1.0)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    try:
-        yield f"http://127.0.0.1:{runner.addresses[0][1]}/api/projects/p"
-    finally:
-        await runner.cleanup()
 
 
 _FRAME = b"event: thread.message.delta\ndata: " + b"x" * 1000 + b"\n\n"
@@ -63,7 +45,7 @@ async def test_a_busy_consumer_is_not_a_silent_server() -> None:
     timer with it; `_IdleWatch`, which replaced that timer for streamed bodies, counted the
     bytes that stopped arriving as silence and failed the body (`StreamInterruptedError`)."""
     async with (
-        _serve(_fast_stream) as url,
+        serve(_fast_stream) as url,
         Transport(url, token_cache=TokenCache(StaticTokenSource("t")), read_timeout=0.3) as tr,
     ):
         total = 0

@@ -9,11 +9,10 @@ keeps the transport's read bound (`read_timeout`) with its own idle watch.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from typing import Any
 
 import anyio
 import pytest
+from _web import serve
 from aiohttp import web
 
 import agentrun
@@ -202,20 +201,6 @@ def _cache() -> TokenCache:
     return TokenCache(StaticTokenSource("t"))
 
 
-@asynccontextmanager
-async def _serve(handler: Any) -> AsyncIterator[str]:
-    app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", handler)
-    runner = web.AppRunner(app, handler_cancellation=True, shutdown_timeout=1.0)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    try:
-        yield f"http://127.0.0.1:{runner.addresses[0][1]}/api/projects/p"
-    finally:
-        await runner.cleanup()
-
-
 async def test_a_streamed_body_silent_past_the_read_timeout_breaks() -> None:
     """A body that sends one chunk then nothing fails with `StreamInterruptedError` once it
     was silent for the transport's `read_timeout` (after the chunk that did arrive)."""
@@ -228,7 +213,7 @@ async def test_a_streamed_body_silent_past_the_read_timeout_breaks() -> None:
         return response
 
     async with (
-        _serve(stall) as url,
+        serve(stall) as url,
         Transport(url, token_cache=_cache(), read_timeout=0.4) as transport,
     ):
         chunks: list[bytes] = []
@@ -257,7 +242,7 @@ async def test_a_streamed_body_that_keeps_sending_outlives_the_read_timeout() ->
         return response
 
     async with (
-        _serve(trickle) as url,
+        serve(trickle) as url,
         Transport(url, token_cache=_cache(), read_timeout=0.4) as transport,
     ):
         data = b""

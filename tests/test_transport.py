@@ -19,6 +19,7 @@ import anyio
 import anyio.abc
 import pytest
 import trustme
+from _web import Handler, serve
 from aiohttp import web
 
 from agentrun import (
@@ -45,30 +46,10 @@ from agentrun._transport import RequestProgress, StreamInterruptedError, Transpo
 
 TOKEN = "test-token-abc"
 FAST = RetryPolicy(max_attempts=3, base_delay=0.01, max_delay=0.02)
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def static_cache(token: str = TOKEN) -> TokenCache:
     return TokenCache(StaticTokenSource(token))
-
-
-@asynccontextmanager
-async def serve(
-    handler: Handler, *, ssl_context: ssl.SSLContext | None = None
-) -> AsyncIterator[str]:
-    """Run an aiohttp.web app answering every path with `handler`; yield the project URL."""
-    app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", handler)
-    runner = web.AppRunner(app, handler_cancellation=True, shutdown_timeout=1.0)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=ssl_context)
-    await site.start()
-    port = runner.addresses[0][1]
-    scheme = "https" if ssl_context else "http"
-    try:
-        yield f"{scheme}://127.0.0.1:{port}/api/projects/p"
-    finally:
-        await runner.cleanup()
 
 
 async def read_request(stream: anyio.abc.ByteStream) -> bytes:
