@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: test lint typecheck contracts pytest demo bench bench-smoke bench-floor bench-scale bench-peers clean
+.PHONY: test test-py310 lint typecheck contracts pytest demo bench bench-smoke bench-floor bench-scale bench-peers clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -29,11 +29,20 @@ pytest: $(STAMP)
 
 test: lint typecheck contracts bench-smoke pytest
 
+# The suite on the oldest Python agentrun supports, in a venv of its own (.venv310). Not part of
+# `make test` (CI's machine has 3.11 only); give the interpreter if it is not on the PATH:
+# `make test-py310 PY310=$$(pyenv root)/versions/3.10.13/bin/python`.
+PY310 ?= python3.10
+test-py310:
+	test -x .venv310/bin/python || $(PY310) -m venv .venv310
+	.venv310/bin/python -m pip install --quiet -e '.[dev,ray]'
+	.venv310/bin/python -m pytest -W error -q
+
 demo: $(STAMP)
 	$(BIN)/agentrun demo
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache
+	rm -rf $(VENV) .venv310 .mypy_cache .ruff_cache
 
 # Benchmarks against the peers (benchmarks/, docs/benchmarks.md). `bench` creates
 # .bench-venv for LiteLLM and azure-ai-agents; `bench-smoke` needs only the project venv.

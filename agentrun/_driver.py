@@ -470,11 +470,13 @@ class RunStream:
                     # A loop shutting down (`asyncio.run` cancels every task once at its end,
                     # say after a stream was dropped in `main`'s last line) would leave the run
                     # going: finish the cleanup anyway, still bounded; a second cancel wins.
-                    task = asyncio.current_task()
-                    uncancel = getattr(task, "uncancel", None)  # Python >= 3.11
-                    if attempt == 2 or uncancel is None:
+                    if attempt == 2:
                         raise
-                    uncancel()
+                    # Python >= 3.11 counts cancel requests: take this one back. Python 3.10
+                    # does not count them: the task goes on once the error is caught.
+                    uncancel = getattr(asyncio.current_task(), "uncancel", None)
+                    if uncancel is not None:
+                        uncancel()
         except Exception as exc:
             logger.warning("cleanup of run %s failed: %s", self.run_id, exc)
         finally:
