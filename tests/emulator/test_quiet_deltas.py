@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -25,7 +24,7 @@ PROMPT = "Tell me about item 7 of the benchmark."
 
 
 @pytest.fixture
-def sleeps(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[float]]:
+def sleeps(monkeypatch: pytest.MonkeyPatch) -> list[float]:
     """Every `asyncio.sleep` the emulator's run driver awaits, in seconds."""
     seen: list[float] = []
     real = asyncio.sleep
@@ -35,7 +34,7 @@ def sleeps(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[float]]:
         return await real(delay, *args)
 
     monkeypatch.setattr(_runs.asyncio, "sleep", counted)
-    yield seen
+    return seen
 
 
 async def _one(mode: str, sleeps: list[float]) -> tuple[str, list[float], dict[str, Any]]:
