@@ -21,8 +21,13 @@ had ended by a first poll at the low end (shorter than anything recent: the uppe
 its bracket is learned, so the next probes start lower).
 
 **Probes and followers** (`PollGroup.join`). A **probe** polls from `low` every
-`probe_fraction` (3%) of the typical run, so its end is seen within a few percent: the schedule
-learns from it and the group learns when the runs created at a given time end. Every run is a
+`probe_fraction` (3%) of the typical run, and past it every 3% of the time taken (still narrow
+enough to learn from, and fewer polls on long runs; well past `high`, every 10%, unless what is
+known is only a lower bound), so its end is seen within a few percent: the schedule learns
+from it and the group learns when the runs created at a given time end. Where the recent runs
+took about the same time, a probe starts one of its steps before the age at which a probe
+created before it, still going, was last seen active (`PollGroup.survived`): only the oldest
+probe still going polls from `low`. Every run is a
 probe while fewer than five runs are known and no probe is under way; after that, the first run
 to join after at least `probe_every` (8) runs and `probe_gap` (2% of a typical run, at most
 50 ms) of creation time since the last probe. The others are **followers**. Where the recent
@@ -33,7 +38,19 @@ going) is seen ended (`PollGroup.finished`), since runs created together end in 
 they were created; and it polls no sooner than a probe created before it was last seen active
 at the same age (`PollGroup.survived`). Where durations vary more, a follower polls from `low`
 every `lag_fraction` (10%) of the time taken, so its lag stays under ~10% of its own run.
-Overdue runs (past `high`) are polled every 10% of the time taken. Each poll is sent early by
+Overdue runs (past `high`) are polled every 10% of the time taken.
+
+**A burst far larger than what was learned** (`PollSchedule.lower_bound`). Each learned run
+notes how many runs of the agent were being polled then (a streamed run: none but itself).
+When a run joins while at least 16 are polled together and more than 4 times the most the
+window was learned under (a lone warm-up, or `auto`'s and `acompletion()`'s first calls, which
+stream, before a burst that polls), what is known becomes a lower bound: a service under load
+takes longer, and trusting one unloaded run made the followers poll before the burst's runs
+ended and then every 10% (4.5 polls a run in simulation). Followers then poll no sooner than
+twice `high` (a probe's first narrow bracket re-plans them all), and that bracket replaces the
+window, as after a cold start.
+
+Each poll is sent early by
 the recent time polls take to be answered (at most half a probe step, so that a queue the
 group's own polls build cannot feed on itself). When what is known changes materially (the
 first narrow bracket, the typical duration moving by a quarter), every sleeping run re-plans.
