@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
+import contextvars
 import cProfile
 import itertools
 import json
@@ -33,7 +34,8 @@ sys.path.insert(0, str(pathlib.Path(__file__).parent))
 
 import bench
 
-from agentrun import AsyncClient, _driver
+import agentrun
+from agentrun import AsyncClient, _driver, _gate
 from agentrun._machine import Op
 
 POLLS: dict[str, list[tuple[float, float, str]]] = collections.defaultdict(list)
@@ -41,6 +43,9 @@ POLLS: dict[str, list[tuple[float, float, str]]] = collections.defaultdict(list)
 LISTS: dict[str, tuple[float, float]] = {}
 #: (wall ms, client CPU s, emulator CPU s) every `--cpu-ms`.
 CPU: list[tuple[float, float, float]] = []
+#: Per request kind (the machine's op), ms each request waited for a pool slot (`PoolGate`).
+GATE_WAIT: dict[str, list[float]] = collections.defaultdict(list)
+_OP: contextvars.ContextVar[str] = contextvars.ContextVar("op", default="other")
 
 
 def _trace_polls() -> None:
@@ -48,7 +53,11 @@ def _trace_polls() -> None:
 
     async def traced(self: Any, action: Any) -> Any:
         sent = time.time() * 1000
-        nxt = await send(self, action)
+        token = _OP.set(action.op.value)
+        try:
+            nxt = await send(self, action)
+        finally:
+            _OP.reset(token)
         if action.op is Op.GET_RUN and self._machine is not None:
             POLLS[self._machine.run_id].append((sent, time.time() * 1000, str(self._machine.state)))
         elif action.op is Op.LIST_MESSAGES and self._machine is not None:
@@ -56,6 +65,24 @@ def _trace_polls() -> None:
         return nxt
 
     _driver.RunStream._send = traced  # type: ignore[method-assign]
+    list_messages = _driver.RunStream._list_messages
+
+    async def traced_list(self: Any) -> None:
+        token = _OP.set("list_messages")
+        try:
+            await list_messages(self)
+        finally:
+            _OP.reset(token)
+
+    _driver.RunStream._list_messages = traced_list  # type: ignore[method-assign]
+    acquire = _gate.PoolGate.acquire
+
+    async def timed(self: Any, urgent: bool, **kw: Any) -> None:
+        t = time.perf_counter()
+        await acquire(self, urgent, **kw)
+        GATE_WAIT[_OP.get()].append(1000 * (time.perf_counter() - t))
+
+    _gate.PoolGate.acquire = timed  # type: ignore[method-assign]
 
 
 async def _burst(
@@ -77,6 +104,7 @@ async def _burst(
         await one(-1)
         recs.clear()
         POLLS.clear()
+        GATE_WAIT.clear()
         prof = cProfile.Profile() if profile is not None else None
         if prof is not None:
             prof.enable()
@@ -105,14 +133,14 @@ finally:
 
 
 def _emulator_from_this_tree(profile: pathlib.Path | None) -> None:
-    """Start the emulator from this tree (not the checkout the venv was installed from),
-    under cProfile when `profile` is given."""
+    """Start the emulator from the tree `agentrun` is imported from (not the checkout the venv
+    was installed from), under cProfile when `profile` is given."""
     popen = subprocess.Popen
 
     def start(cmd: list[str], **kw: Any) -> Any:
         if "emulator" in cmd[:4]:
             env = dict(kw.get("env") or os.environ)
-            env["PYTHONPATH"] = str(pathlib.Path(__file__).resolve().parent.parent)
+            env["PYTHONPATH"] = str(pathlib.Path(agentrun.__file__).resolve().parent.parent)
             if profile is not None:
                 env["AGENTRUN_EMULATOR_PROFILE"] = str(profile)
                 cmd = [sys.executable, "-c", _EMU_PROFILED, *cmd[cmd.index("emulator") :]]
@@ -200,6 +228,12 @@ def main() -> None:
         p50 = f"{times[len(times) // 2]:.0f}" if times else "-"
         print(f"{k * b:8d} {created[k]:8d} {ended[k]:6d} {len(times):6d} {p50:>14} {done[k]:5d}")
     _timeline(recs)
+    print(f"{'pool slot wait, ms':<28} {'p10':>7} {'p50':>7} {'p90':>7} {'mean':>7} {'count':>6}")
+    for op, xs in sorted(GATE_WAIT.items()):
+        print(
+            f"{op:<28} {_pct(xs, 0.1):7.1f} {_pct(xs, 0.5):7.1f} {_pct(xs, 0.9):7.1f} "
+            f"{statistics.fmean(xs):7.1f} {len(xs):6d}"
+        )
     _cpu_table(recs, t0, b)
 
 
