@@ -5,9 +5,14 @@ a batch starts thousands of invocations at once, the creates of the last ones fi
 and the polls and reply requests of runs that are already going wait behind them: at 10,000
 invocations on a pool of 100, a poll waited 8–10 s for a connection (benchmarks/analysis.md,
 "Poll schedule"), so finished runs were noticed many seconds late. `PoolGate` admits at most
-`limit` requests to the pool and serves its waiters in two lines: *urgent* requests (about a
-run that exists: polls, message and step lists, cancels) before requests that start new work
-(creates), each line first come first served. A request admitted here finds a free connection
+`limit` requests to the pool and serves its waiters in three lines, each first come first
+served: *finishing* requests (a run's message and step lists, which build the reply of a run
+seen ended, and cancels), then the other *urgent* ones (about a run that exists: polls), then
+requests that start new work (creates). Finishing first is the classic rule of serving the
+jobs nearest completion first: when a burst's runs end together, the replies of the runs
+already seen ended do not wait behind polls of runs that may still be going (at 1,000 polled
+invocations on a pool of 100, the reply's list waited ~0.25 s in the first-come line:
+benchmarks/analysis.md, "Poll lag at 1,000"). A request admitted here finds a free connection
 in aiohttp's pool (both have the same limit), so aiohttp's own line stays empty.
 
 A run's cancel must not wait behind streams: with a small pool, streams of other invocations
@@ -29,9 +34,10 @@ __all__ = ["PoolGate"]
 
 
 class PoolGate:
-    """At most `limit` requests at once (0: no limit); urgent waiters go first.
+    """At most `limit` requests at once (0: no limit); finishing waiters go first, then urgent.
 
-    `acquire(urgent)` waits for a slot (cancellable; nothing is held after a cancel), and every
+    `acquire(urgent, finishing=...)` waits for a slot (cancellable; nothing is held after a
+    cancel), and every
     successful `acquire` must be matched by one `release()`; `acquire_for_cancel()` returns
     whether it took the slot kept for cancels, to be given back with `release(reserved=True)`.
     """
@@ -47,9 +53,11 @@ class PoolGate:
         self._limit = limit
         self._in_use = 0
         self._reserve_in_use = 0
-        # Index 0: urgent (a run that exists), 1: new work. Cancelled waiters stay in their line
-        # until their turn comes (skipped then), so that a cancel costs no O(n) removal.
+        # Index 0: finishing (a reply's lists, cancels), 1: urgent (a run that exists), 2: new
+        # work. Cancelled waiters stay in their line until their turn comes (skipped then), so
+        # that a cancel costs no O(n) removal.
         self._lines: tuple[collections.deque[asyncio.Future[None]], ...] = (
+            collections.deque(),
             collections.deque(),
             collections.deque(),
         )
@@ -64,15 +72,16 @@ class PoolGate:
         """Requests waiting in line (cancelled ones not counted)."""
         return sum(1 for line in self._lines for fut in line if not fut.done())
 
-    async def acquire(self, urgent: bool) -> None:
-        """Wait for a slot: urgent requests before the others, each in arrival order."""
+    async def acquire(self, urgent: bool, *, finishing: bool = False) -> None:
+        """Wait for a slot: `finishing` requests first, then `urgent` ones, then the others,
+        each in arrival order."""
         # A free slot means nobody alive is in line: a release hands its slot to the first
         # live waiter before it frees it.
         if self._limit == 0 or self._in_use < self._limit:
             self._in_use += 1
             return
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._lines[0 if urgent else 1].append(fut)
+        self._lines[0 if finishing else 1 if urgent else 2].append(fut)
         try:
             await fut
         except BaseException:
@@ -85,18 +94,19 @@ class PoolGate:
 
     async def acquire_for_cancel(self) -> bool:
         """A slot for a run's cancel: a regular one if free, else the one kept for cancels,
-        else the first place in the urgent line. Returns whether the kept slot was taken."""
+        else the first place in the finishing line. Returns whether the kept slot was taken."""
         if self._limit == 0 or self._in_use < self._limit:
             self._in_use += 1
             return False
         if self._reserve_in_use < self.RESERVE:
             self._reserve_in_use += 1
             return True
-        await self.acquire(True)
+        await self.acquire(True, finishing=True)
         return False
 
     def release(self, reserved: bool = False) -> None:
-        """Give a slot back: to the first live waiter (urgent line first), else to the pool.
+        """Give a slot back: to the first live waiter (finishing line first, then urgent),
+        else to the pool.
         `reserved`: the slot kept for cancels (`acquire_for_cancel` returned True)."""
         if reserved:
             self._reserve_in_use -= 1

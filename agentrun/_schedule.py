@@ -21,8 +21,13 @@ had ended by a first poll at the low end (shorter than anything recent: the uppe
 its bracket is learned, so the next probes start lower).
 
 **Probes and followers** (`PollGroup.join`). A **probe** polls from `low` every
-`probe_fraction` (3%) of the typical run, so its end is seen within a few percent: the schedule
-learns from it and the group learns when the runs created at a given time end. Every run is a
+`probe_fraction` (3%) of the typical run, and past it every 3% of the time taken (still narrow
+enough to learn from, and fewer polls on long runs; well past `high`, every 10%, unless what is
+known is only a lower bound), so its end is seen within a few percent: the schedule learns
+from it and the group learns when the runs created at a given time end. Where the recent runs
+took about the same time, a probe starts one of its steps before the age at which a probe
+created before it, still going, was last seen active (`PollGroup.survived`): only the oldest
+probe still going polls from `low`. Every run is a
 probe while fewer than five runs are known and no probe is under way; after that, the first run
 to join after at least `probe_every` (8) runs and `probe_gap` (2% of a typical run, at most
 50 ms) of creation time since the last probe. The others are **followers**. Where the recent
@@ -33,7 +38,19 @@ going) is seen ended (`PollGroup.finished`), since runs created together end in 
 they were created; and it polls no sooner than a probe created before it was last seen active
 at the same age (`PollGroup.survived`). Where durations vary more, a follower polls from `low`
 every `lag_fraction` (10%) of the time taken, so its lag stays under ~10% of its own run.
-Overdue runs (past `high`) are polled every 10% of the time taken. Each poll is sent early by
+Overdue runs (past `high`) are polled every 10% of the time taken.
+
+**A burst far larger than what was learned** (`PollSchedule.lower_bound`). Each learned run
+notes how many runs of the agent were being polled then (a streamed run: none but itself).
+When a run joins while at least 16 are polled together and more than 4 times the most the
+window was learned under (a lone warm-up, or `auto`'s and `acompletion()`'s first calls, which
+stream, before a burst that polls), what is known becomes a lower bound: a service under load
+takes longer, and trusting one unloaded run made the followers poll before the burst's runs
+ended and then every 10% (4.5 polls a run in simulation). Followers then poll no sooner than
+twice `high` (a probe's first narrow bracket re-plans them all), and that bracket replaces the
+window, as after a cold start.
+
+Each poll is sent early by
 the recent time polls take to be answered (at most half a probe step, so that a queue the
 group's own polls build cannot feed on itself). When what is known changes materially (the
 first narrow bracket, the typical duration moving by a quarter), every sleeping run re-plans.
@@ -74,6 +91,8 @@ class _Sample(NamedTuple):
     low: float
     high: float
     created: float | None = None
+    #: Runs of the agent being polled when it was learned (itself included).
+    load: int = 1
 
 
 class _Trend(NamedTuple):
@@ -130,8 +149,11 @@ class PollSchedule:
         self._cache: tuple[float, float, float] | None = None
         #: A follower polls once at `high` while `high <= _one_poll * low`.
         self._one_poll = 1.2
-        #: The first sample is provisional when wide: dropped once a narrow one arrives.
+        #: The first sample is provisional when wide (or all are, as a lower bound): dropped
+        #: once a narrow one arrives.
         self._provisional = False
+        #: While provisional, a follower's first poll is at this multiple of `high`.
+        self._bound = 2.0
         #: The 10th-90th percentile range of the recent durations' midpoints (seconds).
         self._jitter = 0.0
         self._slack_share = 0.5
@@ -149,6 +171,7 @@ class PollSchedule:
         created: float | None = None,
         tolerance: float = 0.0,
         follower: bool = False,
+        load: int = 1,
     ) -> bool:
         """A run ended between `low` and `high` seconds after its creation (`high` defaults to
         `low`: the end was seen as it happened).
@@ -158,7 +181,8 @@ class PollSchedule:
         re-plan. A bracket too wide to learn from is ignored (False), and so is a
         `follower`'s unless it ended by the low estimate: a follower polls once at the high
         end, so its narrow brackets come only from runs longer than that (learning them would
-        bias the schedule long).
+        bias the schedule long). `load`: how many runs of the agent were being polled then
+        (itself included; see `lower_bound`).
         """
         high = low if high is None else high
         low = max(0.0, low)
@@ -169,23 +193,23 @@ class PollSchedule:
         if est is None:
             # The first thing learned, however rough; a run seen ended at its first poll says
             # only "before `high`": take the upper half. Kept until something narrower.
-            sample = _Sample(max(low, 0.5 * high), high, created)
+            sample = _Sample(max(low, 0.5 * high), high, created, load)
             self._provisional = not narrow
         elif narrow and not follower:
             if self._provisional:
                 # Something precise replaces the rough first bracket: every sleeper re-plans.
                 self._samples.clear()
                 self._provisional = False
-                self._keep(_Sample(low, high, created))
+                self._keep(_Sample(low, high, created, load))
                 self._cache = None
                 self._trend_cache = None
                 return True
-            sample = _Sample(low, high, created)
+            sample = _Sample(low, high, created, load)
         elif low <= 0 and high <= est[0] * (1 + self._probe) + tolerance:
             # Ended by the first poll, at the low estimate: shorter than anything recent (a
             # shorter prompt, or the service got faster). Learn the upper quarter: the next
             # probes start lower, and so on until they bracket the end.
-            sample = _Sample(max(low, 0.75 * high), high, created)
+            sample = _Sample(max(low, 0.75 * high), high, created, load)
         else:
             return False
         self._keep(sample)
@@ -213,6 +237,29 @@ class PollSchedule:
     def samples(self) -> int:
         """How many brackets the window holds."""
         return len(self._samples)
+
+    @property
+    def learned_load(self) -> int:
+        """The most runs of the agent polled together while the window's runs were learned
+        (0 with nothing learned)."""
+        return max((s.load for s in self._samples), default=0)
+
+    @property
+    def provisional(self) -> bool:
+        """Whether what is known is only a first guess or a lower bound, replaced as a whole by
+        the first narrow bracket (see `lower_bound`)."""
+        return self._provisional
+
+    def lower_bound(self) -> None:
+        """Take what is known as a lower bound: learned under far less load than now (a lone
+        run, or a streamed one, before a large burst of polled runs that the service takes
+        longer over). Followers then poll no sooner than twice the high end (the group wakes
+        them when a probe sees its run end), and the first narrow bracket replaces the window
+        and re-plans every sleeper, as after a cold start."""
+        if self._samples and not self._provisional:
+            self._provisional = True
+            self._cache = None
+            self._trend_cache = None
 
     def estimate(self) -> tuple[float, float, float] | None:
         """(low, typical, high) seconds from the recent runs, or None with nothing learned."""
@@ -329,15 +376,22 @@ class PollSchedule:
             return max(earliest, min(t, after + self._max))
         low, typical, high = est
         if probe:
-            step = self._probe * typical
-            if after > 1.25 * high:
+            # Every 3% of the typical run, and past it of the time taken (a bracket that
+            # narrow is learned, and the polls thin out as a long run goes on); well past the
+            # high end, every 10% (an outlier), unless the high end is only a lower bound.
+            step = self._probe * max(typical, after)
+            if after > 1.25 * high and not self._provisional:
                 step = max(step, self._fraction * after)
             t = max(low, after + min(self._max, max(self._min, step)))
         else:
             # A follower: the first poll at or after `base`.
             g = 1.0 + self._fraction
             base = max(earliest, low)
-            if base < high and self._steady(typical, high, low):
+            if self._provisional and after < self._bound * high:
+                # A first guess or a lower bound (`lower_bound`): wait for a probe to learn
+                # the runs' length (which re-plans every sleeper), polling late if none does.
+                t = self._bound * high
+            elif base < high and self._steady(typical, high, low):
                 # Steady durations: one poll at the high end (the group wakes it sooner).
                 t = high
             else:
@@ -399,9 +453,13 @@ class PollTicket:
         est = schedule.estimate()
         if est is None:
             return max(0.0, nxt - elapsed)
-        if not self.probe and self.created is not None and schedule.steady(self.created):
-            # A probe created before this run was still going at this age: so is this run.
-            nxt = max(nxt, self.group.survived(self.created))
+        if self.created is not None and schedule.steady(self.created):
+            # A probe created before this run was still going at this age: so is this run (a
+            # probe too, from one of its steps before, so that its bracket stays narrow).
+            seen = self.group.survived(self.created)
+            if self.probe:
+                seen -= schedule._probe * est[1]
+            nxt = max(nxt, seen)
         # Sent early by the recent answer time, at most half a probe step (a queue the group's
         # own polls build must not make them earlier still).
         return max(0.0, nxt - min(self.group.rtt, 0.5 * schedule._probe * est[1]) - elapsed)
@@ -420,6 +478,8 @@ class PollTicket:
         when no poll was awaiting an answer."""
         if self.probe:
             self.group._probe_seen(self, elapsed if active else None)
+        if not active:
+            self.group._polled.discard(self)
         sent, self._sent = self._sent, None
         if sent is None:
             return False
@@ -458,6 +518,12 @@ class PollGroup:
         self._ages: weakref.WeakKeyDictionary[PollTicket, float] = weakref.WeakKeyDictionary()
         #: Recent seconds between sending a poll and its answer (a moving average).
         self.rtt = 0.0
+        #: Runs joined and not yet seen ended (weak: a run whose caller gave up disappears).
+        self._polled: weakref.WeakSet[PollTicket] = weakref.WeakSet()
+        #: Runs polled together beyond this many times the learned load: what was learned is
+        #: a lower bound (`PollSchedule.lower_bound`), once at least `burst` runs are.
+        self._load_factor = 4
+        self._burst = 16
 
     def _probe_seen(self, ticket: PollTicket, age: float | None) -> None:
         if ticket.created is None or ticket not in self._ages:
@@ -515,6 +581,12 @@ class PollGroup:
         (never a probe unless `may_probe`: a run followed from the middle is no sample)."""
         ticket.created = created
         self._since_probe += 1
+        self._polled.add(ticket)
+        load = len(self._polled)
+        if load >= self._burst and load > self._load_factor * self.schedule.learned_load:
+            # A burst far larger than what the schedule learned under: the runs may take
+            # longer (a service under load), so what is known is only a lower bound.
+            self.schedule.lower_bound()
         est = self.schedule.estimate()
         # Nothing learned: a probe per `cold_first` seconds is enough to learn from.
         # Else one per `probe_gap` of a typical run, but at least one per 50 ms of creations
@@ -567,7 +639,12 @@ class PollGroup:
         (those created before it; every sleeping run when the schedule changed materially)."""
         # A bracket is never narrower than the time a poll takes to be answered.
         relearned = self.schedule.record(
-            low, high, created=created, tolerance=self.rtt, follower=follower
+            low,
+            high,
+            created=created,
+            tolerance=self.rtt,
+            follower=follower,
+            load=max(1, len(self._polled)),
         )
         wake: list[object] = []
         heap = self._heap

@@ -428,6 +428,8 @@ class Transport:
         urgent = method != "POST" or path.endswith("/cancel")
         # A run's cancel may use the connection kept for cancels (`PoolGate.acquire_for_cancel`).
         cancel = method == "POST" and path.endswith("/cancel")
+        # The lists that build a reply go before polls (`PoolGate`: finishing first).
+        finishing = method == "GET" and path.endswith(("/messages", "/steps"))
         while True:
             attempt += 1
             token = await self._token_cache.get_token()
@@ -442,7 +444,7 @@ class Transport:
             if cancel:
                 reserved = await gate.acquire_for_cancel()
             else:
-                await gate.acquire(urgent)
+                await gate.acquire(urgent, finishing=finishing)
             holding = True
             self._requests_sent += 1
             started = time.monotonic()

@@ -442,8 +442,10 @@ class Emulator:
             str(timing["delta_interval"]),
         ]
         self.log = open(workdir / "emulator.log", "w")  # noqa: SIM115 - closed in stop()
+        env = clean_env()
+        env["PYTHONPATH"] = str(ROOT)  # this tree's emulator, not the venv's checkout's
         self.proc = subprocess.Popen(
-            cmd, stdout=subprocess.PIPE, stderr=self.log, text=True, env=clean_env()
+            cmd, stdout=subprocess.PIPE, stderr=self.log, text=True, env=env
         )
         self.endpoint = ""
         self.settings: dict[str, str] = {}

@@ -140,3 +140,31 @@ async def test_a_cancel_takes_a_regular_slot_when_one_is_free() -> None:
     await gate.acquire(False)
     assert await gate.acquire_for_cancel() is False
     assert gate.in_use == 2
+
+
+async def test_finishing_waiters_go_before_urgent_ones_and_those_before_the_rest() -> None:
+    """Three lines, each first come first served: finishing (a reply's lists, cancels), then
+    urgent (polls), then new work (creates)."""
+    gate = PoolGate(1)
+    await gate.acquire(False)
+    order: list[str] = []
+
+    async def wait(name: str, urgent: bool, finishing: bool = False) -> None:
+        await gate.acquire(urgent, finishing=finishing)
+        order.append(name)
+
+    tasks = [
+        asyncio.ensure_future(wait("create", False)),
+        asyncio.ensure_future(wait("poll1", True)),
+        asyncio.ensure_future(wait("list1", True, finishing=True)),
+        asyncio.ensure_future(wait("poll2", True)),
+        asyncio.ensure_future(wait("list2", True, finishing=True)),
+    ]
+    await _settle()
+    for _ in tasks:
+        gate.release()
+        await _settle()
+    assert order == ["list1", "list2", "poll1", "poll2", "create"]
+    assert gate.in_use == 1
+    gate.release()
+    assert gate.in_use == 0

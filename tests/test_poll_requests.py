@@ -55,13 +55,42 @@ async def test_a_polled_batch_takes_about_three_requests_per_call(emu: Emulator)
 
 async def test_lone_polled_calls_take_few_requests(emu: Emulator) -> None:
     """Calls one after the other (nothing to share the end with): the first few are probes
-    that poll finely to learn the runs' length (at most 10 requests each); once five are
-    known, the next average at most 3.5 requests each."""
+    that poll finely to learn the runs' length (at most 16 requests each: 4-13 measured, the
+    most on a loaded machine, whose late timers lengthen the runs past what was learned);
+    once five are known, the next average at most 3.5 requests each."""
     async with AsyncClient(emu.endpoint, api_key=emu.api_key, mode="poll") as client:
         counts = []
         for i in range(12):
             r = await client.run("asst_abc123", f"Tell me about item {i}.")
             assert r.state is State.COMPLETED
             counts.append(r.requests)
-    assert max(counts[1:6]) <= 10
+    assert max(counts[1:6]) <= 16
     assert sum(counts[6:]) / len(counts[6:]) <= 3.5
+
+
+async def test_auto_after_a_streamed_call_polls_a_slower_burst_as_little_as_poll_does(
+    emu: Emulator,
+) -> None:
+    """`auto` streams a lone call (it fits the pool) and polls a burst larger than the pool.
+    The streamed call teaches the agent's schedule one exact run; the burst's runs take twice
+    as long (as a service under load does: here by the emulator's sleep directive). Taken as
+    a lower bound for a burst that much larger, the lone run does not make the followers poll
+    before the burst's runs end and every 10% after: at most 4.5 requests per polled call
+    (3.4-4.1 on a loaded machine; 6.3 when the lone run's length was trusted; the rest are
+    the burst's few probes)."""
+    async with AsyncClient(emu.endpoint, api_key=emu.api_key, mode="auto", pool_limit=10) as client:
+        warm = await client.run("asst_abc123", "Tell me about item -1.")
+        assert warm.state is State.COMPLETED and warm.mode == "stream"
+        results = []
+
+        async def one(i: int) -> None:
+            prompt = f"[emulator:sleep=0.9] Tell me about item {i}."
+            results.append(await client.run("asst_abc123", prompt))
+
+        async with anyio.create_task_group() as tg:
+            for i in range(40):
+                tg.start_soon(one, i)
+    assert len(results) == 40
+    assert all(r.state is State.COMPLETED and r.text for r in results)
+    assert all(r.mode == "poll" for r in results)
+    assert sum(r.requests for r in results) / 40 <= 4.5

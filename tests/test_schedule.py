@@ -381,3 +381,97 @@ def test_a_follower_waits_while_an_older_probe_is_still_going() -> None:
     probe.polled(1.7)
     probe.answered(1.75, active=False)
     assert follower.delay(0.0) <= alone  # (sent a little earlier now: polls take time)
+
+
+# -- a burst far larger than what was learned; probes -----------------------------------------
+
+
+def _streamed(group: PollGroup, duration: float) -> None:
+    """A lone streamed run first, as the warm-up of `auto` and `acompletion()` is: its exact
+    end is learned, and it never joins the group (it never sleeps between polls)."""
+    group.finished(-100.0, duration, duration)
+
+
+def test_a_burst_after_one_streamed_run_polls_as_little_as_after_a_polled_one() -> None:
+    """One streamed run of 1.05 s (the service unloaded), then 1,000 polled runs created over
+    0.5 s that take 1.7 to 2.2 s (the service under the burst's load): what the lone run taught
+    is only a lower bound, so the followers wait for the probes instead of polling at its
+    length and every 10% after (4.5 polls a run when it was trusted): fewer than 1.6 polls a
+    run (1.35 after a polled warm-up) and a median lag under 6% of the run."""
+    group = PollGroup()
+    _streamed(group, 1.05)
+    out = simulate(group, _burst(1000, 0.5, 1.7, 2.2, 0.03, seed=8))
+    assert out.mean_polls < 1.6
+    assert out.lag_share(0.5) < 0.06
+
+
+def test_what_was_learned_under_far_less_load_becomes_a_lower_bound() -> None:
+    """Learned from one run alone, the schedule holds while up to 15 runs are polled together;
+    the 16th makes it a lower bound: a follower then polls no sooner than twice the high end,
+    and the first narrow bracket of a probe replaces the window and re-plans every sleeper.
+    Learned with 100 runs polled together, 400 at once leave it as it is."""
+    group = PollGroup()
+    _streamed(group, 1.0)
+    tickets = [group.ticket() for _ in range(16)]
+    for k, t in enumerate(tickets[:15]):
+        group.join(t, 0.001 * k)
+    assert not group.schedule.provisional
+    group.join(tickets[15], 0.015)
+    assert group.schedule.provisional
+    high = (group.schedule.estimate() or (0.0, 0.0, 0.0))[2]
+    follower = tickets[15]
+    assert not follower.probe
+    assert group.schedule.next_poll(0.0, probe=False) == pytest.approx(2 * high)
+    group.sleep(follower, "sleeping")
+    probe = tickets[0]
+    assert probe.probe
+    probe.polled(1.78)
+    probe.answered(1.8)
+    probe.polled(1.83)
+    probe.answered(1.85, active=False)
+    assert group.finished(0.0, 1.8, 1.85) == ["sleeping"]
+    assert group.schedule.samples == 1
+    assert (group.schedule.estimate() or (0.0, 0.0))[1] == pytest.approx(1.825)
+    assert not group.schedule.provisional
+
+    busy = PollGroup()
+    for d in (1.0, 1.01, 0.99, 1.0, 1.02):
+        busy.schedule.record(d, d + 0.02, load=100)
+    crowd = [busy.ticket() for _ in range(400)]
+    for k, t in enumerate(crowd):
+        busy.join(t, 0.001 * k)
+    assert not busy.schedule.provisional
+
+
+def test_a_probe_thins_out_past_the_typical_run() -> None:
+    """A probe polls every 3% of the typical run up to it, then every 3% of the time taken
+    (a bracket still narrow enough to learn); well past the high end every 10%, except while
+    what is known is a lower bound, where it keeps to 3% so that it learns the longer runs."""
+    s = PollSchedule()
+    for d in (0.95, 1.0, 1.05, 1.0, 0.98):
+        s.record(d)
+    typical = (s.estimate() or (0.0, 0.0))[1]
+    assert s.next_poll(0.96, probe=True) == pytest.approx(0.96 + 0.03 * typical)
+    assert s.next_poll(1.2, probe=True) == pytest.approx(1.2 * 1.03)
+    assert s.next_poll(4.0, probe=True) == pytest.approx(4.4)
+    s.lower_bound()
+    assert s.next_poll(4.0, probe=True) == pytest.approx(4.0 * 1.03)
+
+
+def test_a_probe_starts_a_step_before_an_older_probe_was_last_seen_going() -> None:
+    """Where durations are steady, a probe created just after another still going does not
+    poll from the low end: it starts one of its steps before the age at which the older probe
+    was last seen still going, so its own bracket stays narrow."""
+    group = PollGroup(probe_every=1, probe_gap=0.0)
+    for d in (1.0, 1.01, 0.99, 1.0, 1.02):
+        group.schedule.record(d, d + 0.02)
+    older, newer = group.ticket(), group.ticket()
+    group.join(older, 0.0)
+    group.join(newer, 0.01)
+    assert older.probe and newer.probe
+    low, typical, _ = group.schedule.estimate() or (0.0, 0.0, 0.0)
+    assert newer.delay(0.0) == pytest.approx(low)
+    older.polled(1.5)
+    older.answered(1.6)  # still going at 1.6 s
+    step = 0.03 * typical
+    assert newer.delay(0.0) == pytest.approx(1.6 - step - min(group.rtt, 0.5 * step))

@@ -852,3 +852,51 @@ async def test_requests_about_existing_runs_are_admitted_before_creates() -> Non
                     async for _ in body:
                         pass
     assert seen == ["POST cancel", "GET poll1", "GET poll2", "POST create1", "POST create2"]
+
+
+@pytest.mark.anyio
+async def test_a_replys_lists_are_admitted_before_polls() -> None:
+    """With the pool full, a queued list of a run's messages or steps (the requests that build
+    the reply of a run seen ended) reaches the server before polls queued earlier, and polls
+    before creates, each kind in its order."""
+    seen: list[str] = []
+    release_stream = anyio.Event()
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        if request.path.endswith("/stream"):
+            response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+            await response.prepare(request)
+            await response.write(b"data: 1\n\n")
+            await release_stream.wait()
+            await response.write_eof()
+            return response
+        seen.append(f"{request.method} {request.path.split('/threads/', 1)[-1]}")
+        return web.json_response({})
+
+    async with serve(handler) as url, Transport(url, token_cache=static_cache(), limit=1) as t:
+        with anyio.fail_after(10):
+            async with t.stream("POST", "threads/runs/stream", json={}) as body:
+                await body.__anext__()  # the only slot is held by this stream
+                async with anyio.create_task_group() as tg:
+                    for path in (
+                        "threads/create1",
+                        "threads/t1/runs/poll1",
+                        "threads/t1/messages",
+                        "threads/t2/runs/poll2",
+                        "threads/t2/runs/r2/steps",
+                    ):
+                        method = "POST" if "create" in path else "GET"
+                        tg.start_soon(lambda m=method, p=path: t.request_json(m, p))
+                        await anyio.sleep(0.01)
+                    await anyio.sleep(0.05)
+                    assert seen == []
+                    release_stream.set()
+                    async for _ in body:
+                        pass
+    assert seen == [
+        "GET t1/messages",
+        "GET t2/runs/r2/steps",
+        "GET t1/runs/poll1",
+        "GET t2/runs/poll2",
+        "POST create1",
+    ]
