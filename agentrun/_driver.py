@@ -82,7 +82,7 @@ from agentrun._results import (
 )
 from agentrun._retry import request_id_of
 from agentrun._schedule import PollGroup, PollTicket
-from agentrun._sse import SSEDecoder
+from agentrun._sse import SSEDecoder, SSEEvent
 from agentrun._transport import (
     BodyChunks,
     RequestProgress,
@@ -151,6 +151,7 @@ class RunStream:
         "_hot",
         "_idle",
         "_inv",
+        "_later",
         "_machine",
         "_mode",
         "_obs",
@@ -205,6 +206,10 @@ class RunStream:
         # The stream's delta template (`_delta_template`): unknown (None), none (False) or
         # (prefix, suffix, message id, index).
         self._tpl: tuple[str, str, str, int] | Literal[False] | None = None
+        # The latest snapshot frame of each message and step seen in the event stream, in
+        # order of first sight, with the run id known then: decoded when the streaming phase
+        # ends (`_defer`, `_settle`), so a snapshot that a later one replaces costs nothing.
+        self._later: dict[tuple[str, str], tuple[SSEEvent, str | None]] | None = None
 
     @property
     def thread_id(self) -> str | None:
@@ -840,6 +845,7 @@ class RunStream:
             protocol.delta_event,
             protocol.plain_delta,
             self._col.text_delta,
+            protocol.snapshot_events,
         )
 
     def _on_chunk(self, chunk: bytes) -> list[StreamEvent]:
@@ -865,6 +871,7 @@ class RunStream:
             delta_event,
             plain_delta,
             text_delta,
+            snapshots,
         ) = self._hot
         decoder = self._decoder
         if emit:
@@ -901,6 +908,9 @@ class RunStream:
                         if out is not None:
                             batch.append(out)
                     continue
+            kind = snapshots.get(name)
+            if kind is not None and self._defer(kind, sse):
+                continue
             for ev in stream_events(sse):
                 nxt = _READ if type(ev) is TextDelta else self._on_stream_event(ev)
                 if pending:
@@ -916,8 +926,46 @@ class RunStream:
                 return batch
         return batch
 
+    def _defer(self, kind: str, sse: SSEEvent) -> bool:
+        """Keep a message's or a step's snapshot frame for `_settle` (the latest per object,
+        in its first sight's place); False when its id cannot be read without decoding it
+        (then the frames kept so far are decoded first, and this one at once, in order)."""
+        key = self._protocol.snapshot_id(sse.data)
+        if key is None:
+            self._settle()
+            return False
+        later = self._later
+        if later is None:
+            later = self._later = {}
+        m = self._machine
+        assert m is not None
+        later[kind, key] = (sse, m.run_id)
+        return True
+
+    def _settle(self) -> None:
+        """Decode and keep the snapshots `_defer` held back (at the end of the streaming
+        phase): each message's and step's latest, in order of first sight. A malformed one
+        raises `RemoteProtocolError` here; one that a later snapshot replaced is never read."""
+        later, self._later = self._later, None
+        if later:
+            stream_events = self._protocol.stream_events
+            for sse, run_id in later.values():
+                for ev in stream_events(sse):
+                    self._keep(ev, run_id)
+
+    def _keep(self, ev: Event, run_id: str | None) -> None:
+        """Note a message or step snapshot of the run (`run_id`, None when not known yet)."""
+        if isinstance(ev, StepSeen):
+            if run_id is None or ev.run_id in (None, run_id):
+                self._col.steps[ev.step.id] = ev.step
+        elif isinstance(ev, MessageSeen):
+            msg = ev.message
+            if msg.role == "assistant" and (run_id is None or msg.run_id in (None, run_id)):
+                self._col.messages[msg.id] = msg
+
     def _end_stream(self, after: Send | Sleep | ReadStream | Finish, *, finish: bool) -> None:
         """The streaming phase is over; the steps go on with `after`."""
+        self._settle()
         self._after = after
         self._reader = None
         if finish:
@@ -933,11 +981,13 @@ class RunStream:
         body, m = self._body, self._machine
         assert body is not None and m is not None
         try:
-            return body.failed(exc)
-        except StreamInterruptedError:
-            logger.debug("stream of run %s broke; finishing it by polling", m.run_id)
-            self._end_stream(m.stream_lost(_now()), finish=True)
-            return None
+            try:
+                return body.failed(exc)
+            except StreamInterruptedError:
+                logger.debug("stream of run %s broke; finishing it by polling", m.run_id)
+                # (Decoding the snapshots held back may raise: the outer handler stops then.)
+                self._end_stream(m.stream_lost(_now()), finish=True)
+                return None
         except BaseException as err:
             self._drop_body()
             await self._failed(err)
@@ -961,19 +1011,13 @@ class RunStream:
             return _READ
         m = self._machine
         assert m is not None
-        if isinstance(ev, StepSeen):
-            if m.run_id is None or ev.run_id in (None, m.run_id):
-                self._col.steps[ev.step.id] = ev.step
+        if isinstance(ev, (StepSeen, MessageSeen)):
+            self._keep(ev, m.run_id)
             return _READ
         if isinstance(ev, (TextDelta, ToolCallDelta)):
             return _READ
         if isinstance(ev, RunUpdated):
             return self._apply_run(ev.run, "stream")
-        if isinstance(ev, MessageSeen):
-            msg = ev.message
-            if msg.role == "assistant" and (m.run_id is None or msg.run_id in (None, m.run_id)):
-                self._col.messages[msg.id] = msg
-            return _READ
         if isinstance(ev, ThreadStarted):
             seen = len(m.history)
             action = m.thread_created(ev.thread_id, _now())

@@ -60,6 +60,12 @@ class ClassicProtocol:
     #: The usual text delta's values from its frame's data (`RunProtocol.plain_delta`).
     plain_delta = staticmethod(wire.text_delta_of)
 
+    #: A message's and a step's events each carry its whole object; the latest replaces the
+    #: earlier (created, in_progress, then completed), so only that one is decoded.
+    snapshot_events = wire.SNAPSHOT_EVENTS
+    #: The object's id from the start of its frame (`RunProtocol.snapshot_id`).
+    snapshot_id = staticmethod(wire.snapshot_id)
+
     #: Tool outputs resume the thread's waiting run.
     new_run_per_invocation = False
 
