@@ -204,8 +204,8 @@ class RunStream:
         self._reading = False  # a body read is under way
         self._hot: tuple[Any, ...] = ()
         # The stream's delta template (`_delta_template`): unknown (None), none (False) or
-        # (prefix, suffix, message id, index).
-        self._tpl: tuple[str, str, str, int] | Literal[False] | None = None
+        # (prefix, suffix, message id, index, then the whole frame's head and tail as bytes).
+        self._tpl: tuple[str, str, str, int, bytes, bytes] | Literal[False] | None = None
         # The latest snapshot frame of each message and step seen in the event stream, in
         # order of first sight, with the run id known then: decoded when the streaming phase
         # ends (`_defer`, `_settle`), so a snapshot that a later one replaces costs nothing.
@@ -878,19 +878,36 @@ class RunStream:
             # Most of a stream: a chunk that is one whole frame of the usual text delta goes
             # from its data straight to the caller's event (no `SSEEvent`, no neutral event:
             # a delta moves the machine nowhere).
-            data = decoder.frame_data(chunk, delta_head)
-            if data is not None:
-                tpl = self._tpl
-                if tpl:
-                    # The same delta as the first but for its text: no JSON decoding.
-                    text = _template_text(tpl, data)
-                    if text is not None:
+            tpl = self._tpl
+            if tpl:
+                # The same frame as the stream's first delta but for its text: the text is
+                # the bytes between the frame's head and tail, when they hold no quote,
+                # backslash or control character (a line ending included) and are UTF-8;
+                # nothing else of the frame is decoded. The decoder must hold nothing of
+                # another frame (`SSEDecoder.frame_data`'s conditions).
+                head, tail = tpl[4], tpl[5]
+                end = len(chunk) - len(tail)
+                if (
+                    end >= len(head)
+                    and chunk.startswith(head)
+                    and chunk.endswith(tail)
+                    and decoder._clean
+                    and len(chunk) < decoder._max_size
+                    and _UNSAFE_IN_BYTES.search(chunk, len(head), end) is None
+                ):
+                    try:
+                        text = chunk[len(head) : end].decode()
+                    except UnicodeDecodeError:
+                        pass  # the general path raises the decoder's error
+                    else:
                         out = text_delta(tpl[2], tpl[3], text)
                         return [] if out is None else [out]
+            data = decoder.frame_data(chunk, delta_head)
+            if data is not None:
                 plain = plain_delta(data)
                 if plain is not None:
                     if tpl is None:
-                        self._tpl = _delta_template(data, plain, plain_delta)
+                        self._tpl = self._learn_template(data, plain)
                     out = text_delta(*plain)
                     return [] if out is None else [out]
         # The events of one chunk go out together: one `__anext__` per chunk, not per event.
@@ -901,8 +918,20 @@ class RunStream:
                 continue
             if name == delta_event:
                 # A delta frame among others: the same path from its data.
-                plain = plain_delta(sse.data)
+                data = sse.data
+                tpl = self._tpl
+                if tpl:
+                    slot = _template_text(tpl, data)
+                    if slot is not None:
+                        if emit:
+                            out = text_delta(tpl[2], tpl[3], slot)
+                            if out is not None:
+                                batch.append(out)
+                        continue
+                plain = plain_delta(data)
                 if plain is not None:
+                    if tpl is None:
+                        self._tpl = self._learn_template(data, plain)
                     if emit:
                         out = text_delta(*plain)
                         if out is not None:
@@ -925,6 +954,18 @@ class RunStream:
                 self._end_stream(nxt, finish=not isinstance(ev, StreamEnded))
                 return batch
         return batch
+
+    def _learn_template(
+        self, data: str, plain: tuple[str, int, str]
+    ) -> tuple[str, str, str, int, bytes, bytes] | Literal[False]:
+        """The stream's delta template from its first delta (`_delta_template`), with the
+        head and tail of a whole frame of it as bytes (`_on_chunk`'s single-frame path)."""
+        tpl = _delta_template(data, plain, self._protocol.plain_delta)
+        if not tpl:
+            return False
+        prefix, suffix, message_id, index = tpl
+        head = f"event: {self._protocol.delta_event}\ndata: {prefix}".encode()
+        return prefix, suffix, message_id, index, head, f"{suffix}\n\n".encode()
 
     def _defer(self, kind: str, sse: SSEEvent) -> bool:
         """Keep a message's or a step's snapshot frame for `_settle` (the latest per object,
@@ -1143,6 +1184,8 @@ _READ = ReadStream()
 #: What a JSON string's content cannot hold as it stands (a quote, a backslash, a control
 #: character): a text with none is its own JSON text.
 _UNSAFE_IN_STRING = re.compile(r'["\\\x00-\x1f]')
+#: The same for a text's UTF-8 bytes (no byte of a multi-byte character is below 0x80).
+_UNSAFE_IN_BYTES = re.compile(rb'["\\\x00-\x1f]')
 
 
 def _delta_template(
@@ -1174,7 +1217,9 @@ def _delta_template(
     return prefix, suffix, message_id, index
 
 
-def _template_text(tpl: tuple[str, str, str, int], data: str) -> str | None:
+def _template_text(
+    tpl: tuple[str, str, str, int, bytes, bytes] | tuple[str, str, str, int], data: str
+) -> str | None:
     """The text of a delta's `data` that fits the stream's template (`_delta_template`):
     the slice between its prefix and suffix, when it is a JSON string's content as it stands.
     None when it does not fit (`plain_delta` decides then)."""
