@@ -32,7 +32,7 @@ import logging
 import math
 import re
 import weakref
-from collections.abc import AsyncGenerator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Callable, Coroutine
 from typing import TYPE_CHECKING, Any, Literal, NoReturn, TypeVar
 
 import anyio
@@ -690,19 +690,15 @@ class RunStream:
             progress=progress,
         )
 
-    async def _create(self, send: Callable[[RequestProgress], Awaitable[_T]]) -> _T:
-        """Send a create in a client-owned task, so that a cancelled caller cannot cut it
-        short once it may have reached the service (its run is then cleaned up, not lost).
+    async def _create(self, send: Coroutine[Any, Any, _T], progress: RequestProgress) -> _T:
+        """Send a create (`send`, reporting to `progress`) in a client-owned task, so that a
+        cancelled caller cannot cut it short once it may have reached the service (its run
+        is then cleaned up, not lost).
 
         A create still waiting for a connection, a token or a retry delay when the caller
         is cancelled is cancelled too: nothing is sent after the cancel.
         """
-        progress = RequestProgress()
-
-        async def run() -> _T:
-            return await send(progress)
-
-        task = self._ctx.detach(run())
+        task = self._ctx.detach(send)
         self._pending = task
         try:
             result = await asyncio.shield(task)
@@ -745,7 +741,8 @@ class RunStream:
             return nxt
         if op in (Op.CREATE_THREAD_AND_RUN, Op.CREATE_RUN, Op.SUBMIT_TOOL_OUTPUTS):
             meta: dict[str, str] = {}
-            data = await self._create(lambda p: self._request(req, meta, progress=p))
+            progress = RequestProgress()
+            data = await self._create(self._request(req, meta, progress=progress), progress)
             self._col.request_id = meta.get("request_id")
             return self._apply_run(protocol.parse_run(data), "response")
         if op is Op.GET_RUN:
@@ -814,20 +811,18 @@ class RunStream:
         self._col.requests += 1
         deadline = self._deadline if math.isfinite(self._deadline) else None
 
-        async def open_stream(progress: RequestProgress) -> BodyChunks:
-            context = transport.stream(
-                req.method,
-                req.path,
-                params=req.params,
-                json=req.json,
-                deadline=deadline,
-                thread_id=m.thread_id,
-                run_id=m.run_id,
-                progress=progress,
-            )
-            return await context.__aenter__()
-
-        body = await self._create(open_stream)
+        progress = RequestProgress()
+        send = transport.open_stream(
+            req.method,
+            req.path,
+            params=req.params,
+            json=req.json,
+            deadline=deadline,
+            thread_id=m.thread_id,
+            run_id=m.run_id,
+            progress=progress,
+        )
+        body = await self._create(send, progress)
         if self._col.request_id is None:
             self._col.request_id = request_id_of(body.headers)
         self._body = body
