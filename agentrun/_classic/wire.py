@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import json as _json
 import re
-import types
 from collections.abc import Callable, Mapping, Sequence
 from json import scanner as _json_scanner
 from typing import Any, Literal, TypeAlias, TypeVar
@@ -764,9 +763,9 @@ def _in_event(name: str, parse: Callable[[Any], _T], data: dict[str, Any]) -> _T
 
 #: The events that carry a message's or a step's whole object (``{event name: kind}``): a
 #: later one of the same kind and id supersedes an earlier (`RunProtocol.snapshot_events`).
-SNAPSHOT_EVENTS: Mapping[str, str] = types.MappingProxyType(
-    {name: "message" for name in _MESSAGE_EVENTS} | {name: "step" for name in _STEP_EVENTS}
-)
+SNAPSHOT_EVENTS: Mapping[str, str] = {name: "message" for name in _MESSAGE_EVENTS} | {
+    name: "step" for name in _STEP_EVENTS
+}
 
 #: The first member of a JSON object when it is ``"id"`` with a string value free of escapes.
 _LEADING_ID = re.compile(r'\{\s*"id"\s*:\s*"([^"\\]*)"')
