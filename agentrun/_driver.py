@@ -80,6 +80,7 @@ from agentrun._results import (
     StateChanged,
     StreamEvent,
 )
+from agentrun._results import TextDelta as PublicTextDelta
 from agentrun._retry import request_id_of
 from agentrun._schedule import PollGroup, PollTicket
 from agentrun._sse import SSEDecoder, SSEEvent
@@ -204,8 +205,9 @@ class RunStream:
         self._reading = False  # a body read is under way
         self._hot: tuple[Any, ...] = ()
         # The stream's delta template (`_delta_template`): unknown (None), none (False) or
-        # (prefix, suffix, message id, index, then the whole frame's head and tail as bytes).
-        self._tpl: tuple[str, str, str, int, bytes, bytes] | Literal[False] | None = None
+        # (prefix, suffix, message id, index, then the whole frame's head and tail as bytes,
+        # and the list its texts are noted in as delivered: `Reply.delivered_texts`).
+        self._tpl: _Template | Literal[False] | None = None
         # The latest snapshot frame of each message and step seen in the event stream, in
         # order of first sight, with the run id known then: decoded when the streaming phase
         # ends (`_defer`, `_settle`), so a snapshot that a later one replaces costs nothing.
@@ -895,8 +897,8 @@ class RunStream:
                     except UnicodeDecodeError:
                         pass  # the general path raises the decoder's error
                     else:
-                        out = text_delta(tpl[2], tpl[3], text)
-                        return [] if out is None else [out]
+                        tpl[6].append(text)  # noted as delivered (`Reply.text_delta`)
+                        return [PublicTextDelta(text, tpl[2], tpl[3])]
             data = decoder.frame_data(chunk, delta_head)
             if data is not None:
                 plain = plain_delta(data)
@@ -950,17 +952,19 @@ class RunStream:
                 return batch
         return batch
 
-    def _learn_template(
-        self, data: str, plain: tuple[str, int, str]
-    ) -> tuple[str, str, str, int, bytes, bytes] | Literal[False]:
-        """The stream's delta template from its first delta (`_delta_template`), with the
-        head and tail of a whole frame of it as bytes (`_on_chunk`'s single-frame path)."""
+    def _learn_template(self, data: str, plain: tuple[str, int, str]) -> _Template | Literal[False]:
+        """The stream's delta template from its first delta (`_delta_template`, once that
+        delta was noted by `Reply.text_delta`), with the head and tail of a whole frame of it
+        as bytes and the list its texts are noted in (`_on_chunk`'s single-frame path)."""
         tpl = _delta_template(data, plain, self._protocol.plain_delta)
         if not tpl:
             return False
         prefix, suffix, message_id, index = tpl
+        texts = self._col.delivered_texts(message_id, index)
+        if texts is None:
+            return False  # a message written before this invocation: not the caller's
         head = f"event: {self._protocol.delta_event}\ndata: {prefix}".encode()
-        return prefix, suffix, message_id, index, head, f"{suffix}\n\n".encode()
+        return prefix, suffix, message_id, index, head, f"{suffix}\n\n".encode(), texts
 
     def _defer(self, kind: str, sse: SSEEvent) -> bool:
         """Keep a message's or a step's snapshot frame for `_settle` (the latest per object,
@@ -1212,9 +1216,11 @@ def _delta_template(
     return prefix, suffix, message_id, index
 
 
-def _template_text(
-    tpl: tuple[str, str, str, int, bytes, bytes] | tuple[str, str, str, int], data: str
-) -> str | None:
+#: A stream's delta template (`RunStream._learn_template`).
+_Template = tuple[str, str, str, int, bytes, bytes, list[str]]
+
+
+def _template_text(tpl: _Template | tuple[str, str, str, int], data: str) -> str | None:
     """The text of a delta's `data` that fits the stream's template (`_delta_template`):
     the slice between its prefix and suffix, when it is a JSON string's content as it stands.
     None when it does not fit (`plain_delta` decides then)."""
