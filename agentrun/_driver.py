@@ -206,7 +206,8 @@ class RunStream:
         self._hot: tuple[Any, ...] = ()
         # The stream's delta template (`_delta_template`): unknown (None), none (False) or
         # (prefix, suffix, message id, index, then the whole frame's head and tail as bytes,
-        # and the list its texts are noted in as delivered: `Reply.delivered_texts`).
+        # the list its texts are noted in as delivered (`Reply.delivered_texts`), and the
+        # lengths of the head and tail).
         self._tpl: _Template | Literal[False] | None = None
         # The latest snapshot frame of each message and step seen in the event stream, in
         # order of first sight, with the run id known then: decoded when the streaming phase
@@ -858,6 +859,32 @@ class RunStream:
             self._decoder.close()
             self._end_stream(m.stream_done(_now()), finish=True)
             return []
+        decoder = self._decoder
+        tpl = self._tpl
+        if tpl:  # (learnt only when the caller has an event stream)
+            # Most of a stream: a chunk that is one whole frame of the usual text delta, the
+            # same frame as the stream's first delta but for its text, goes from its bytes
+            # straight to the caller's event. The text is the bytes between the frame's head
+            # and tail when they hold no quote, backslash or control character (a line ending
+            # included) and are UTF-8; nothing else of the frame is decoded. The decoder must
+            # hold nothing of another frame (`SSEDecoder.frame_data`'s conditions).
+            size = len(chunk)
+            start, end = tpl[7], size - tpl[8]
+            if (
+                end >= start
+                and chunk.startswith(tpl[4])
+                and chunk.endswith(tpl[5])
+                and decoder._clean
+                and size < decoder._max_size
+                and _UNSAFE_IN_BYTES.search(chunk, start, end) is None
+            ):
+                try:
+                    text = chunk[start:end].decode()
+                except UnicodeDecodeError:
+                    pass  # the general path raises the decoder's error
+                else:
+                    tpl[6].append(text)  # noted as delivered (`Reply.text_delta`)
+                    return [PublicTextDelta(text, tpl[2], tpl[3])]
         (
             emit,
             pending,
@@ -870,35 +897,9 @@ class RunStream:
             text_delta,
             snapshots,
         ) = self._hot
-        decoder = self._decoder
         if emit:
-            # Most of a stream: a chunk that is one whole frame of the usual text delta goes
-            # from its data straight to the caller's event (no `SSEEvent`, no neutral event:
-            # a delta moves the machine nowhere).
-            tpl = self._tpl
-            if tpl:
-                # The same frame as the stream's first delta but for its text: the text is
-                # the bytes between the frame's head and tail, when they hold no quote,
-                # backslash or control character (a line ending included) and are UTF-8;
-                # nothing else of the frame is decoded. The decoder must hold nothing of
-                # another frame (`SSEDecoder.frame_data`'s conditions).
-                head, tail = tpl[4], tpl[5]
-                end = len(chunk) - len(tail)
-                if (
-                    end >= len(head)
-                    and chunk.startswith(head)
-                    and chunk.endswith(tail)
-                    and decoder._clean
-                    and len(chunk) < decoder._max_size
-                    and _UNSAFE_IN_BYTES.search(chunk, len(head), end) is None
-                ):
-                    try:
-                        text = chunk[len(head) : end].decode()
-                    except UnicodeDecodeError:
-                        pass  # the general path raises the decoder's error
-                    else:
-                        tpl[6].append(text)  # noted as delivered (`Reply.text_delta`)
-                        return [PublicTextDelta(text, tpl[2], tpl[3])]
+            # Any other one-frame delta chunk: from its data to the caller's event (no
+            # `SSEEvent`, no neutral event: a delta moves the machine nowhere).
             data = decoder.frame_data(chunk, delta_head)
             if data is not None:
                 plain = plain_delta(data)
@@ -927,7 +928,7 @@ class RunStream:
                         continue
                 plain = plain_delta(data)
                 if plain is not None:
-                    if tpl is None:
+                    if tpl is None and emit:
                         self._tpl = self._learn_template(data, plain)
                     if emit:
                         out = text_delta(*plain)
@@ -964,7 +965,8 @@ class RunStream:
         if texts is None:
             return False  # a message written before this invocation: not the caller's
         head = f"event: {self._protocol.delta_event}\ndata: {prefix}".encode()
-        return prefix, suffix, message_id, index, head, f"{suffix}\n\n".encode(), texts
+        tail = f"{suffix}\n\n".encode()
+        return prefix, suffix, message_id, index, head, tail, texts, len(head), len(tail)
 
     def _defer(self, kind: str, sse: SSEEvent) -> bool:
         """Keep a message's or a step's snapshot frame for `_settle` (the latest per object,
@@ -1217,7 +1219,7 @@ def _delta_template(
 
 
 #: A stream's delta template (`RunStream._learn_template`).
-_Template = tuple[str, str, str, int, bytes, bytes, list[str]]
+_Template = tuple[str, str, str, int, bytes, bytes, list[str], int, int]
 
 
 def _template_text(tpl: _Template | tuple[str, str, str, int], data: str) -> str | None:
