@@ -30,8 +30,8 @@ from typing import Any
 import micro_hotpath as shapes  # the same objects as micro_hotpath's `burst` row
 
 from agentrun._classic.protocol import ClassicProtocol
-from agentrun._inputs import RunOptions
 from agentrun._driver import RunStream
+from agentrun._inputs import RunOptions
 from agentrun._machine import RunMachine
 from agentrun._protocol import Invocation
 from agentrun._sse import SSEDecoder

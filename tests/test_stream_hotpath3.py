@@ -115,7 +115,7 @@ def frame(name: str, data: Any) -> bytes:
 
 def opening() -> list[bytes]:
     return [
-        frame("thread.created", {"id": THREAD, "object": "thread", "created_at": 1, "metadata": {}}),
+        frame("thread.created", {"id": THREAD, "object": "thread", "created_at": 1}),
         frame("thread.run.created", _run("queued")),
         frame("thread.run.in_progress", _run("in_progress")),
     ]
