@@ -27,6 +27,7 @@ import agentrun
 from agentrun import AsyncClient
 from agentrun._classic import wire
 from agentrun._classic.protocol import ClassicProtocol
+from agentrun._protocol import RunUpdated
 from agentrun._results import RunFinished, StreamEvent, TextDelta
 
 pytestmark = pytest.mark.anyio
@@ -361,3 +362,36 @@ async def test_a_delta_with_invalid_utf8_after_the_template_raises() -> None:
     seen, error = await play(chunks)
     assert isinstance(error, agentrun.RemoteProtocolError)
     assert [e.text for e in seen if isinstance(e, TextDelta)] == ["ok"]
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        json.dumps(_run("in_progress")),
+        json.dumps(_run("completed", usage={"prompt_tokens": 3, "completion_tokens": 4})),
+        json.dumps(_run("bogus")),  # an unknown status
+        json.dumps(_run("queued") | {"created_at": "soon"}),
+        "not json",
+        "[1]",
+    ],
+)
+def test_run_events_take_the_short_path_with_the_same_result(data: str) -> None:
+    """`ClassicProtocol.stream_events` reads a ``thread.run.*`` event through
+    `wire.parse_run_event`: the same run as the general parser's `RunEvent`, and for
+    malformed data the same `RemoteProtocolError` message (naming the event once)."""
+    sse = wire.SSEEvent("thread.run.in_progress", data)
+    expected: str | None = None
+    try:
+        (general,) = wire.parse_stream_event(sse)
+    except agentrun.RemoteProtocolError as exc:
+        expected = str(exc)
+    if expected is not None:
+        with pytest.raises(agentrun.RemoteProtocolError) as info:
+            ClassicProtocol().stream_events(sse)
+        assert str(info.value) == expected
+        assert expected.count("thread.run.in_progress event") == 1
+        return
+    assert isinstance(general, wire.RunEvent)
+    (ev,) = ClassicProtocol().stream_events(sse)
+    assert isinstance(ev, RunUpdated)
+    assert ev.run == general.run

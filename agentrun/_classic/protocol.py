@@ -117,11 +117,15 @@ class ClassicProtocol:
         return wire.parse_thread(data).id
 
     def stream_events(self, sse: SSEEvent) -> list[Event]:
-        if sse.event == "thread.message.delta":
+        name = sse.event
+        if name == "thread.message.delta":
             # Most of a stream: one text part, straight to the neutral event.
             plain = wire.plain_text_delta(sse)
             if plain is not None:
                 return [TextDelta(*plain)]
+        elif name in wire.RUN_EVENTS:
+            # The rest of a stream is mostly the run's own events: straight to the neutral one.
+            return [RunUpdated(wire.parse_run_event(sse))]
         # A step event without a parseable step changes nothing the driver keeps: dropped.
         return [
             _neutral(ev)

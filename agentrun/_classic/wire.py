@@ -107,6 +107,7 @@ __all__ = [
     "parse_message",
     "parse_message_page",
     "parse_run",
+    "parse_run_event",
     "parse_run_page",
     "parse_run_step",
     "parse_run_step_page",
@@ -777,6 +778,16 @@ def snapshot_id(data: str) -> str | None:
     data does not start so (an escaped id included), and the frame must be decoded."""
     found = _LEADING_ID.match(data)
     return None if found is None else found.group(1)
+
+
+def parse_run_event(ev: SSEEvent) -> Run:
+    """The run of a ``thread.run.*`` event (`RUN_EVENTS`): `parse_stream_event`'s one
+    `RunEvent`'s run, without the event around it (the protocol's usual path)."""
+    data = _event_json(ev)  # (its errors name the event already)
+    try:
+        return parse_run(data)
+    except RemoteProtocolError as exc:
+        raise RemoteProtocolError(f"{ev.event} event: {exc}") from None
 
 
 def parse_stream_event(ev: SSEEvent) -> list[StreamEvent]:
