@@ -161,6 +161,7 @@ class RunStream:
         "_protocol",
         "_reader",
         "_reading",
+        "_relearn",
         "_result",
         "_scope",
         "_timer",
@@ -208,7 +209,13 @@ class RunStream:
         # (prefix, suffix, message id, index, then the whole frame's head and tail as bytes,
         # the list its texts are noted in as delivered (`Reply.delivered_texts`), and the
         # lengths of the head and tail).
-        self._tpl: _Template | Literal[False] | None = None
+        self._tpl: _Template | None = None
+        # How many more times a template is learnt from a delta that took `plain_delta` (none
+        # yet, or it did not fit): a stream's first delta may differ from the rest in more
+        # than its text (the emulator adds ``"annotations": []`` to the first only), or be
+        # escaped; a template that never fits (v2's moving sequence numbers) is not learnt
+        # on every delta.
+        self._relearn = 3
         # The latest snapshot frame of each message and step seen in the event stream, in
         # order of first sight, with the run id known then: decoded when the streaming phase
         # ends (`_defer`, `_settle`), so a snapshot that a later one replaces costs nothing.
@@ -904,8 +911,8 @@ class RunStream:
             if data is not None:
                 plain = plain_delta(data)
                 if plain is not None:
-                    if tpl is None:
-                        self._tpl = self._learn_template(data, plain)
+                    if self._relearn:
+                        self._learn_template(data, plain)
                     out = text_delta(*plain)
                     return [] if out is None else [out]
         # The events of one chunk go out together: one `__anext__` per chunk, not per event.
@@ -928,8 +935,8 @@ class RunStream:
                         continue
                 plain = plain_delta(data)
                 if plain is not None:
-                    if tpl is None and emit:
-                        self._tpl = self._learn_template(data, plain)
+                    if emit and self._relearn:
+                        self._learn_template(data, plain)
                     if emit:
                         out = text_delta(*plain)
                         if out is not None:
@@ -953,20 +960,22 @@ class RunStream:
                 return batch
         return batch
 
-    def _learn_template(self, data: str, plain: tuple[str, int, str]) -> _Template | Literal[False]:
-        """The stream's delta template from its first delta (`_delta_template`, once that
-        delta was noted by `Reply.text_delta`), with the head and tail of a whole frame of it
-        as bytes and the list its texts are noted in (`_on_chunk`'s single-frame path)."""
+    def _learn_template(self, data: str, plain: tuple[str, int, str]) -> None:
+        """Learn the stream's delta template from a delta that took `plain_delta`
+        (`_delta_template`), with the head and tail of a whole frame of it as bytes and the
+        list its texts are noted in (`_on_chunk`'s single-frame path); a delta that gives
+        none (an escaped or empty text) leaves the template as it was."""
+        self._relearn -= 1
         tpl = _delta_template(data, plain, self._protocol.plain_delta)
         if not tpl:
-            return False
+            return
         prefix, suffix, message_id, index = tpl
         texts = self._col.delivered_texts(message_id, index)
         if texts is None:
-            return False  # a message written before this invocation: not the caller's
+            return  # a message written before this invocation: not the caller's
         head = f"event: {self._protocol.delta_event}\ndata: {prefix}".encode()
         tail = f"{suffix}\n\n".encode()
-        return prefix, suffix, message_id, index, head, tail, texts, len(head), len(tail)
+        self._tpl = prefix, suffix, message_id, index, head, tail, texts, len(head), len(tail)
 
     def _defer(self, kind: str, sse: SSEEvent) -> bool:
         """Keep a message's or a step's snapshot frame for `_settle` (the latest per object,

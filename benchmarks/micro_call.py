@@ -2,10 +2,11 @@
 
 `RunStream._on_chunk` (the driver's per-chunk step: SSE decoding, the events' parsing, the
 state machine, the caller's events) over the chunks of one call as the emulator sends them
-(compact JSON; `thread.created`; `thread.run.created` + `queued`; `in_progress`; the step's
-and message's `created` + `in_progress` with the first delta; 47 one-delta chunks; the last
-delta with the message's and step's `completed`, `thread.run.completed` and `done`: 61
-events), CPU time per call (`time.process_time()`), plus the objects the call leaves to the
+(compact JSON, the first delta with ``"annotations": []``; `thread.created`;
+`thread.run.created` + `queued`; `in_progress`; the step's and message's `created` +
+`in_progress` with the first delta; 47 one-delta chunks; the last delta with the message's
+and step's `completed`, `thread.run.completed` and `done`: 61 events), CPU time per call
+(`time.process_time()`), plus the objects the call leaves to the
 GC (container objects the call leaves alive, which is what counts toward a collection).
 
     PYTHONPATH=<tree> python benchmarks/micro_call.py [--reps N] [--rounds K] [--profile]
@@ -46,6 +47,10 @@ def call_chunks(deltas: int = 49) -> list[bytes]:
     """One call's body as the emulator writes it (see the module docstring)."""
     f = [_frame(name, json.loads(c.decode().split("data: ", 1)[1])) for name, c in _burst()]
     d = [_frame("thread.message.delta", shapes._delta(i)) for i in range(deltas)]
+    # The emulator's first delta of a message also carries ``"annotations": []``.
+    first = shapes._delta(0)
+    first["delta"]["content"][0]["text"]["annotations"] = []
+    d[0] = _frame("thread.message.delta", first)
     done = _frame("done", "[DONE]")
     chunks = [f[0], f[1] + f[2], f[3], f[4] + f[5] + f[6] + f[7] + d[0]]
     chunks += d[1:-1]

@@ -329,11 +329,15 @@ async def test_deltas_in_chunks_of_several_frames_read_like_single_ones() -> Non
     reach the caller with their exact text, in order, and the reply's text agrees."""
     texts = ["Hello", " wor", "ld", "\nnext", ' "q"', " caf\u00e9", " end"]
     deltas = [frame("thread.message.delta", _delta("msg_a", t)) for t in texts]
+    # As the service's and the emulator's: the first delta also has `"annotations": []`.
+    first = _delta("msg_a", texts[0])
+    first["delta"]["content"][0]["text"]["annotations"] = []
+    deltas[0] = frame("thread.message.delta", first)
     chunks = [
         *opening(),
         frame("thread.message.created", _message("msg_a", "in_progress")),
-        deltas[0],  # the template is learnt here
-        deltas[1] + deltas[2],  # two frames in one chunk
+        deltas[0],  # a template is learnt here (it fits no later delta)
+        deltas[1] + deltas[2],  # two frames in one chunk: learnt again from the first
         deltas[3],  # an escaped newline: the general way
         deltas[4] + deltas[5] + deltas[6],
         frame("thread.message.completed", _message("msg_a", "completed", "".join(texts))),
