@@ -205,7 +205,7 @@ class RunStream:
         self._after: Send | Sleep | ReadStream | Finish | None = None
         self._reading = False  # a body read is under way
         self._hot: tuple[Any, ...] = ()
-        # The stream's delta template (`_delta_template`): unknown (None), none (False) or
+        # The stream's delta template (`_learn_template`): none yet (None) or
         # (prefix, suffix, message id, index, then the whole frame's head and tail as bytes,
         # the list its texts are noted in as delivered (`Reply.delivered_texts`), and the
         # lengths of the head and tail).
