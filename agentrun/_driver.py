@@ -32,7 +32,7 @@ import logging
 import math
 import re
 import weakref
-from collections.abc import AsyncGenerator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Callable, Coroutine
 from typing import TYPE_CHECKING, Any, Literal, NoReturn, TypeVar
 
 import anyio
@@ -80,9 +80,10 @@ from agentrun._results import (
     StateChanged,
     StreamEvent,
 )
+from agentrun._results import TextDelta as PublicTextDelta
 from agentrun._retry import request_id_of
 from agentrun._schedule import PollGroup, PollTicket
-from agentrun._sse import SSEDecoder
+from agentrun._sse import SSEDecoder, SSEEvent
 from agentrun._transport import (
     BodyChunks,
     RequestProgress,
@@ -151,6 +152,7 @@ class RunStream:
         "_hot",
         "_idle",
         "_inv",
+        "_later",
         "_machine",
         "_mode",
         "_obs",
@@ -159,6 +161,7 @@ class RunStream:
         "_protocol",
         "_reader",
         "_reading",
+        "_relearn",
         "_result",
         "_scope",
         "_timer",
@@ -202,9 +205,21 @@ class RunStream:
         self._after: Send | Sleep | ReadStream | Finish | None = None
         self._reading = False  # a body read is under way
         self._hot: tuple[Any, ...] = ()
-        # The stream's delta template (`_delta_template`): unknown (None), none (False) or
-        # (prefix, suffix, message id, index).
-        self._tpl: tuple[str, str, str, int] | Literal[False] | None = None
+        # The stream's delta template (`_learn_template`): none yet (None) or
+        # (prefix, suffix, message id, index, then the whole frame's head and tail as bytes,
+        # the list its texts are noted in as delivered (`Reply.delivered_texts`), and the
+        # lengths of the head and tail).
+        self._tpl: _Template | None = None
+        # How many more times a template is learnt from a delta that took `plain_delta` (none
+        # yet, or it did not fit): a stream's first delta may differ from the rest in more
+        # than its text (the emulator adds ``"annotations": []`` to the first only), or be
+        # escaped; a template that never fits (v2's moving sequence numbers) is not learnt
+        # on every delta.
+        self._relearn = 3
+        # The latest snapshot frame of each message and step seen in the event stream, in
+        # order of first sight, with the run id known then: decoded when the streaming phase
+        # ends (`_defer`, `_settle`), so a snapshot that a later one replaces costs nothing.
+        self._later: dict[tuple[str, str], tuple[SSEEvent, str | None]] | None = None
 
     @property
     def thread_id(self) -> str | None:
@@ -687,19 +702,15 @@ class RunStream:
             progress=progress,
         )
 
-    async def _create(self, send: Callable[[RequestProgress], Awaitable[_T]]) -> _T:
-        """Send a create in a client-owned task, so that a cancelled caller cannot cut it
-        short once it may have reached the service (its run is then cleaned up, not lost).
+    async def _create(self, send: Coroutine[Any, Any, _T], progress: RequestProgress) -> _T:
+        """Send a create (`send`, reporting to `progress`) in a client-owned task, so that a
+        cancelled caller cannot cut it short once it may have reached the service (its run
+        is then cleaned up, not lost).
 
         A create still waiting for a connection, a token or a retry delay when the caller
         is cancelled is cancelled too: nothing is sent after the cancel.
         """
-        progress = RequestProgress()
-
-        async def run() -> _T:
-            return await send(progress)
-
-        task = self._ctx.detach(run())
+        task = self._ctx.detach(send)
         self._pending = task
         try:
             result = await asyncio.shield(task)
@@ -742,7 +753,8 @@ class RunStream:
             return nxt
         if op in (Op.CREATE_THREAD_AND_RUN, Op.CREATE_RUN, Op.SUBMIT_TOOL_OUTPUTS):
             meta: dict[str, str] = {}
-            data = await self._create(lambda p: self._request(req, meta, progress=p))
+            progress = RequestProgress()
+            data = await self._create(self._request(req, meta, progress=progress), progress)
             self._col.request_id = meta.get("request_id")
             return self._apply_run(protocol.parse_run(data), "response")
         if op is Op.GET_RUN:
@@ -811,20 +823,18 @@ class RunStream:
         self._col.requests += 1
         deadline = self._deadline if math.isfinite(self._deadline) else None
 
-        async def open_stream(progress: RequestProgress) -> BodyChunks:
-            context = transport.stream(
-                req.method,
-                req.path,
-                params=req.params,
-                json=req.json,
-                deadline=deadline,
-                thread_id=m.thread_id,
-                run_id=m.run_id,
-                progress=progress,
-            )
-            return await context.__aenter__()
-
-        body = await self._create(open_stream)
+        progress = RequestProgress()
+        send = transport.open_stream(
+            req.method,
+            req.path,
+            params=req.params,
+            json=req.json,
+            deadline=deadline,
+            thread_id=m.thread_id,
+            run_id=m.run_id,
+            progress=progress,
+        )
+        body = await self._create(send, progress)
         if self._col.request_id is None:
             self._col.request_id = request_id_of(body.headers)
         self._body = body
@@ -842,6 +852,7 @@ class RunStream:
             protocol.delta_event,
             protocol.plain_delta,
             self._col.text_delta,
+            protocol.snapshot_events,
         )
 
     def _on_chunk(self, chunk: bytes) -> list[StreamEvent]:
@@ -857,6 +868,32 @@ class RunStream:
             self._decoder.close()
             self._end_stream(m.stream_done(_now()), finish=True)
             return []
+        decoder = self._decoder
+        tpl = self._tpl
+        if tpl:  # (learnt only when the caller has an event stream)
+            # Most of a stream: a chunk that is one whole frame of the usual text delta, the
+            # same frame as the stream's first delta but for its text, goes from its bytes
+            # straight to the caller's event. The text is the bytes between the frame's head
+            # and tail when they hold no quote, backslash or control character (a line ending
+            # included) and are UTF-8; nothing else of the frame is decoded. The decoder must
+            # hold nothing of another frame (`SSEDecoder.frame_data`'s conditions).
+            size = len(chunk)
+            start, end = tpl[7], size - tpl[8]
+            if (
+                end >= start
+                and chunk.startswith(tpl[4])
+                and chunk.endswith(tpl[5])
+                and decoder._clean
+                and size < decoder._max_size
+                and _UNSAFE_IN_BYTES.search(chunk, start, end) is None
+            ):
+                try:
+                    text = chunk[start:end].decode()
+                except UnicodeDecodeError:
+                    pass  # the general path raises the decoder's error
+                else:
+                    tpl[6].append(text)  # noted as delivered (`Reply.text_delta`)
+                    return [PublicTextDelta(text, tpl[2], tpl[3])]
         (
             emit,
             pending,
@@ -867,25 +904,17 @@ class RunStream:
             delta_event,
             plain_delta,
             text_delta,
+            snapshots,
         ) = self._hot
-        decoder = self._decoder
         if emit:
-            # Most of a stream: a chunk that is one whole frame of the usual text delta goes
-            # from its data straight to the caller's event (no `SSEEvent`, no neutral event:
-            # a delta moves the machine nowhere).
+            # Any other one-frame delta chunk: from its data to the caller's event (no
+            # `SSEEvent`, no neutral event: a delta moves the machine nowhere).
             data = decoder.frame_data(chunk, delta_head)
             if data is not None:
-                tpl = self._tpl
-                if tpl:
-                    # The same delta as the first but for its text: no JSON decoding.
-                    text = _template_text(tpl, data)
-                    if text is not None:
-                        out = text_delta(tpl[2], tpl[3], text)
-                        return [] if out is None else [out]
                 plain = plain_delta(data)
                 if plain is not None:
-                    if tpl is None:
-                        self._tpl = _delta_template(data, plain, plain_delta)
+                    if self._relearn:
+                        self._learn_template(data, plain)
                     out = text_delta(*plain)
                     return [] if out is None else [out]
         # The events of one chunk go out together: one `__anext__` per chunk, not per event.
@@ -896,13 +925,28 @@ class RunStream:
                 continue
             if name == delta_event:
                 # A delta frame among others: the same path from its data.
-                plain = plain_delta(sse.data)
+                data = sse.data
+                tpl = self._tpl
+                if tpl:
+                    slot = _template_text(tpl, data)
+                    if slot is not None:
+                        if emit:
+                            out = text_delta(tpl[2], tpl[3], slot)
+                            if out is not None:
+                                batch.append(out)
+                        continue
+                plain = plain_delta(data)
                 if plain is not None:
+                    if emit and self._relearn:
+                        self._learn_template(data, plain)
                     if emit:
                         out = text_delta(*plain)
                         if out is not None:
                             batch.append(out)
                     continue
+            kind = snapshots.get(name)
+            if kind is not None and self._defer(kind, sse):
+                continue
             for ev in stream_events(sse):
                 nxt = _READ if type(ev) is TextDelta else self._on_stream_event(ev)
                 if pending:
@@ -918,8 +962,63 @@ class RunStream:
                 return batch
         return batch
 
+    def _learn_template(self, data: str, plain: tuple[str, int, str]) -> None:
+        """Learn the stream's delta template from a delta that took `plain_delta`
+        (`_delta_template`), with the head and tail of a whole frame of it as bytes and the
+        list its texts are noted in (`_on_chunk`'s single-frame path); a delta that gives
+        none (an escaped or empty text) leaves the template as it was."""
+        self._relearn -= 1
+        tpl = _delta_template(data, plain, self._protocol.plain_delta)
+        if not tpl:
+            return
+        prefix, suffix, message_id, index = tpl
+        texts = self._col.delivered_texts(message_id, index)
+        if texts is None:
+            return  # a message written before this invocation: not the caller's
+        head = f"event: {self._protocol.delta_event}\ndata: {prefix}".encode()
+        tail = f"{suffix}\n\n".encode()
+        self._tpl = prefix, suffix, message_id, index, head, tail, texts, len(head), len(tail)
+
+    def _defer(self, kind: str, sse: SSEEvent) -> bool:
+        """Keep a message's or a step's snapshot frame for `_settle` (the latest per object,
+        in its first sight's place); False when its id cannot be read without decoding it
+        (then the frames kept so far are decoded first, and this one at once, in order)."""
+        key = self._protocol.snapshot_id(sse.data)
+        if key is None:
+            self._settle()
+            return False
+        later = self._later
+        if later is None:
+            later = self._later = {}
+        m = self._machine
+        assert m is not None
+        later[kind, key] = (sse, m.run_id)
+        return True
+
+    def _settle(self) -> None:
+        """Decode and keep the snapshots `_defer` held back (at the end of the streaming
+        phase): each message's and step's latest, in order of first sight. A malformed one
+        raises `RemoteProtocolError` here; one that a later snapshot replaced is never read."""
+        later, self._later = self._later, None
+        if later:
+            stream_events = self._protocol.stream_events
+            for sse, run_id in later.values():
+                for ev in stream_events(sse):
+                    self._keep(ev, run_id)
+
+    def _keep(self, ev: Event, run_id: str | None) -> None:
+        """Note a message or step snapshot of the run (`run_id`, None when not known yet)."""
+        if isinstance(ev, StepSeen):
+            if run_id is None or ev.run_id in (None, run_id):
+                self._col.steps[ev.step.id] = ev.step
+        elif isinstance(ev, MessageSeen):
+            msg = ev.message
+            if msg.role == "assistant" and (run_id is None or msg.run_id in (None, run_id)):
+                self._col.messages[msg.id] = msg
+
     def _end_stream(self, after: Send | Sleep | ReadStream | Finish, *, finish: bool) -> None:
         """The streaming phase is over; the steps go on with `after`."""
+        self._settle()
         self._after = after
         self._reader = None
         if finish:
@@ -935,11 +1034,13 @@ class RunStream:
         body, m = self._body, self._machine
         assert body is not None and m is not None
         try:
-            return body.failed(exc)
-        except StreamInterruptedError:
-            logger.debug("stream of run %s broke; finishing it by polling", m.run_id)
-            self._end_stream(m.stream_lost(_now()), finish=True)
-            return None
+            try:
+                return body.failed(exc)
+            except StreamInterruptedError:
+                logger.debug("stream of run %s broke; finishing it by polling", m.run_id)
+                # (Decoding the snapshots held back may raise: the outer handler stops then.)
+                self._end_stream(m.stream_lost(_now()), finish=True)
+                return None
         except BaseException as err:
             self._drop_body()
             await self._failed(err)
@@ -963,19 +1064,13 @@ class RunStream:
             return _READ
         m = self._machine
         assert m is not None
-        if isinstance(ev, StepSeen):
-            if m.run_id is None or ev.run_id in (None, m.run_id):
-                self._col.steps[ev.step.id] = ev.step
+        if isinstance(ev, (StepSeen, MessageSeen)):
+            self._keep(ev, m.run_id)
             return _READ
         if isinstance(ev, (TextDelta, ToolCallDelta)):
             return _READ
         if isinstance(ev, RunUpdated):
             return self._apply_run(ev.run, "stream")
-        if isinstance(ev, MessageSeen):
-            msg = ev.message
-            if msg.role == "assistant" and (m.run_id is None or msg.run_id in (None, m.run_id)):
-                self._col.messages[msg.id] = msg
-            return _READ
         if isinstance(ev, ThreadStarted):
             seen = len(m.history)
             action = m.thread_created(ev.thread_id, _now())
@@ -1101,6 +1196,8 @@ _READ = ReadStream()
 #: What a JSON string's content cannot hold as it stands (a quote, a backslash, a control
 #: character): a text with none is its own JSON text.
 _UNSAFE_IN_STRING = re.compile(r'["\\\x00-\x1f]')
+#: The same for a text's UTF-8 bytes (no byte of a multi-byte character is below 0x80).
+_UNSAFE_IN_BYTES = re.compile(rb'["\\\x00-\x1f]')
 
 
 def _delta_template(
@@ -1132,7 +1229,11 @@ def _delta_template(
     return prefix, suffix, message_id, index
 
 
-def _template_text(tpl: tuple[str, str, str, int], data: str) -> str | None:
+#: A stream's delta template (`RunStream._learn_template`).
+_Template = tuple[str, str, str, int, bytes, bytes, list[str], int, int]
+
+
+def _template_text(tpl: _Template | tuple[str, str, str, int], data: str) -> str | None:
     """The text of a delta's `data` that fits the stream's template (`_delta_template`):
     the slice between its prefix and suffix, when it is a JSON string's content as it stands.
     None when it does not fit (`plain_delta` decides then)."""

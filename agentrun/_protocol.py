@@ -188,6 +188,11 @@ class RunProtocol(Protocol):
     quiet_events: frozenset[str]
     #: The SSE event name of the usual text delta (most of a stream), taken by `plain_delta`.
     delta_event: str
+    #: Events that each carry one object's whole snapshot, which a later snapshot of the same
+    #: object (same kind, same id) replaces: ``{event name: kind}``. The driver keeps only the
+    #: latest frame of each object while the event stream is read, and decodes it when the
+    #: streaming phase ends (`snapshot_id` names the object without decoding the frame).
+    snapshot_events: Mapping[str, str]
     #: Whether every invocation creates a run of its own, tool outputs included (the Responses
     #: API: outputs are input of a new response). When False (classic), tool outputs resume
     #: the thread's waiting run, which the driver looks up first.
@@ -237,6 +242,11 @@ class RunProtocol(Protocol):
 
         None for any other shape, malformed data included: `stream_events` then decides, and
         raises what it raises."""
+        ...
+
+    def snapshot_id(self, data: str) -> str | None:
+        """The id of the object in the `data` of a frame named in `snapshot_events`, read
+        without decoding it; None when it cannot be read so (the frame is decoded at once)."""
         ...
 
     def uses_builtin_tools(self, run: Run) -> bool:

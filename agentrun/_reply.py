@@ -121,6 +121,14 @@ class Reply:
             parts.append(text)
         return PublicTextDelta(text, message_id, index)
 
+    def delivered_texts(self, message_id: str, index: int) -> list[str] | None:
+        """The list the texts of (message id, content index) are noted in as delivered, for
+        a caller that notes them itself (the driver's delta template); None for a message
+        the run wrote before this invocation."""
+        if message_id in self.earlier:
+            return None
+        return self.delivered.setdefault((message_id, index), [])
+
     def public_delta(self, ev: Event) -> StreamEvent | None:
         """The caller's event for a delta of the stream (None: nothing to hand out)."""
         col = self

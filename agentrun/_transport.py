@@ -363,6 +363,27 @@ class Transport:
             self, method.upper(), path, params, json, deadline, thread_id, run_id, progress
         )
 
+    async def open_stream(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Sequence[tuple[str, str]] = (),
+        json: Mapping[str, Any] | None = None,
+        deadline: float | None = None,
+        thread_id: str | None = None,
+        run_id: str | None = None,
+        progress: RequestProgress | None = None,
+    ) -> BodyChunks:
+        """`stream` without the context manager: the open body, which the caller must
+        `BodyChunks.finish` (the run driver's streamed create: one object and one coroutine
+        fewer per invocation)."""
+        method = method.upper()
+        response = await self._open_stream(
+            method, path, params, json, deadline, thread_id, run_id, progress
+        )
+        return BodyChunks(response, method, path, deadline, thread_id, run_id, self._gate)
+
     async def _open_stream(
         self,
         method: str,

@@ -60,6 +60,12 @@ class ClassicProtocol:
     #: The usual text delta's values from its frame's data (`RunProtocol.plain_delta`).
     plain_delta = staticmethod(wire.text_delta_of)
 
+    #: A message's and a step's events each carry its whole object; the latest replaces the
+    #: earlier (created, in_progress, then completed), so only that one is decoded.
+    snapshot_events = wire.SNAPSHOT_EVENTS
+    #: The object's id from the start of its frame (`RunProtocol.snapshot_id`).
+    snapshot_id = staticmethod(wire.snapshot_id)
+
     #: Tool outputs resume the thread's waiting run.
     new_run_per_invocation = False
 
@@ -111,11 +117,15 @@ class ClassicProtocol:
         return wire.parse_thread(data).id
 
     def stream_events(self, sse: SSEEvent) -> list[Event]:
-        if sse.event == "thread.message.delta":
+        name = sse.event
+        if name == "thread.message.delta":
             # Most of a stream: one text part, straight to the neutral event.
             plain = wire.plain_text_delta(sse)
             if plain is not None:
                 return [TextDelta(*plain)]
+        elif name in wire.RUN_EVENTS:
+            # The rest of a stream is mostly the run's own events: straight to the neutral one.
+            return [RunUpdated(wire.parse_run_event(sse))]
         # A step event without a parseable step changes nothing the driver keeps: dropped.
         return [
             _neutral(ev)

@@ -62,6 +62,7 @@ __all__ = [
     "ACTIVE_STATUSES",
     "RUN_EVENTS",
     "RUN_STATUSES",
+    "SNAPSHOT_EVENTS",
     "TERMINAL_STATUSES",
     "TEXT_PART_SEPARATOR",
     "ApiRequest",
@@ -106,12 +107,14 @@ __all__ = [
     "parse_message",
     "parse_message_page",
     "parse_run",
+    "parse_run_event",
     "parse_run_page",
     "parse_run_step",
     "parse_run_step_page",
     "parse_stream_event",
     "parse_thread",
     "plain_text_delta",
+    "snapshot_id",
     "submit_tool_outputs",
 ]
 
@@ -757,6 +760,34 @@ def _in_event(name: str, parse: Callable[[Any], _T], data: dict[str, Any]) -> _T
         return parse(data)
     except RemoteProtocolError as exc:
         raise RemoteProtocolError(f"{name} event: {exc}") from None
+
+
+#: The events that carry a message's or a step's whole object (``{event name: kind}``): a
+#: later one of the same kind and id supersedes an earlier (`RunProtocol.snapshot_events`).
+SNAPSHOT_EVENTS: Mapping[str, str] = {name: "message" for name in _MESSAGE_EVENTS} | {
+    name: "step" for name in _STEP_EVENTS
+}
+
+#: The first member of a JSON object when it is ``"id"`` with a string value free of escapes.
+_LEADING_ID = re.compile(r'\{\s*"id"\s*:\s*"([^"\\]*)"')
+
+
+def snapshot_id(data: str) -> str | None:
+    """The ``id`` of the object in a snapshot event's data (`SNAPSHOT_EVENTS`), read from its
+    first member without decoding the rest (the service writes ``id`` first); None when the
+    data does not start so (an escaped id included), and the frame must be decoded."""
+    found = _LEADING_ID.match(data)
+    return None if found is None else found.group(1)
+
+
+def parse_run_event(ev: SSEEvent) -> Run:
+    """The run of a ``thread.run.*`` event (`RUN_EVENTS`): `parse_stream_event`'s one
+    `RunEvent`'s run, without the event around it (the protocol's usual path)."""
+    data = _event_json(ev)  # (its errors name the event already)
+    try:
+        return parse_run(data)
+    except RemoteProtocolError as exc:
+        raise RemoteProtocolError(f"{ev.event} event: {exc}") from None
 
 
 def parse_stream_event(ev: SSEEvent) -> list[StreamEvent]:

@@ -42,6 +42,7 @@ Status mapping for `RunMachine.run_update`: ``queued``, ``in_progress``, ``faile
 from __future__ import annotations
 
 import json
+import types
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
@@ -457,6 +458,11 @@ class ResponsesProtocol:
     plain_delta = staticmethod(wire.text_delta_of)
     #: Tool outputs start a new response: no waiting run is looked up, none is resumed.
     new_run_per_invocation = True
+    #: Every event is decoded as it arrives (`RunProtocol.snapshot_events`).
+    snapshot_events: Mapping[str, str] = types.MappingProxyType({})
+
+    def snapshot_id(self, data: str) -> str | None:
+        return None
 
     def __repr__(self) -> str:
         return "ResponsesProtocol()"
