@@ -10,6 +10,12 @@ Two measurements in one process, CPU time (`time.process_time()`), on a service-
 * ``chunks``: building an OpenAI chunk (`CompletionStream`) and reading
   ``chunk.choices[0].delta.content`` as `benchmarks/runners/run_agentrun.py` does, in
   microseconds per chunk;
+* ``openai``: what `acompletion(stream=True)` adds per chunk over `stream()`: a
+  `CompletionStream` iterated with `async for` over a stand-in for `RunStream` (its
+  `__anext__` shaped like the driver's: the buffer, then the next event), one `StateChanged`
+  and 49 `TextDelta`s, each chunk read as ``chunk.choices[0].delta.content`` as the runner
+  does, minus the same events read straight from the stand-in (``ev.text``), in
+  microseconds per chunk (`openai_rows`);
 * ``burst``: the other events of one streamed call (thread, run, message and step events with
   objects of the emulator's shape, 12 in all, one SSE frame each) decoded and parsed, in
   microseconds per call.
@@ -30,7 +36,8 @@ from agentrun import _driver
 from agentrun._classic.protocol import ClassicProtocol
 from agentrun._openai import CompletionStream
 from agentrun._reply import Reply
-from agentrun._results import TextDelta
+from agentrun._machine import State
+from agentrun._results import StateChanged, TextDelta
 from agentrun._sse import SSEDecoder
 
 RUN = {
@@ -194,6 +201,89 @@ def chunks_once(deltas: list[TextDelta]) -> int:
     return chars
 
 
+class _Machine:
+    run_id = "run_1"
+    thread_id = "thread_1"
+
+
+class _Events:
+    """A stand-in for `RunStream` in its streaming phase: the same properties and an
+    `__anext__` shaped like the driver's (the buffer first, then the next event)."""
+
+    def __init__(self, events: list[Any]) -> None:
+        self._machine = _Machine()
+        self._buffer: collections.deque[Any] = collections.deque()
+        self._it = iter(events)
+
+    @property
+    def run_id(self) -> str | None:
+        return self._machine.run_id if self._machine else None
+
+    @property
+    def thread_id(self) -> str | None:
+        return self._machine.thread_id if self._machine else None
+
+    def _abandon(self) -> None:
+        pass
+
+    async def __anext__(self) -> Any:
+        buffer = self._buffer
+        if buffer:
+            return buffer.popleft()
+        for ev in self._it:
+            return ev
+        raise StopAsyncIteration
+
+
+def _step(coro: Any) -> Any:
+    """Run a coroutine that never suspends (the stand-in's events are all there)."""
+    try:
+        coro.send(None)
+    except StopIteration as stop:
+        return stop.value
+    raise RuntimeError("suspended")
+
+
+def openai_once(events: list[Any]) -> int:
+    stream = CompletionStream(_Events(events), "agent", False)  # type: ignore[arg-type]
+    anext = type(stream).__anext__
+    chars = 0
+    for _ in events:
+        chunk = _step(anext(stream))
+        choice = chunk.choices[0] if chunk.choices else None
+        content = choice.delta.content if choice is not None else None
+        chars += len(content or "")
+    return chars
+
+
+def passthrough_once(events: list[Any]) -> int:
+    source = _Events(events)
+    anext = type(source).__anext__
+    chars = 0
+    for _ in events:
+        ev = _step(anext(source))
+        if type(ev) is TextDelta:
+            chars += len(ev.text)
+    return chars
+
+
+def openai_rows(reps: int = 3000) -> None:
+    """The OpenAI layer's cost per chunk: `openai_once` minus `passthrough_once`."""
+    events: list[Any] = [StateChanged(State.RUN_QUEUED, State.PENDING, 0.0, "thread_1", "run_1")]
+    events += [TextDelta(f"word{i} ", "msg_1", 0) for i in range(49)]
+    got = {}
+    for name, fn in (("passthrough", passthrough_once), ("openai", openai_once)):
+        fn(events)
+        t = time.process_time()
+        for _ in range(reps):
+            fn(events)
+        got[name] = (time.process_time() - t) / reps / len(events) * 1e6
+    print(
+        f"openai: {got['openai']:.2f} us per chunk ({got['passthrough']:.2f} passthrough, "
+        f"{got['openai'] - got['passthrough']:.2f} added by the OpenAI layer)"
+    )
+
+
 def main() -> None:
     protocol = ClassicProtocol()
     deltas = [TextDelta(f"word{i} ", "msg_1", 0) for i in range(49)]
@@ -208,6 +298,7 @@ def main() -> None:
             fn()
         unit = "call" if name == "burst" else "event"
         print(f"{name}: {(time.process_time() - t) / reps / per * 1e6:.2f} us per {unit}")
+    openai_rows()
 
 
 if __name__ == "__main__":
