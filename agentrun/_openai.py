@@ -166,6 +166,9 @@ class OpenAIObject:
 
     def __getattr__(self, name: str) -> Any:
         if name[:1] == "_":
+            if name == "_data":
+                # A streamed chunk's JSON is built on first use (`_lazy_data`).
+                return self._lazy_data()
             # No JSON field: a private or special name (`copy` and `pickle` look one up on an
             # object whose `_data` is not set yet; reading `_data` here would recurse).
             raise AttributeError(name)
@@ -177,6 +180,12 @@ class OpenAIObject:
             if name in _OPTIONAL_FIELDS:
                 return None
             raise AttributeError(name) from None
+
+    def _lazy_data(self) -> dict[str, Any]:
+        """The JSON of an object made without it (a streamed text chunk and its choice and
+        delta), built from the object's own fields and kept; AttributeError for any other
+        object without `_data` (one that `copy` or `pickle` is still building)."""
+        raise AttributeError("_data")
 
     def __getitem__(self, key: str) -> Any:
         return _wrap(self._data[key])
@@ -253,37 +262,65 @@ class ChatCompletion(OpenAIObject):
 
 
 class ChatCompletionChunk(ChatCompletion):
-    """A `chat.completion.chunk`."""
+    """A `chat.completion.chunk`.
 
-    __slots__ = ("_choices",)
-    _choices: Any
+    `choices` is an attribute of its own (wrapped once: a stream is read in a loop). A text
+    chunk of a stream is made without its JSON (`_proto`: the stream's envelope): `to_dict()`,
+    item access and the envelope's fields build it on first use.
+    """
+
+    __slots__ = ("_proto", "choices")
+    choices: Any
+    _proto: dict[str, Any]
 
     def __init__(self, data: Mapping[str, Any], run_result: RunResult | None = None) -> None:
         super().__init__(data, run_result)
-        object.__setattr__(self, "_choices", None)
+        if "choices" in self._data:
+            object.__setattr__(self, "choices", _wrap(self._data["choices"]))
 
-    @property
-    def choices(self) -> Any:
-        """The chunk's choices (wrapped once, on first access: a stream is read in a loop)."""
-        choices = self._choices
-        if choices is None:
-            choices = self.__getattr__("choices")
-            object.__setattr__(self, "_choices", choices)
-        return choices
+    def _lazy_data(self) -> dict[str, Any]:
+        try:
+            proto: dict[str, Any] = object.__getattribute__(self, "_proto")
+            choices = object.__getattribute__(self, "choices")
+        except AttributeError:
+            raise AttributeError("_data") from None
+        data = proto.copy()
+        data["choices"] = [choice._data for choice in choices]
+        object.__setattr__(self, "_data", data)
+        return data
 
 
 class _Delta(_Obj):
-    """A chunk's `delta`, its `content` (None when absent) an attribute of its own."""
+    """A chunk's `delta`, its `content` (None when absent) an attribute of its own; a text
+    chunk's delta is made with `content` alone and its JSON built on first use."""
 
     __slots__ = ("content",)
     content: Any
 
+    def _lazy_data(self) -> dict[str, Any]:
+        try:
+            data = {"content": object.__getattribute__(self, "content")}
+        except AttributeError:
+            raise AttributeError("_data") from None
+        object.__setattr__(self, "_data", data)
+        return data
+
 
 class _Choice(_Obj):
-    """A chunk's choice, its `delta` wrapped once."""
+    """A chunk's choice, its `delta` wrapped once; a text chunk's choice is made with `delta`
+    alone and its JSON built on first use."""
 
     __slots__ = ("delta",)
     delta: _Delta
+
+    def _lazy_data(self) -> dict[str, Any]:
+        try:
+            delta = object.__getattribute__(self, "delta")
+        except AttributeError:
+            raise AttributeError("_data") from None
+        data = {"index": 0, "delta": delta._data, "finish_reason": None, "logprobs": None}
+        object.__setattr__(self, "_data", data)
+        return data
 
 
 _O = TypeVar("_O", bound=OpenAIObject)
@@ -295,6 +332,24 @@ def _shared(cls: type[_O], data: dict[str, Any]) -> _O:
     obj = cls.__new__(cls)
     object.__setattr__(obj, "_data", data)
     return obj
+
+
+_new = object.__new__
+
+
+def _text_chunk(proto: dict[str, Any], text: str) -> ChatCompletionChunk:
+    """The chunk of a text delta (`{"content": text}`, no role, no finish reason) in the
+    stream envelope `proto`: its choice and delta made with their attributes alone, the JSON
+    of all three built on first use (`_lazy_data`)."""
+    delta = _new(_Delta)
+    delta.content = text
+    choice = _new(_Choice)
+    choice.delta = delta
+    chunk = _new(ChatCompletionChunk)
+    chunk._proto = proto
+    chunk.run_result = None
+    chunk.choices = [choice]
+    return chunk
 
 
 def _wrap(value: Any) -> Any:
@@ -720,10 +775,15 @@ class CompletionStream:
         self._done = False
         self._created = int(time.time())
         self._tool_index: dict[int, int] = {}
+        # The text part the last text chunk belonged to: (message id, index).
         self._text_part: tuple[str, int] | None = None
         # The chunk envelope, built once per (run id, thread id) rather than once per chunk.
         self._base: dict[str, Any] = {}
         self._base_ids: tuple[str, str | None] | None = None
+        # Once the role went out and the run and thread ids are known (a run's ids never
+        # change after that), the envelope of every later chunk: a text delta of the same
+        # part then becomes its chunk in `__anext__` without a dispatch (`_text_chunk`).
+        self._proto: dict[str, Any] | None = None
         self.result: RunResult | None = None
 
     @property
@@ -771,6 +831,8 @@ class CompletionStream:
                 "thread_id": thread_id,
                 "run_id": run_id,
             }
+            if run_id and thread_id:
+                self._proto = self._base
         data = self._base.copy()
         # `delta` and `usage` are fresh dicts of this class's: the chunk takes them as they are.
         # Its choice and delta are wrapped now, with `delta` and `content` as plain attributes:
@@ -791,7 +853,7 @@ class CompletionStream:
             data["usage"] = usage
         chunk = _shared(ChatCompletionChunk, data)
         chunk.run_result = None
-        chunk._choices = choices
+        chunk.choices = choices
         return chunk
 
     def _role_first(self, delta: dict[str, Any]) -> dict[str, Any]:
@@ -801,7 +863,8 @@ class CompletionStream:
         return delta
 
     async def __anext__(self) -> ChatCompletionChunk:
-        while not self._queue:
+        queue = self._queue
+        while not queue:
             if self._done:
                 raise StopAsyncIteration
             try:
@@ -816,18 +879,41 @@ class CompletionStream:
                     self._finish(exc.result)
                     continue
                 raise
+            # Most of a stream: the next text delta of the same part, after the role went out
+            # and the ids are known, is its chunk at once (as `_text_chunk` makes it).
+            if type(event) is TextDelta:
+                proto = self._proto
+                text = event.text
+                if (
+                    proto is not None
+                    and text
+                    and (event.message_id, event.index) == self._text_part
+                ):
+                    delta = _new(_Delta)
+                    delta.content = text
+                    choice = _new(_Choice)
+                    choice.delta = delta
+                    chunk = _new(ChatCompletionChunk)
+                    chunk._proto = proto
+                    chunk.run_result = None
+                    chunk.choices = [choice]
+                    return chunk
             self._on_event(event)
             # The rest of the events that arrived together, without one `__anext__` each.
             buffered = self._events._buffer
             while buffered and not self._done:
                 self._on_event(buffered.popleft())
-        return self._queue.popleft()
+        return queue.popleft()
 
     def _on_event(self, event: object) -> None:
         if isinstance(event, TextDelta):
             if event.text:
                 text = event.text
                 part = (event.message_id, event.index)
+                proto = self._proto
+                if part == self._text_part and proto is not None:
+                    self._queue.append(_text_chunk(proto, text))
+                    return
                 if self._text_part is not None and part != self._text_part:
                     # A new text part or message: the same separator as the non-streamed text.
                     text = TEXT_PART_SEPARATOR + text

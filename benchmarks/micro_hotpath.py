@@ -34,9 +34,9 @@ from typing import Any
 
 from agentrun import _driver
 from agentrun._classic.protocol import ClassicProtocol
+from agentrun._machine import State
 from agentrun._openai import CompletionStream
 from agentrun._reply import Reply
-from agentrun._machine import State
 from agentrun._results import StateChanged, TextDelta
 from agentrun._sse import SSEDecoder
 
