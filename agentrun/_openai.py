@@ -20,12 +20,14 @@ import contextlib
 import json
 import os
 import re
+import ssl
 import threading
 import time
 from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 from agentrun._client import AsyncClient, RunStream
+from agentrun._credentials import environment
 from agentrun._errors import (
     BadRequestError,
     ConfigurationError,
@@ -587,17 +589,22 @@ def _tool_call_id(i: int, msg: Mapping[str, Any]) -> str:
 # -- response mapping -------------------------------------------------------------------------
 
 
-def _annotations(result: RunResult) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+def _annotations(
+    result: RunResult, text: str | None = None
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """The reply's annotations: OpenAI `url_citation`s, and every annotation as the service
-    sent it. Indices are shifted to `result.text` (the messages' texts joined)."""
+    sent it. Indices are shifted to `result.text` (the messages' texts joined; `text` when
+    the caller has it already)."""
     openai_shape: list[dict[str, Any]] = []
     raw: list[dict[str, Any]] = []
     offset = 0
-    text = result.text
     for msg in result.messages:
-        if not msg.text:
+        msg_text = msg.text
+        if not msg_text:
             continue
         for ann in msg.annotations:
+            if text is None:
+                text = result.text
             item = json.loads(json.dumps(dict(ann)))
             for key in ("start_index", "end_index"):
                 if type(item.get(key)) is int:
@@ -605,7 +612,7 @@ def _annotations(result: RunResult) -> tuple[list[dict[str, Any]], list[dict[str
             raw.append(item)
             if item.get("type") == "url_citation" and isinstance(item.get("url_citation"), dict):
                 openai_shape.append(_url_citation(item, text))
-        offset += len(msg.text) + len(TEXT_PART_SEPARATOR)
+        offset += len(msg_text) + len(TEXT_PART_SEPARATOR)
     return openai_shape, raw
 
 
@@ -680,9 +687,10 @@ def _agent_images(result: RunResult) -> list[dict[str, Any]]:
     ]
 
 
-def _agent_extras(result: RunResult, into: dict[str, Any]) -> None:
-    """agentrun's documented extra fields of a message (or of the final chunk's delta)."""
-    annotations, raw_annotations = _annotations(result)
+def _agent_extras(result: RunResult, into: dict[str, Any], text: str | None = None) -> None:
+    """agentrun's documented extra fields of a message (or of the final chunk's delta);
+    `text` is `result.text` when the caller has it already."""
+    annotations, raw_annotations = _annotations(result, text)
     if annotations:
         into["annotations"] = annotations
     if raw_annotations:
@@ -718,16 +726,17 @@ def _created(result: RunResult) -> int:
 
 def completion_from_result(result: RunResult, model: str) -> ChatCompletion:
     """The `chat.completion` for a finished (or incomplete) run."""
+    text = result.text
     message: dict[str, Any] = {
         "role": "assistant",
-        "content": result.text or None,
+        "content": text or None,
         "refusal": None,
         "annotations": [],
     }
     tool_calls = _tool_calls_json(result)
     if tool_calls:
         message["tool_calls"] = tool_calls
-    _agent_extras(result, message)
+    _agent_extras(result, message, text)
     data = {
         "id": f"chatcmpl-{result.run_id}",
         "object": "chat.completion",
@@ -1075,6 +1084,9 @@ class _LoopClients:
     def __init__(self) -> None:
         self.clients: dict[ConnectionSettings, AsyncClient] = {}
         self.closer: AsyncGenerator[None, None] | None = None
+        # `get_client`'s arguments and environment (`_arguments_key`) -> the client they chose:
+        # a call like an earlier one skips building and hashing its `ConnectionSettings`.
+        self.by_arguments: dict[tuple[Any, ...], AsyncClient] = {}
 
 
 class _Registry:
@@ -1084,7 +1096,12 @@ class _Registry:
         self._lock = threading.Lock()
         self._by_loop: dict[asyncio.AbstractEventLoop, _LoopClients] = {}
 
-    def get(self, key: ConnectionSettings, make: Callable[[], AsyncClient]) -> AsyncClient:
+    def get(
+        self,
+        key: ConnectionSettings,
+        make: Callable[[], AsyncClient],
+        arguments: tuple[Any, ...] | None = None,
+    ) -> AsyncClient:
         loop = asyncio.get_running_loop()
         with self._lock:
             entry = self._by_loop.get(loop)
@@ -1095,7 +1112,14 @@ class _Registry:
                 client = entry.clients[key] = make()
             if entry.closer is None:
                 entry.closer = self._park_closer(loop)
+            if arguments is not None:
+                entry.by_arguments[arguments] = client
             return client
+
+    def remembered(self, arguments: tuple[Any, ...]) -> AsyncClient | None:
+        """The client that `get` chose for these `get_client` arguments on this loop, if any."""
+        entry = self._by_loop.get(asyncio.get_running_loop())
+        return None if entry is None else entry.by_arguments.get(arguments)
 
     def _park_closer(self, loop: asyncio.AbstractEventLoop) -> AsyncGenerator[None, None]:
         async def closer() -> AsyncGenerator[None, None]:
@@ -1177,7 +1201,25 @@ def get_client(
         isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0
     ):
         raise ConfigurationError(f"max_retries must be a whole number >= 0, got {max_retries!r}")
+    arguments: tuple[Any, ...] | None = None
     if settings is None:
+        arguments = _arguments_key(
+            api_base,
+            api_key,
+            tenant_id,
+            client_id,
+            client_secret,
+            api_version,
+            credential,
+            verify,
+            authority,
+            max_retries,
+            allow_insecure_http,
+        )
+        if arguments is not None:
+            client = _REGISTRY.remembered(arguments)
+            if client is not None:
+                return client
         settings = ConnectionSettings(
             api_base=api_base or None,
             api_key=api_key,
@@ -1191,7 +1233,40 @@ def get_client(
             retry_policy=None if max_retries is None else RetryPolicy(max_attempts=max_retries + 1),
             allow_insecure_http=allow_insecure_http,
         )
-    return _REGISTRY.get(settings, lambda: AsyncClient(settings=settings))
+    return _REGISTRY.get(settings, lambda: AsyncClient(settings=settings), arguments)
+
+
+def _arguments_key(
+    api_base: Any,
+    api_key: Any,
+    tenant_id: Any,
+    client_id: Any,
+    client_secret: Any,
+    api_version: Any,
+    credential: Any,
+    verify: Any,
+    authority: Any,
+    max_retries: Any,
+    allow_insecure_http: Any,
+) -> tuple[Any, ...] | None:
+    """What `get_client`'s connection arguments and the connection environment variables
+    (`environment()`, read at each call: settings are made under the environment of their
+    call) choose a client by, as a key; None when an argument is not hashable (no memo).
+
+    A credential and an `ssl.SSLContext` count by identity, as in `ConnectionSettings` (the
+    client's settings hold them, so their ids stay theirs while the key is kept); every value
+    counts with its type (`verify=1` is not `verify=True`)."""
+    if isinstance(verify, ssl.SSLContext):
+        verify = ("ctx", id(verify))
+    values: tuple[Any, ...] = (api_base, api_key, tenant_id, client_id, client_secret)
+    values += (api_version, verify, authority, max_retries, allow_insecure_http)
+    key: tuple[Any, ...] = tuple((type(v), v) for v in values)
+    key += (None if credential is None else id(credential), *environment().items())
+    try:
+        hash(key)
+    except TypeError:
+        return None
+    return key
 
 
 async def aclose_clients() -> None:

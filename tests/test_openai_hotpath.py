@@ -183,3 +183,32 @@ def test_sync_completion_stream_gives_the_same_chunks() -> None:
     for chunk in chunks:
         assert chunk == ChatCompletionChunk(chunk.to_dict())
     assert "6" in "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+
+
+async def test_get_client_remembers_its_arguments_under_their_environment(
+    emu: Emulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`get_client` (every `acompletion`) gives the same client for the same arguments without
+    making their settings again, but the environment counts as it did: a changed connection
+    variable chooses other settings; `verify=1` is not taken for `verify=True` (it is refused);
+    after `aclose_clients()` a new client is made."""
+    monkeypatch.delenv("AZURE_AI_API_BASE", raising=False)
+    one = _openai.get_client(api_key=emu.api_key, api_base=emu.endpoint)
+    assert _openai.get_client(api_key=emu.api_key, api_base=emu.endpoint) is one
+    assert _openai.get_client(api_key=emu.api_key, api_base=emu.endpoint, verify=True) is one
+    with pytest.raises(agentrun.ConfigurationError, match="verify"):
+        _openai.get_client(api_key=emu.api_key, api_base=emu.endpoint, verify=1)
+    # The api_base from the environment: each value its own settings.
+    monkeypatch.setenv("AZURE_AI_API_BASE", emu.endpoint)
+    from_env = _openai.get_client(api_key=emu.api_key)
+    assert from_env.settings.api_base == emu.endpoint
+    other_base = emu.endpoint.replace("/projects/emulator", "/projects/other")
+    monkeypatch.setenv("AZURE_AI_API_BASE", other_base)
+    moved = _openai.get_client(api_key=emu.api_key)
+    assert moved is not from_env and moved.settings.api_base == other_base
+    monkeypatch.setenv("AZURE_AI_API_BASE", emu.endpoint)
+    assert _openai.get_client(api_key=emu.api_key) is from_env
+    await _openai.aclose_clients()
+    again = _openai.get_client(api_key=emu.api_key, api_base=emu.endpoint)
+    assert again is not one
+    await _openai.aclose_clients()
