@@ -39,7 +39,7 @@ from agentrun._model import TEXT_PART_SEPARATOR
 from agentrun._responses.wire import ClassicRoute, route_model
 from agentrun._results import RunFinished, RunResult, StateChanged, TextDelta, ToolCallDelta
 from agentrun._retry import RetryPolicy
-from agentrun._settings import ConnectionSettings
+from agentrun._settings import ConnectionSettings, _digest, _env_key
 from agentrun._toolcalls import ToolCallMemory
 
 __all__ = [
@@ -1252,16 +1252,23 @@ def _arguments_key(
     """What `get_client`'s connection arguments and the connection environment variables
     (`environment()`, read at each call: settings are made under the environment of their
     call) choose a client by, as a key; None when an argument is not hashable (no memo).
+    Secrets (`api_key`, `client_secret`, the secret variables) are in it as their digests,
+    as in `ConnectionSettings`.
 
     A credential and an `ssl.SSLContext` count by identity, as in `ConnectionSettings` (the
     client's settings hold them, so their ids stay theirs while the key is kept); every value
     counts with its type (`verify=1` is not `verify=True`)."""
     if isinstance(verify, ssl.SSLContext):
         verify = ("ctx", id(verify))
+    if isinstance(api_key, str):
+        api_key = _digest(api_key)
+    if isinstance(client_secret, str):
+        client_secret = _digest(client_secret)
     values: tuple[Any, ...] = (api_base, api_key, tenant_id, client_id, client_secret)
     values += (api_version, verify, authority, max_retries, allow_insecure_http)
     key: tuple[Any, ...] = tuple((type(v), v) for v in values)
-    key += (None if credential is None else id(credential), *environment().items())
+    env = _env_key(tuple(environment().items()))
+    key += (None if credential is None else id(credential), *env)
     try:
         hash(key)
     except TypeError:

@@ -4,6 +4,7 @@ from their JSON do. Against the real emulator."""
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import json
 import pickle
@@ -191,7 +192,7 @@ async def test_get_client_remembers_its_arguments_under_their_environment(
     """`get_client` (every `acompletion`) gives the same client for the same arguments without
     making their settings again, but the environment counts as it did: a changed connection
     variable chooses other settings; `verify=1` is not taken for `verify=True` (it is refused);
-    after `aclose_clients()` a new client is made."""
+    the secret is remembered as its digest; after `aclose_clients()` a new client is made."""
     monkeypatch.delenv("AZURE_AI_API_BASE", raising=False)
     one = _openai.get_client(api_key=emu.api_key, api_base=emu.endpoint)
     assert _openai.get_client(api_key=emu.api_key, api_base=emu.endpoint) is one
@@ -208,6 +209,9 @@ async def test_get_client_remembers_its_arguments_under_their_environment(
     assert moved is not from_env and moved.settings.api_base == other_base
     monkeypatch.setenv("AZURE_AI_API_BASE", emu.endpoint)
     assert _openai.get_client(api_key=emu.api_key) is from_env
+    # What it remembers keys on the secret's digest, never the secret (docs/openai-format.md).
+    entry = _openai._REGISTRY._by_loop[asyncio.get_running_loop()]
+    assert entry.by_arguments and not any(emu.api_key in repr(k) for k in entry.by_arguments)
     await _openai.aclose_clients()
     again = _openai.get_client(api_key=emu.api_key, api_base=emu.endpoint)
     assert again is not one
