@@ -263,33 +263,104 @@ class ChatCompletion(OpenAIObject):
         return {"thread_id": self._data.get("thread_id"), "run_id": self._data.get("run_id")}
 
 
+class _Envelope:
+    """The JSON fields that every chunk of one stream shares (`data`: id, object, created,
+    model, a `choices` placeholder, system_fingerprint, thread_id, run_id; strings, numbers
+    and None only), and the JSON text of a text chunk around its content, per `separators`."""
+
+    __slots__ = ("_json", "data")
+
+    def __init__(self, data: dict[str, Any]) -> None:
+        self.data = data
+        self._json: dict[Any, tuple[str, str] | None] = {}
+
+    def text_chunk_json(self, separators: Any) -> tuple[str, str] | None:
+        """The text before and after `json.dumps(content)` in `json.dumps(data of a text
+        chunk, separators=separators)`; None if it cannot be split (then dump it whole)."""
+        try:
+            return self._json[separators]
+        except KeyError:
+            pass
+        data = self.data.copy()
+        data["choices"] = [_text_choice_json(_SLOT)]
+        text, slot = json.dumps(data, separators=separators), json.dumps(_SLOT)
+        parts = text.split(slot)
+        found = (parts[0], parts[1]) if len(parts) == 2 else None
+        self._json[separators] = found
+        return found
+
+
+#: Stands for a text chunk's content while its JSON text is split (`_Envelope`).
+_SLOT = "\x00agentrun-content\x00"
+
+
+def _text_choice_json(text: str) -> dict[str, Any]:
+    """The JSON of a text chunk's choice: `{"content": text}`, no role, no finish reason."""
+    return {"index": 0, "delta": {"content": text}, "finish_reason": None, "logprobs": None}
+
+
 class ChatCompletionChunk(ChatCompletion):
     """A `chat.completion.chunk`.
 
     `choices` is an attribute of its own (wrapped once: a stream is read in a loop). A text
-    chunk of a stream is made without its JSON (`_proto`: the stream's envelope): `to_dict()`,
-    item access and the envelope's fields build it on first use.
+    chunk of a stream is made without its JSON (`_proto`: the stream's `_Envelope`; None for
+    any other chunk): `to_dict()` and `to_json()` make theirs directly; item access and the
+    envelope's fields build the chunk's JSON on first use (and `_proto` becomes None).
     """
 
     __slots__ = ("_proto", "choices")
     choices: Any
-    _proto: dict[str, Any]
+    _proto: _Envelope | None
 
     def __init__(self, data: Mapping[str, Any], run_result: RunResult | None = None) -> None:
         super().__init__(data, run_result)
+        object.__setattr__(self, "_proto", None)
         if "choices" in self._data:
             object.__setattr__(self, "choices", _wrap(self._data["choices"]))
 
     def _lazy_data(self) -> dict[str, Any]:
+        proto: _Envelope | None
         try:
-            proto: dict[str, Any] = object.__getattribute__(self, "_proto")
-            choices = object.__getattribute__(self, "choices")
+            proto = object.__getattribute__(self, "_proto")
         except AttributeError:
-            raise AttributeError("_data") from None
-        data = proto.copy()
-        data["choices"] = [choice._data for choice in choices]
+            proto = None  # `copy` or `pickle` is still making it
+        if proto is None:
+            raise AttributeError("_data")
+        # The chunk, its choice and its delta get their JSON together (one JSON object).
+        choice = self.choices[0]
+        delta = choice.delta
+        choice_data = _text_choice_json(delta.content)
+        data = proto.data.copy()
+        data["choices"] = [choice_data]
+        object.__setattr__(delta, "_data", choice_data["delta"])
+        object.__setattr__(choice, "_data", choice_data)
         object.__setattr__(self, "_data", data)
+        object.__setattr__(self, "_proto", None)
         return data
+
+    def to_dict(self) -> dict[str, Any]:
+        """A deep copy of the JSON object."""
+        proto = self._proto
+        if proto is None:
+            return super().to_dict()
+        # A text chunk: the envelope holds no containers, so its copy is a deep one.
+        data = proto.data.copy()
+        data["choices"] = [_text_choice_json(self.choices[0].delta.content)]
+        return data
+
+    model_dump = to_dict
+
+    def to_json(self, **kwargs: Any) -> str:
+        proto = self._proto
+        if proto is not None and kwargs.keys() <= {"separators"}:
+            separators = kwargs.get("separators")
+            if separators is None or type(separators) is tuple:
+                parts = proto.text_chunk_json(separators)
+                if parts is not None:
+                    return parts[0] + json.dumps(self.choices[0].delta.content) + parts[1]
+        return json.dumps(self._data, **kwargs)
+
+    model_dump_json = to_json
 
 
 class _Delta(_Obj):
@@ -339,7 +410,7 @@ def _shared(cls: type[_O], data: dict[str, Any]) -> _O:
 _new = object.__new__
 
 
-def _text_chunk(proto: dict[str, Any], text: str) -> ChatCompletionChunk:
+def _text_chunk(proto: _Envelope, text: str) -> ChatCompletionChunk:
     """The chunk of a text delta (`{"content": text}`, no role, no finish reason) in the
     stream envelope `proto`: its choice and delta made with their attributes alone, the JSON
     of all three built on first use (`_lazy_data`)."""
@@ -792,7 +863,7 @@ class CompletionStream:
         # Once the role went out and the run and thread ids are known (a run's ids never
         # change after that), the envelope of every later chunk: a text delta of the same
         # part then becomes its chunk in `__anext__` without a dispatch (`_text_chunk`).
-        self._proto: dict[str, Any] | None = None
+        self._proto: _Envelope | None = None
         self.result: RunResult | None = None
 
     @property
@@ -841,7 +912,7 @@ class CompletionStream:
                 "run_id": run_id,
             }
             if run_id and thread_id:
-                self._proto = self._base
+                self._proto = _Envelope(self._base)
         data = self._base.copy()
         # `delta` and `usage` are fresh dicts of this class's: the chunk takes them as they are.
         # Its choice and delta are wrapped now, with `delta` and `content` as plain attributes:
@@ -862,6 +933,7 @@ class CompletionStream:
             data["usage"] = usage
         chunk = _shared(ChatCompletionChunk, data)
         chunk.run_result = None
+        chunk._proto = None
         chunk.choices = choices
         return chunk
 

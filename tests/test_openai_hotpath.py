@@ -62,8 +62,9 @@ async def _read(stream: Any) -> list[ChatCompletionChunk]:
 
 async def test_text_chunks_build_their_json_on_first_use(emu: Emulator) -> None:
     """After the first text chunk of a part, a text chunk and its choice and delta are made
-    without their JSON: reading `chunk.choices[0].delta.content` builds none of it; the first
-    use that needs it (`to_dict()`) builds it once, and the chunk keeps it."""
+    without their JSON: reading `chunk.choices[0].delta.content` builds none of it, nor do
+    `to_dict()` and `to_json()` (they write theirs directly); the first use that needs it
+    (item access, an envelope field) builds it once, and the chunk keeps it."""
     stream = await agentrun.acompletion(MODEL, user("Tell me about rivers"), stream=True, **kw(emu))
     chunks = await _read(stream)
     lazy = [c for c in chunks if not _has_json(c)]
@@ -76,10 +77,14 @@ async def test_text_chunks_build_their_json_on_first_use(emu: Emulator) -> None:
         choice = chunk.choices[0]
         assert not _has_json(choice) and not _has_json(choice.delta)
     chunk = lazy[0]
-    data = chunk.to_dict()
-    assert _has_json(chunk)
+    data, text = chunk.to_dict(), chunk.to_json(separators=(",", ":"))
+    assert not _has_json(chunk)
+    assert chunk.id == data["id"]
+    assert _has_json(chunk) and _has_json(chunk.choices[0]) and _has_json(chunk.choices[0].delta)
     kept = object.__getattribute__(chunk, "_data")
-    assert chunk.to_dict() == data and object.__getattribute__(chunk, "_data") is kept
+    assert kept["choices"][0] is object.__getattribute__(chunk.choices[0], "_data")
+    assert chunk.to_dict() == data and chunk.to_json(separators=(",", ":")) == text
+    assert object.__getattribute__(chunk, "_data") is kept
 
 
 async def test_lazy_text_chunks_read_like_chunks_built_from_their_json(emu: Emulator) -> None:
@@ -99,6 +104,19 @@ async def test_lazy_text_chunks_read_like_chunks_built_from_their_json(emu: Emul
     text = ""
     for chunk in chunks:
         lazy = not _has_json(chunk)
+        # What a lazy chunk writes without its JSON, against what its JSON gives.
+        written = (
+            chunk.to_dict(),
+            chunk.model_dump(),
+            chunk.to_json(),
+            chunk.model_dump_json(),
+            chunk.to_json(separators=(",", ":")),
+        )
+        assert _has_json(chunk) is not lazy
+        whole = object.__getattribute__(chunk, "_data") if not lazy else chunk._data
+        assert written[0] == written[1] == whole and written[0] is not whole
+        assert written[2] == written[3] == json.dumps(whole)
+        assert written[4] == json.dumps(whole, separators=(",", ":"))
         twin = ChatCompletionChunk(json.loads(json.dumps(chunk.to_dict())))
         assert chunk == twin and twin == chunk
         assert list(chunk.keys()) == list(twin.keys()) and len(chunk) == len(twin)
@@ -216,3 +234,42 @@ async def test_get_client_remembers_its_arguments_under_their_environment(
     again = _openai.get_client(api_key=emu.api_key, api_base=emu.endpoint)
     assert again is not one
     await _openai.aclose_clients()
+
+
+@pytest.mark.parametrize(
+    "text", ["plain ", 'a "quoted" word', "caf\u00e9 \u2019 \U0001f600", "line\nbreak\t\\", "\x00"]
+)
+@pytest.mark.parametrize(
+    "model", [MODEL, 'odd "model" caf\u00e9', "azure_ai/agents/x\x00agentrun-content\x00"]
+)
+def test_text_chunk_json_is_the_json_of_its_fields(text: str, model: str) -> None:
+    """A text chunk's `to_json()` (any `separators`, or other json.dumps options) and
+    `to_dict()`, written without its JSON, equal `json.dumps` / a deep copy of the JSON it
+    builds, whatever the text and the envelope's strings hold (quotes, escapes, non-ASCII,
+    the text that stands for the content while the envelope's JSON text is split)."""
+    base = {
+        "id": "chatcmpl-run_1",
+        "object": "chat.completion.chunk",
+        "created": 1700000000,
+        "model": model,
+        "choices": None,
+        "system_fingerprint": None,
+        "thread_id": "thread_1",
+        "run_id": "run_1",
+    }
+    envelope = _openai._Envelope(base)
+    options: list[dict[str, Any]] = [
+        {},
+        {"separators": (",", ":")},
+        {"separators": (", ", ": ")},
+        {"separators": [",", ":"]},
+        {"ensure_ascii": False},
+        {"indent": 2},
+    ]
+    for kwargs in options:
+        chunk = _openai._text_chunk(envelope, text)
+        written, data = chunk.to_json(**kwargs), chunk.to_dict()
+        assert json.loads(written)["choices"][0]["delta"]["content"] == text
+        assert written == json.dumps(chunk._data, **kwargs)
+        assert data == chunk._data and data["model"] == model
+    assert base["choices"] is None  # the envelope is never changed
