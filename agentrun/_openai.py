@@ -20,12 +20,14 @@ import contextlib
 import json
 import os
 import re
+import ssl
 import threading
 import time
 from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 from agentrun._client import AsyncClient, RunStream
+from agentrun._credentials import environment
 from agentrun._errors import (
     BadRequestError,
     ConfigurationError,
@@ -37,7 +39,7 @@ from agentrun._model import TEXT_PART_SEPARATOR
 from agentrun._responses.wire import ClassicRoute, route_model
 from agentrun._results import RunFinished, RunResult, StateChanged, TextDelta, ToolCallDelta
 from agentrun._retry import RetryPolicy
-from agentrun._settings import ConnectionSettings
+from agentrun._settings import ConnectionSettings, _digest, _env_key
 from agentrun._toolcalls import ToolCallMemory
 
 __all__ = [
@@ -166,6 +168,9 @@ class OpenAIObject:
 
     def __getattr__(self, name: str) -> Any:
         if name[:1] == "_":
+            if name == "_data":
+                # A streamed chunk's JSON is built on first use (`_lazy_data`).
+                return self._lazy_data()
             # No JSON field: a private or special name (`copy` and `pickle` look one up on an
             # object whose `_data` is not set yet; reading `_data` here would recurse).
             raise AttributeError(name)
@@ -177,6 +182,12 @@ class OpenAIObject:
             if name in _OPTIONAL_FIELDS:
                 return None
             raise AttributeError(name) from None
+
+    def _lazy_data(self) -> dict[str, Any]:
+        """The JSON of an object made without it (a streamed text chunk and its choice and
+        delta), built from the object's own fields and kept; AttributeError for any other
+        object without `_data` (one that `copy` or `pickle` is still building)."""
+        raise AttributeError("_data")
 
     def __getitem__(self, key: str) -> Any:
         return _wrap(self._data[key])
@@ -252,38 +263,137 @@ class ChatCompletion(OpenAIObject):
         return {"thread_id": self._data.get("thread_id"), "run_id": self._data.get("run_id")}
 
 
-class ChatCompletionChunk(ChatCompletion):
-    """A `chat.completion.chunk`."""
+class _Envelope:
+    """The JSON fields that every chunk of one stream shares (`data`: id, object, created,
+    model, a `choices` placeholder, system_fingerprint, thread_id, run_id; strings, numbers
+    and None only), and the JSON text of a text chunk around its content, per `separators`."""
 
-    __slots__ = ("_choices",)
-    _choices: Any
+    __slots__ = ("_json", "data")
+
+    def __init__(self, data: dict[str, Any]) -> None:
+        self.data = data
+        self._json: dict[Any, tuple[str, str] | None] = {}
+
+    def text_chunk_json(self, separators: Any) -> tuple[str, str] | None:
+        """The text before and after `json.dumps(content)` in `json.dumps(data of a text
+        chunk, separators=separators)`; None if it cannot be split (then dump it whole)."""
+        try:
+            return self._json[separators]
+        except KeyError:
+            pass
+        data = self.data.copy()
+        data["choices"] = [_text_choice_json(_SLOT)]
+        text, slot = json.dumps(data, separators=separators), json.dumps(_SLOT)
+        parts = text.split(slot)
+        found = (parts[0], parts[1]) if len(parts) == 2 else None
+        self._json[separators] = found
+        return found
+
+
+#: Stands for a text chunk's content while its JSON text is split (`_Envelope`).
+_SLOT = "\x00agentrun-content\x00"
+
+
+def _text_choice_json(text: str) -> dict[str, Any]:
+    """The JSON of a text chunk's choice: `{"content": text}`, no role, no finish reason."""
+    return {"index": 0, "delta": {"content": text}, "finish_reason": None, "logprobs": None}
+
+
+class ChatCompletionChunk(ChatCompletion):
+    """A `chat.completion.chunk`.
+
+    `choices` is an attribute of its own (wrapped once: a stream is read in a loop). A text
+    chunk of a stream is made without its JSON (`_proto`: the stream's `_Envelope`; None for
+    any other chunk): `to_dict()` and `to_json()` make theirs directly; item access and the
+    envelope's fields build the chunk's JSON on first use (and `_proto` becomes None).
+    """
+
+    __slots__ = ("_proto", "choices")
+    choices: Any
+    _proto: _Envelope | None
 
     def __init__(self, data: Mapping[str, Any], run_result: RunResult | None = None) -> None:
         super().__init__(data, run_result)
-        object.__setattr__(self, "_choices", None)
+        object.__setattr__(self, "_proto", None)
+        if "choices" in self._data:
+            object.__setattr__(self, "choices", _wrap(self._data["choices"]))
 
-    @property
-    def choices(self) -> Any:
-        """The chunk's choices (wrapped once, on first access: a stream is read in a loop)."""
-        choices = self._choices
-        if choices is None:
-            choices = self.__getattr__("choices")
-            object.__setattr__(self, "_choices", choices)
-        return choices
+    def _lazy_data(self) -> dict[str, Any]:
+        proto: _Envelope | None
+        try:
+            proto = object.__getattribute__(self, "_proto")
+        except AttributeError:
+            proto = None  # `copy` or `pickle` is still making it
+        if proto is None:
+            raise AttributeError("_data")
+        # The chunk, its choice and its delta get their JSON together (one JSON object).
+        choice = self.choices[0]
+        delta = choice.delta
+        choice_data = _text_choice_json(delta.content)
+        data = proto.data.copy()
+        data["choices"] = [choice_data]
+        object.__setattr__(delta, "_data", choice_data["delta"])
+        object.__setattr__(choice, "_data", choice_data)
+        object.__setattr__(self, "_data", data)
+        object.__setattr__(self, "_proto", None)
+        return data
+
+    def to_dict(self) -> dict[str, Any]:
+        """A deep copy of the JSON object."""
+        proto = self._proto
+        if proto is None:
+            return super().to_dict()
+        # A text chunk: the envelope holds no containers, so its copy is a deep one.
+        data = proto.data.copy()
+        data["choices"] = [_text_choice_json(self.choices[0].delta.content)]
+        return data
+
+    model_dump = to_dict
+
+    def to_json(self, **kwargs: Any) -> str:
+        proto = self._proto
+        if proto is not None and kwargs.keys() <= {"separators"}:
+            separators = kwargs.get("separators")
+            if separators is None or type(separators) is tuple:
+                parts = proto.text_chunk_json(separators)
+                if parts is not None:
+                    return parts[0] + json.dumps(self.choices[0].delta.content) + parts[1]
+        return json.dumps(self._data, **kwargs)
+
+    model_dump_json = to_json
 
 
 class _Delta(_Obj):
-    """A chunk's `delta`, its `content` (None when absent) an attribute of its own."""
+    """A chunk's `delta`, its `content` (None when absent) an attribute of its own; a text
+    chunk's delta is made with `content` alone and its JSON built on first use."""
 
     __slots__ = ("content",)
     content: Any
 
+    def _lazy_data(self) -> dict[str, Any]:
+        try:
+            data = {"content": object.__getattribute__(self, "content")}
+        except AttributeError:
+            raise AttributeError("_data") from None
+        object.__setattr__(self, "_data", data)
+        return data
+
 
 class _Choice(_Obj):
-    """A chunk's choice, its `delta` wrapped once."""
+    """A chunk's choice, its `delta` wrapped once; a text chunk's choice is made with `delta`
+    alone and its JSON built on first use."""
 
     __slots__ = ("delta",)
     delta: _Delta
+
+    def _lazy_data(self) -> dict[str, Any]:
+        try:
+            delta = object.__getattribute__(self, "delta")
+        except AttributeError:
+            raise AttributeError("_data") from None
+        data = {"index": 0, "delta": delta._data, "finish_reason": None, "logprobs": None}
+        object.__setattr__(self, "_data", data)
+        return data
 
 
 _O = TypeVar("_O", bound=OpenAIObject)
@@ -295,6 +405,24 @@ def _shared(cls: type[_O], data: dict[str, Any]) -> _O:
     obj = cls.__new__(cls)
     object.__setattr__(obj, "_data", data)
     return obj
+
+
+_new = object.__new__
+
+
+def _text_chunk(proto: _Envelope, text: str) -> ChatCompletionChunk:
+    """The chunk of a text delta (`{"content": text}`, no role, no finish reason) in the
+    stream envelope `proto`: its choice and delta made with their attributes alone, the JSON
+    of all three built on first use (`_lazy_data`)."""
+    delta = _new(_Delta)
+    delta.content = text
+    choice = _new(_Choice)
+    choice.delta = delta
+    chunk = _new(ChatCompletionChunk)
+    chunk._proto = proto
+    chunk.run_result = None
+    chunk.choices = [choice]
+    return chunk
 
 
 def _wrap(value: Any) -> Any:
@@ -532,17 +660,22 @@ def _tool_call_id(i: int, msg: Mapping[str, Any]) -> str:
 # -- response mapping -------------------------------------------------------------------------
 
 
-def _annotations(result: RunResult) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+def _annotations(
+    result: RunResult, text: str | None = None
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """The reply's annotations: OpenAI `url_citation`s, and every annotation as the service
-    sent it. Indices are shifted to `result.text` (the messages' texts joined)."""
+    sent it. Indices are shifted to `result.text` (the messages' texts joined; `text` when
+    the caller has it already)."""
     openai_shape: list[dict[str, Any]] = []
     raw: list[dict[str, Any]] = []
     offset = 0
-    text = result.text
     for msg in result.messages:
-        if not msg.text:
+        msg_text = msg.text
+        if not msg_text:
             continue
         for ann in msg.annotations:
+            if text is None:
+                text = result.text
             item = json.loads(json.dumps(dict(ann)))
             for key in ("start_index", "end_index"):
                 if type(item.get(key)) is int:
@@ -550,7 +683,7 @@ def _annotations(result: RunResult) -> tuple[list[dict[str, Any]], list[dict[str
             raw.append(item)
             if item.get("type") == "url_citation" and isinstance(item.get("url_citation"), dict):
                 openai_shape.append(_url_citation(item, text))
-        offset += len(msg.text) + len(TEXT_PART_SEPARATOR)
+        offset += len(msg_text) + len(TEXT_PART_SEPARATOR)
     return openai_shape, raw
 
 
@@ -625,9 +758,10 @@ def _agent_images(result: RunResult) -> list[dict[str, Any]]:
     ]
 
 
-def _agent_extras(result: RunResult, into: dict[str, Any]) -> None:
-    """agentrun's documented extra fields of a message (or of the final chunk's delta)."""
-    annotations, raw_annotations = _annotations(result)
+def _agent_extras(result: RunResult, into: dict[str, Any], text: str | None = None) -> None:
+    """agentrun's documented extra fields of a message (or of the final chunk's delta);
+    `text` is `result.text` when the caller has it already."""
+    annotations, raw_annotations = _annotations(result, text)
     if annotations:
         into["annotations"] = annotations
     if raw_annotations:
@@ -663,16 +797,17 @@ def _created(result: RunResult) -> int:
 
 def completion_from_result(result: RunResult, model: str) -> ChatCompletion:
     """The `chat.completion` for a finished (or incomplete) run."""
+    text = result.text
     message: dict[str, Any] = {
         "role": "assistant",
-        "content": result.text or None,
+        "content": text or None,
         "refusal": None,
         "annotations": [],
     }
     tool_calls = _tool_calls_json(result)
     if tool_calls:
         message["tool_calls"] = tool_calls
-    _agent_extras(result, message)
+    _agent_extras(result, message, text)
     data = {
         "id": f"chatcmpl-{result.run_id}",
         "object": "chat.completion",
@@ -720,10 +855,15 @@ class CompletionStream:
         self._done = False
         self._created = int(time.time())
         self._tool_index: dict[int, int] = {}
+        # The text part the last text chunk belonged to: (message id, index).
         self._text_part: tuple[str, int] | None = None
         # The chunk envelope, built once per (run id, thread id) rather than once per chunk.
         self._base: dict[str, Any] = {}
         self._base_ids: tuple[str, str | None] | None = None
+        # Once the role went out and the run and thread ids are known (a run's ids never
+        # change after that), the envelope of every later chunk: a text delta of the same
+        # part then becomes its chunk in `__anext__` without a dispatch (`_text_chunk`).
+        self._proto: _Envelope | None = None
         self.result: RunResult | None = None
 
     @property
@@ -771,6 +911,8 @@ class CompletionStream:
                 "thread_id": thread_id,
                 "run_id": run_id,
             }
+            if run_id and thread_id:
+                self._proto = _Envelope(self._base)
         data = self._base.copy()
         # `delta` and `usage` are fresh dicts of this class's: the chunk takes them as they are.
         # Its choice and delta are wrapped now, with `delta` and `content` as plain attributes:
@@ -791,7 +933,8 @@ class CompletionStream:
             data["usage"] = usage
         chunk = _shared(ChatCompletionChunk, data)
         chunk.run_result = None
-        chunk._choices = choices
+        chunk._proto = None
+        chunk.choices = choices
         return chunk
 
     def _role_first(self, delta: dict[str, Any]) -> dict[str, Any]:
@@ -801,7 +944,8 @@ class CompletionStream:
         return delta
 
     async def __anext__(self) -> ChatCompletionChunk:
-        while not self._queue:
+        queue = self._queue
+        while not queue:
             if self._done:
                 raise StopAsyncIteration
             try:
@@ -816,18 +960,41 @@ class CompletionStream:
                     self._finish(exc.result)
                     continue
                 raise
+            # Most of a stream: the next text delta of the same part, after the role went out
+            # and the ids are known, is its chunk at once (as `_text_chunk` makes it).
+            if type(event) is TextDelta:
+                proto = self._proto
+                text = event.text
+                if (
+                    proto is not None
+                    and text
+                    and (event.message_id, event.index) == self._text_part
+                ):
+                    delta = _new(_Delta)
+                    delta.content = text
+                    choice = _new(_Choice)
+                    choice.delta = delta
+                    chunk = _new(ChatCompletionChunk)
+                    chunk._proto = proto
+                    chunk.run_result = None
+                    chunk.choices = [choice]
+                    return chunk
             self._on_event(event)
             # The rest of the events that arrived together, without one `__anext__` each.
             buffered = self._events._buffer
             while buffered and not self._done:
                 self._on_event(buffered.popleft())
-        return self._queue.popleft()
+        return queue.popleft()
 
     def _on_event(self, event: object) -> None:
         if isinstance(event, TextDelta):
             if event.text:
                 text = event.text
                 part = (event.message_id, event.index)
+                proto = self._proto
+                if part == self._text_part and proto is not None:
+                    self._queue.append(_text_chunk(proto, text))
+                    return
                 if self._text_part is not None and part != self._text_part:
                     # A new text part or message: the same separator as the non-streamed text.
                     text = TEXT_PART_SEPARATOR + text
@@ -989,6 +1156,9 @@ class _LoopClients:
     def __init__(self) -> None:
         self.clients: dict[ConnectionSettings, AsyncClient] = {}
         self.closer: AsyncGenerator[None, None] | None = None
+        # `get_client`'s arguments and environment (`_arguments_key`) -> the client they chose:
+        # a call like an earlier one skips building and hashing its `ConnectionSettings`.
+        self.by_arguments: dict[tuple[Any, ...], AsyncClient] = {}
 
 
 class _Registry:
@@ -998,7 +1168,12 @@ class _Registry:
         self._lock = threading.Lock()
         self._by_loop: dict[asyncio.AbstractEventLoop, _LoopClients] = {}
 
-    def get(self, key: ConnectionSettings, make: Callable[[], AsyncClient]) -> AsyncClient:
+    def get(
+        self,
+        key: ConnectionSettings,
+        make: Callable[[], AsyncClient],
+        arguments: tuple[Any, ...] | None = None,
+    ) -> AsyncClient:
         loop = asyncio.get_running_loop()
         with self._lock:
             entry = self._by_loop.get(loop)
@@ -1009,7 +1184,14 @@ class _Registry:
                 client = entry.clients[key] = make()
             if entry.closer is None:
                 entry.closer = self._park_closer(loop)
+            if arguments is not None:
+                entry.by_arguments[arguments] = client
             return client
+
+    def remembered(self, arguments: tuple[Any, ...]) -> AsyncClient | None:
+        """The client that `get` chose for these `get_client` arguments on this loop, if any."""
+        entry = self._by_loop.get(asyncio.get_running_loop())
+        return None if entry is None else entry.by_arguments.get(arguments)
 
     def _park_closer(self, loop: asyncio.AbstractEventLoop) -> AsyncGenerator[None, None]:
         async def closer() -> AsyncGenerator[None, None]:
@@ -1091,7 +1273,25 @@ def get_client(
         isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0
     ):
         raise ConfigurationError(f"max_retries must be a whole number >= 0, got {max_retries!r}")
+    arguments: tuple[Any, ...] | None = None
     if settings is None:
+        arguments = _arguments_key(
+            api_base,
+            api_key,
+            tenant_id,
+            client_id,
+            client_secret,
+            api_version,
+            credential,
+            verify,
+            authority,
+            max_retries,
+            allow_insecure_http,
+        )
+        if arguments is not None:
+            client = _REGISTRY.remembered(arguments)
+            if client is not None:
+                return client
         settings = ConnectionSettings(
             api_base=api_base or None,
             api_key=api_key,
@@ -1105,7 +1305,47 @@ def get_client(
             retry_policy=None if max_retries is None else RetryPolicy(max_attempts=max_retries + 1),
             allow_insecure_http=allow_insecure_http,
         )
-    return _REGISTRY.get(settings, lambda: AsyncClient(settings=settings))
+    return _REGISTRY.get(settings, lambda: AsyncClient(settings=settings), arguments)
+
+
+def _arguments_key(
+    api_base: Any,
+    api_key: Any,
+    tenant_id: Any,
+    client_id: Any,
+    client_secret: Any,
+    api_version: Any,
+    credential: Any,
+    verify: Any,
+    authority: Any,
+    max_retries: Any,
+    allow_insecure_http: Any,
+) -> tuple[Any, ...] | None:
+    """What `get_client`'s connection arguments and the connection environment variables
+    (`environment()`, read at each call: settings are made under the environment of their
+    call) choose a client by, as a key; None when an argument is not hashable (no memo).
+    Secrets (`api_key`, `client_secret`, the secret variables) are in it as their digests,
+    as in `ConnectionSettings`.
+
+    A credential and an `ssl.SSLContext` count by identity, as in `ConnectionSettings` (the
+    client's settings hold them, so their ids stay theirs while the key is kept); every value
+    counts with its type (`verify=1` is not `verify=True`)."""
+    if isinstance(verify, ssl.SSLContext):
+        verify = ("ctx", id(verify))
+    if isinstance(api_key, str):
+        api_key = _digest(api_key)
+    if isinstance(client_secret, str):
+        client_secret = _digest(client_secret)
+    values: tuple[Any, ...] = (api_base, api_key, tenant_id, client_id, client_secret)
+    values += (api_version, verify, authority, max_retries, allow_insecure_http)
+    key: tuple[Any, ...] = tuple((type(v), v) for v in values)
+    env = _env_key(tuple(environment().items()))
+    key += (None if credential is None else id(credential), *env)
+    try:
+        hash(key)
+    except TypeError:
+        return None
+    return key
 
 
 async def aclose_clients() -> None:
