@@ -14,12 +14,10 @@ import math
 import ssl
 from collections.abc import (
     AsyncIterable,
-    AsyncIterator,
     Iterable,
     Mapping,
     Sequence,
 )
-from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -298,13 +296,12 @@ class AsyncClient:
             self._ctx, self._invocation(agent, input, **_split_run_kwargs(kwargs)), emit=True
         )
 
-    @asynccontextmanager
-    async def stream(
+    def stream(
         self,
         agent: str,
         input: str | Sequence[Mapping[str, Any]] = (),
         **kwargs: Unpack[RunKwargs],
-    ) -> AsyncIterator[RunStream]:
+    ) -> RunStream:
         """Run like `run()`, yielding events as they arrive.
 
         ```python
@@ -316,11 +313,11 @@ class AsyncClient:
 
         Events: `StateChanged`, `TextDelta`, `ToolCallDelta`, and last `RunFinished` with the
         result. A run error is raised from the iterator. Leaving the block early cancels the
-        remote run. `mode` defaults to "stream" here.
+        remote run. `mode` defaults to "stream" here. The `RunStream` is its own async context
+        manager (no wrapper object per call); `open_stream()` is the same stream, to be closed
+        with `aclose()` when it is not used as `async with`.
         """
-        stream = self.open_stream(agent, input, **kwargs)
-        async with stream:
-            yield stream
+        return self.open_stream(agent, input, **kwargs)
 
     def map(
         self,
