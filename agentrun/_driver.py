@@ -764,15 +764,22 @@ class RunStream:
     ) -> Send | Sleep | ReadStream | Finish:
         m = self._machine
         assert m is not None
-        self._col.run = run
+        col = self._col
+        col.run = run
         if STATUS_TO_STATE.get(run.status) in ACTIVE_STATES:
-            self._col.last_active_at = _now()
+            col.last_active_at = _now()
         seen = len(m.history)
         # A run that names no thread (a v2 response may echo `conversation: null`) is on the
         # invocation's own thread, if it has one.
         thread_id = run.thread_id or m.thread_id or ""
         action = m.run_update(run.status, run_id=run.id, thread_id=thread_id, now=_now(), via=via)
         self._note_moves(seen)
+        if type(action) is Sleep:
+            # Parked until the next poll, which brings the run whole again: the machine holds
+            # what the wait needs (ids, state, times), so the snapshot and its decoded JSON
+            # (~4 KiB) are not kept meanwhile (issue 15: memory per run in flight). Only a run
+            # seen at the end reaches the result, and the caller sees no other.
+            col.run = None
         return action
 
     def _note_moves(self, seen: int) -> None:

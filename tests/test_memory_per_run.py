@@ -1,0 +1,93 @@
+"""What a polled invocation holds while it waits between polls (issue 15: memory per run in
+flight under 20 KiB at 10,000), against the real emulator over 127.0.0.1.
+
+Behaviour, not timings: tracemalloc says which blocks are still held once every invocation is
+parked (asleep in its agent's poll group), counted per invocation.
+"""
+
+from __future__ import annotations
+
+import gc
+import tracemalloc
+from collections.abc import AsyncIterator, Callable
+
+import anyio
+import pytest
+
+from agentrun import AsyncClient
+from agentrun._machine import State
+from agentrun.emulator import Emulator, EmulatorSettings, Timing
+
+pytestmark = pytest.mark.anyio
+
+AGENT = "asst_abc123"
+TIMING = Timing(queue_delay=0.02, run_duration=0.2, delta_interval=0.02)
+#: Invocations parked at once.
+N = 10
+
+
+@pytest.fixture
+async def emu() -> AsyncIterator[Emulator]:
+    async with Emulator(EmulatorSettings(timing=TIMING)) as e:
+        yield e
+
+
+def _held(snap: tracemalloc.Snapshot, where: Callable[[tracemalloc.Traceback], bool]) -> int:
+    """Bytes of the blocks in `snap` whose allocation traceback satisfies `where`."""
+    return sum(t.size for t in snap.traces if where(t.traceback))
+
+
+def _decoded_by_transport(tb: tracemalloc.Traceback) -> bool:
+    """A block of a JSON response body decoded by the client's transport (the run objects the
+    create and the polls return), not the emulator's decoding of the requests."""
+    files = [f.filename for f in tb]
+    return files[-1].endswith("json/decoder.py") and any(
+        f.endswith("agentrun/_transport.py") for f in files
+    )
+
+
+async def _parked(client: AsyncClient, n: int) -> None:
+    """Wait until `n` invocations sleep between polls in the agent's poll group."""
+    group = client._ctx.poll_group(AGENT)
+    with anyio.fail_after(20):
+        while len(group._asleep) < n:
+            await anyio.sleep(0.01)
+
+
+async def test_a_parked_invocation_keeps_no_decoded_run(emu: Emulator) -> None:
+    """While polled invocations sleep until their next poll, none of them holds the run
+    object of the create's (or a poll's) response: of the JSON the transport decoded, each
+    keeps at most its run's and thread's ids (the state machine's), not the ~50 blocks
+    (~3.7 KiB) of the whole object."""
+    async with AsyncClient(emu.endpoint, api_key=emu.api_key, mode="poll") as client:
+        warm = await client.run(AGENT, "Warm up.")
+        assert warm.state is State.COMPLETED
+        tracemalloc.start(16)
+        try:
+            async with anyio.create_task_group() as tg:
+                for i in range(N):
+                    tg.start_soon(client.run, AGENT, f"[emulator:sleep=60] Item {i}.")
+                await _parked(client, N)
+                gc.collect()
+                snap = tracemalloc.take_snapshot()
+                tg.cancel_scope.cancel()  # the client cancels the runs
+        finally:
+            tracemalloc.stop()
+    per_run = _held(snap, _decoded_by_transport) / N
+    assert per_run < 400, f"{per_run:.0f} bytes of decoded JSON held per parked invocation"
+
+
+async def test_the_result_still_carries_the_whole_final_run(emu: Emulator) -> None:
+    """Dropping the snapshot while parked loses nothing: a polled result's `run` is the final
+    run object, whole (`raw` as received, with the fields the parsed `Run` reads), and the
+    usage the final poll brought."""
+    async with AsyncClient(emu.endpoint, api_key=emu.api_key, mode="poll") as client:
+        result = await client.run(AGENT, "[emulator:sleep=0.5] Tell me a story.")
+    assert result.state is State.COMPLETED and result.mode == "poll"
+    assert result.requests >= 3  # it slept between polls at least once
+    run = result.run
+    assert run is not None
+    assert run.status == "completed" and run.id == result.run_id
+    assert run.raw["status"] == "completed" and run.raw["id"] == result.run_id
+    assert {"thread_id", "assistant_id", "created_at", "completed_at", "usage"} <= set(run.raw)
+    assert result.usage is not None and result.usage.total_tokens > 0
