@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import contextvars
 import logging
 import math
 import re
@@ -1173,6 +1174,22 @@ async def _drain(chunks: BodyChunks) -> None:
             pass
 
 
+class _Wake(asyncio.Future[None]):
+    """What a run parked between polls waits on: resolved by its timer (the planned poll) or
+    by its agent's `PollGroup` (`_learn_end`: a later run ended, or the schedule learned)."""
+
+    __slots__ = ()
+
+    def set(self) -> None:
+        if not self.done():
+            self.set_result(None)
+
+
+#: The context a parked run's timer runs `_Wake.set` in (it reads and sets no context
+#: variable): shared, instead of a copy of the caller's per timer.
+_NO_CONTEXT = contextvars.Context()
+
+
 async def _poll_sleep(
     group: PollGroup, ticket: PollTicket, m: RunMachine, action: Sleep
 ) -> Send | Sleep:
@@ -1190,12 +1207,17 @@ async def _poll_sleep(
     if ticket.answered(anyio.current_time() - ticket.created):
         # A poll was just answered: plan from the time of its answer.
         action = m.replan(anyio.current_time())
-    wake = anyio.Event()
+    # Parked: one future (the group's token to wake it) and one timer for the planned poll;
+    # no cancel scope or event (issue 15: memory per run in flight). The step's scope
+    # cancels the wait (the deadline, the caller, the client closing).
+    loop = asyncio.get_running_loop()
+    wake = _Wake(loop=loop)
+    timer = loop.call_at(action.until, _Wake.set, wake, context=_NO_CONTEXT)
     group.sleep(ticket, wake)
     try:
-        with anyio.move_on_after(action.until - anyio.current_time()):
-            await wake.wait()
+        await wake
     finally:
+        timer.cancel()
         poll_now = group.awake(ticket)
     now = anyio.current_time()
     elapsed = now - ticket.created
@@ -1226,5 +1248,5 @@ def _learn_end(
         created, min(low, seen_end) - created, seen_end - created, follower=not ticket.probe
     )
     for token in ended:
-        assert isinstance(token, anyio.Event)
+        assert isinstance(token, _Wake)
         token.set()

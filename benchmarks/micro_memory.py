@@ -3,9 +3,10 @@
 A smaller, quicker, deterministic companion to `bench.py --plan memory`: the emulator (TLS, as
 the bench runs it) in a child process with runs that last 10 minutes; `n` invocations started
 at once in this process (`AsyncClient(mode="poll").run()`, or `agentrun.acompletion()`, which
-polls too at this size); once the emulator holds all `n` runs active and the traced memory
-grew by less than 0.5% over `settle` seconds (every invocation parked between polls, as the
-bench's probe waits), garbage is collected and
+polls too at this size); once the emulator holds all `n` runs active and (`poll`) every
+invocation sleeps between polls, or (`acompletion`, whose client is internal) the traced memory
+grew by less than 0.5% over `settle` seconds, as the bench's probe waits, garbage is collected
+and
 a tracemalloc snapshot is diffed against one taken before the burst. Blocks are attributed as
 the bench attributes them (`runners/common.py`: `diff_snapshots`): the innermost agentrun frame
 of the allocation, else the pooled connections, else this script's own records (its task and
@@ -96,10 +97,20 @@ async def main_async(args: argparse.Namespace, emu: Emulator) -> None:
             stats = await asyncio.to_thread(emu.stats)
             created = stats["runs_created"] - before["runs_created"]
             now, traced = time.monotonic(), tracemalloc.get_traced_memory()[0]
-            print(f"  {now - t0:5.1f} s: {created} runs created, {traced / 2**20:.1f} MiB traced",
-                  file=sys.stderr, flush=True)
+            print(
+                f"  {now - t0:5.1f} s: {created} runs created, {traced / 2**20:.1f} MiB traced",
+                file=sys.stderr,
+                flush=True,
+            )
             if created < args.n:
                 continue
+            if args.variant == "poll":
+                # All parked (asleep between polls): nothing in flight on the wire.
+                group = client._ctx.poll_group(AGENT)
+                while len(group._asleep) < args.n and time.monotonic() - t0 < 120:
+                    await asyncio.sleep(0.01)
+                print(f"  parked: {len(group._asleep)}", file=sys.stderr)
+                break
             seen.append((now, traced))
             seen = [(t, v) for t, v in seen if now - t <= args.settle]
             if now - seen[0][0] >= args.settle * 0.9 and traced <= seen[0][1] * 1.005:

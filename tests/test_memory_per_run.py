@@ -8,13 +8,14 @@ parked (asleep in its agent's poll group), counted per invocation.
 from __future__ import annotations
 
 import gc
+import inspect
 import tracemalloc
 from collections.abc import AsyncIterator, Callable
 
 import anyio
 import pytest
 
-from agentrun import AsyncClient
+from agentrun import AsyncClient, _driver
 from agentrun._machine import State
 from agentrun.emulator import Emulator, EmulatorSettings, Timing
 
@@ -54,11 +55,9 @@ async def _parked(client: AsyncClient, n: int) -> None:
             await anyio.sleep(0.01)
 
 
-async def test_a_parked_invocation_keeps_no_decoded_run(emu: Emulator) -> None:
-    """While polled invocations sleep until their next poll, none of them holds the run
-    object of the create's (or a poll's) response: of the JSON the transport decoded, each
-    keeps at most its run's and thread's ids (the state machine's), not the ~50 blocks
-    (~3.7 KiB) of the whole object."""
+async def _parked_snapshot(emu: Emulator) -> tracemalloc.Snapshot:
+    """A tracemalloc snapshot (started after a warm-up call) taken while `N` polled
+    invocations of runs that last a minute all sleep between polls; then they are cancelled."""
     async with AsyncClient(emu.endpoint, api_key=emu.api_key, mode="poll") as client:
         warm = await client.run(AGENT, "Warm up.")
         assert warm.state is State.COMPLETED
@@ -73,8 +72,35 @@ async def test_a_parked_invocation_keeps_no_decoded_run(emu: Emulator) -> None:
                 tg.cancel_scope.cancel()  # the client cancels the runs
         finally:
             tracemalloc.stop()
+    return snap
+
+
+async def test_a_parked_invocation_keeps_no_decoded_run(emu: Emulator) -> None:
+    """While polled invocations sleep until their next poll, none of them holds the run
+    object of the create's (or a poll's) response: of the JSON the transport decoded, each
+    keeps at most its run's and thread's ids (the state machine's), not the ~50 blocks
+    (~3.5 KiB) of the whole object."""
+    snap = await _parked_snapshot(emu)
     per_run = _held(snap, _decoded_by_transport) / N
     assert per_run < 400, f"{per_run:.0f} bytes of decoded JSON held per parked invocation"
+
+
+async def test_the_wait_between_polls_is_small(emu: Emulator) -> None:
+    """What the wait itself holds per parked invocation (blocks allocated by `_poll_sleep`'s
+    own lines, directly or through asyncio and anyio) is a future and a timer, a few hundred
+    bytes: no cancel scope, event or task state of its own (~2.4 KiB before)."""
+    lines, first = inspect.getsourcelines(_driver._poll_sleep)
+    span = range(first, first + len(lines))
+
+    def in_the_wait(tb: tracemalloc.Traceback) -> bool:
+        for frame in reversed(tb):  # innermost first
+            if "/agentrun/" in frame.filename:
+                return frame.filename.endswith("agentrun/_driver.py") and frame.lineno in span
+        return False
+
+    snap = await _parked_snapshot(emu)
+    per_run = _held(snap, in_the_wait) / N
+    assert per_run < 600, f"{per_run:.0f} bytes held per parked invocation by the wait"
 
 
 async def test_the_result_still_carries_the_whole_final_run(emu: Emulator) -> None:
