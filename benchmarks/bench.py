@@ -365,6 +365,8 @@ MEMORY_PLAN = (
     ("agentrun-acompletion", "rss"),
     ("agentrun-acompletion", "tracemalloc"),
 )
+#: The tracemalloc group of the benchmark runner's own blocks (`_memory_area`, `harness_share`).
+HARNESS_AREA = "the runner's own records (benchmarks/runners)"
 
 
 def scale_plan(reps: int = 1) -> list[tuple[str, str, int, int]]:
@@ -1066,7 +1068,7 @@ def _memory_area(path: str) -> str:
     if short.startswith("agentrun/"):
         return short.split(":", 1)[0]
     if short.startswith("runner/"):
-        return "the runner's own records (benchmarks/runners)"
+        return HARNESS_AREA
     if short.startswith("stdlib/"):
         part = short.removeprefix("stdlib/")
         return "stdlib " + (part.split("/", 1)[0] if "/" in part else part.removesuffix(".py"))
@@ -1477,7 +1479,36 @@ def run_memory(workdir: pathlib.Path, only: list[str] | None) -> list[dict[str, 
             )
     finally:
         emu.stop()
+    harness_share(out)
     return out
+
+
+def harness_share(rows: list[dict[str, Any]]) -> None:
+    """Say in each RSS row which part of it is the benchmark's, not agentrun's.
+
+    The RSS probe cannot tell owners apart; the tracemalloc probe of the same client can: the
+    runner's own blocks per run in flight (its record dict, its task and `invoke` coroutine
+    per invocation, and the coroutine object of the agentrun call itself, which is allocated
+    at the runner's call line and so counted here although agentrun owns it). Each RSS row
+    gets `harness_kib_per_run` from its client's tracemalloc row and
+    `rss_kib_per_run_less_harness` (RSS per run minus that), when both rows measured."""
+    traced = {}
+    for r in rows:
+        mem = r.get("memory") or {}
+        if r.get("probe") == "tracemalloc" and "by_owner_kib_per_run" in mem:
+            traced[r["client"]] = mem["by_owner_kib_per_run"].get(HARNESS_AREA, 0.0)
+    for r in rows:
+        mem = r.get("memory") or {}
+        if r.get("probe") != "rss" or "rss_kib_per_run" not in mem or r["client"] not in traced:
+            continue
+        mem["harness_kib_per_run"] = traced[r["client"]]
+        mem["rss_kib_per_run_less_harness"] = round(mem["rss_kib_per_run"] - traced[r["client"]], 2)
+        print(
+            f"memory {r['client']} (rss): {mem['rss_kib_per_run']} KiB/run, of which the "
+            f"benchmark runner's own records {mem['harness_kib_per_run']} KiB/run (traced); "
+            f"without them {mem['rss_kib_per_run_less_harness']} KiB/run",
+            flush=True,
+        )
 
 
 def line_for(res: dict[str, Any]) -> str:

@@ -8,9 +8,14 @@ parked (asleep in its agent's poll group), counted per invocation.
 from __future__ import annotations
 
 import gc
+import importlib.util
 import inspect
+import pathlib
+import sys
 import tracemalloc
 from collections.abc import AsyncIterator, Callable
+from types import ModuleType
+from typing import Any
 
 import anyio
 import pytest
@@ -117,3 +122,37 @@ async def test_the_result_still_carries_the_whole_final_run(emu: Emulator) -> No
     assert run.raw["status"] == "completed" and run.raw["id"] == result.run_id
     assert {"thread_id", "assistant_id", "created_at", "completed_at", "usage"} <= set(run.raw)
     assert result.usage is not None and result.usage.total_tokens > 0
+
+
+def _bench() -> ModuleType:
+    path = pathlib.Path(__file__).resolve().parent.parent / "benchmarks" / "bench.py"
+    spec = importlib.util.spec_from_file_location("agentrun_bench_memory_under_test", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_bench_says_which_part_of_the_rss_is_its_own() -> None:
+    """`bench.py --plan memory`: each RSS row gets the benchmark runner's own share per run
+    (from the tracemalloc row of the same client) and the RSS per run without it; a client
+    with no tracemalloc row gets neither (nothing measured to subtract)."""
+    bench = _bench()
+    rows: list[dict[str, Any]] = [
+        {"client": "agentrun-poll", "probe": "rss", "memory": {"rss_kib_per_run": 19.5}},
+        {
+            "client": "agentrun-poll",
+            "probe": "tracemalloc",
+            "memory": {
+                "rss_kib_per_run": 40.0,
+                "by_owner_kib_per_run": {"agentrun/_driver.py": 3.0, bench.HARNESS_AREA: 1.75},
+            },
+        },
+        {"client": "agentrun-acompletion", "probe": "rss", "memory": {"rss_kib_per_run": 21.0}},
+    ]
+    bench.harness_share(rows)
+    assert rows[0]["memory"]["harness_kib_per_run"] == 1.75
+    assert rows[0]["memory"]["rss_kib_per_run_less_harness"] == 17.75
+    assert "harness_kib_per_run" not in rows[1]["memory"]
+    assert rows[2]["memory"] == {"rss_kib_per_run": 21.0}
