@@ -355,7 +355,7 @@ class RunStream:
             if self._inv.timeout is not None:
                 self._deadline = _now() + self._inv.timeout
                 self._timer = asyncio.get_running_loop().call_at(
-                    self._deadline, _expire, weakref.ref(self)
+                    self._deadline, _expire, weakref.ref(self), context=_NO_CONTEXT
                 )
         scope = self._scope = anyio.CancelScope()
         if self._expired:
@@ -1185,8 +1185,9 @@ class _Wake(asyncio.Future[None]):
             self.set_result(None)
 
 
-#: The context a parked run's timer runs `_Wake.set` in (it reads and sets no context
-#: variable): shared, instead of a copy of the caller's per timer.
+#: The context the timers of a run in flight (its deadline's `_expire`, a parked run's
+#: `_Wake.set`) run their callback in (they read and set no context variable): shared,
+#: instead of a copy of the caller's context per timer.
 _NO_CONTEXT = contextvars.Context()
 
 
