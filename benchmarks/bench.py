@@ -1224,6 +1224,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--report-only", action="store_true", help="re-render docs from the JSON")
     ap.add_argument("--only", nargs="*", help="run only these clients (names)")
+    ap.add_argument(
+        "--probes", nargs="*", choices=("rss", "tracemalloc"), help="memory plan: only these probes"
+    )
     ap.add_argument("--sizes", help="comma-separated invocation counts to keep, e.g. 1,100")
     ap.add_argument("--no-peers", action="store_true", help="skip LiteLLM and azure-ai-agents")
     ap.add_argument("--no-profile", action="store_true", help="skip the py-spy profiles")
@@ -1386,7 +1389,7 @@ def main(argv: list[str] | None = None) -> int:
             if proxy is not None:
                 proxy.stop()
             emu.stop()
-        memory = run_memory(workdir / "memory", args.only) if memory_wanted else []
+        memory = run_memory(workdir / "memory", args.only, args.probes) if memory_wanted else []
     data = {
         "meta": {
             "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
@@ -1446,7 +1449,9 @@ def smoke_exit(problems: list[str]) -> int:
     return 1
 
 
-def run_memory(workdir: pathlib.Path, only: list[str] | None) -> list[dict[str, Any]]:
+def run_memory(
+    workdir: pathlib.Path, only: list[str] | None, probes: list[str] | None = None
+) -> list[dict[str, Any]]:
     """The memory diagnostic (MEMORY_PLAN), on an emulator of its own with long runs."""
     workdir.mkdir(parents=True, exist_ok=True)
     out: list[dict[str, Any]] = []
@@ -1454,7 +1459,7 @@ def run_memory(workdir: pathlib.Path, only: list[str] | None) -> list[dict[str, 
     try:
         print(f"memory diagnostic: emulator at {emu.endpoint} ({MEMORY_TIMING})", flush=True)
         for name, probe in MEMORY_PLAN:
-            if only and name not in only:
+            if (only and name not in only) or (probes and probe not in probes):
                 continue
             t = time.monotonic()
             try:
