@@ -22,6 +22,8 @@ import pytest
 
 from agentrun import AsyncClient, _driver
 from agentrun._machine import RunMachine, State
+from agentrun._protocol import ToolCallDelta
+from agentrun._reply import Reply
 from agentrun.emulator import Emulator, EmulatorSettings, Timing
 
 pytestmark = pytest.mark.anyio
@@ -220,3 +222,20 @@ async def test_invocations_without_options_share_one_options_value() -> None:
         finally:
             for s in (a, b, c):
                 await s.aclose()
+
+
+def test_replies_share_their_empty_maps_until_written() -> None:
+    """A reply that delivered no text and saw no tool call holds no maps of its own (one
+    shared, read-only empty map); its first delta gives it its own, and the next reply still
+    starts empty."""
+    a, b = Reply(), Reply()
+    assert a.delivered is b.delivered and a.call_types is b.call_types
+    assert not a.delivered
+    delta = a.text_delta("msg_1", 0, "Hello")
+    assert delta is not None and delta.text == "Hello"
+    a.text_delta("msg_1", 0, " world")
+    assert dict(a.delivered) == {("msg_1", 0): ["Hello", " world"]}
+    assert not b.delivered and not Reply().delivered
+    call = ToolCallDelta(step_id="step_1", index=0, id="call_1", name="f", arguments="", type=None)
+    assert a.public_delta(call) is not None
+    assert dict(a.call_types) == {("step_1", 0): "function"} and not b.call_types
