@@ -2,7 +2,9 @@
 flight under 20 KiB at 10,000), against the real emulator over 127.0.0.1.
 
 Behaviour, not timings: tracemalloc says which blocks are still held once every invocation is
-parked (asleep in its agent's poll group), counted per invocation.
+parked (asleep in its agent's poll group), counted per invocation; the values shared between
+invocations are checked by identity; and `bench.py --plan memory` says which part of the RSS
+is the benchmark's own.
 """
 
 from __future__ import annotations
@@ -57,7 +59,7 @@ def _decoded_by_transport(tb: tracemalloc.Traceback) -> bool:
 async def _parked(client: AsyncClient, n: int) -> None:
     """Wait until `n` invocations sleep between polls in the agent's poll group."""
     group = client._ctx.poll_group(AGENT)
-    with anyio.fail_after(20):
+    with anyio.fail_after(60):  # a bound for a loaded machine, not a timing
         while len(group._asleep) < n:
             await anyio.sleep(0.01)
 
@@ -182,14 +184,13 @@ def _agentruns_own(tb: tracemalloc.Traceback) -> bool:
     return False
 
 
-async def test_a_parked_invocation_holds_a_few_kib() -> None:
+async def test_a_parked_invocation_holds_a_few_kib(emu: Emulator) -> None:
     """Everything agentrun's code allocated and still holds per parked invocation (the
     innermost agentrun frame of each block, as the bench's tracemalloc probe counts it) is
     under 10 KiB with 10 in flight (~7 KiB, a third of it the share of the pooled
     connections' objects): the decoded run, the wait's scope and event, per-invocation copies
     of the same move causes and empty options are not among it (~13.5 KiB before)."""
-    async with Emulator(EmulatorSettings(timing=TIMING)) as emu:
-        snap = await _parked_snapshot(emu)
+    snap = await _parked_snapshot(emu)
     per_run = _held(snap, _agentruns_own) / N
     assert per_run < 10 * 1024, f"{per_run:.0f} bytes held per parked invocation"
 
