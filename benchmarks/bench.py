@@ -7,6 +7,7 @@
     .venv/bin/python benchmarks/bench.py --plan scale    # `make bench-scale`: N=10,000 rows
     .venv/bin/python benchmarks/bench.py --plan peers --reps 3    # `make bench-peers`
     .venv/bin/python benchmarks/bench.py --plan memory   # memory per in-flight run only
+    .venv/bin/python benchmarks/bench.py --plan memory --probes rss   # its RSS rows only
 
 Every CPU figure is also reported as a ratio to the *floor* (runners/run_floor.py: a bare
 aiohttp client, one streaming POST /threads/runs per invocation), measured in the same
