@@ -413,7 +413,7 @@ class AsyncClient:
         return Invocation(
             agent=agent.strip(),
             messages=messages,
-            options=RunOptions(**{k: v for k, v in (options or {}).items() if v is not None}),
+            options=_run_options(options),
             thread_id=thread_id,
             run_id=run_id,
             tool_outputs=outputs,
@@ -459,7 +459,7 @@ class AsyncClient:
         inv = Invocation(
             agent=agent,
             messages=messages,
-            options=RunOptions(**{k: v for k, v in (options or {}).items() if v is not None}),
+            options=_run_options(options),
             thread_id=thread_id,
             run_id=run_id,
             tool_outputs=outputs,
@@ -470,6 +470,17 @@ class AsyncClient:
         if messages or outputs:
             v2.invocation_call(inv)  # validates: raises before anything is sent
         return inv
+
+
+#: The options of an invocation that sets none (most do): one shared value, immutable (issue
+#: 15: memory per run in flight).
+_NO_OPTIONS = RunOptions()
+
+
+def _run_options(options: Mapping[str, Any] | None) -> RunOptions:
+    """The `RunOptions` of the options given (None values are "not given")."""
+    given = {k: v for k, v in (options or {}).items() if v is not None}
+    return RunOptions(**given) if given else _NO_OPTIONS
 
 
 def _check_timeout(timeout: float | None) -> None:

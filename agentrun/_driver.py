@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import contextvars
 import logging
 import math
 import re
@@ -369,7 +370,7 @@ class RunStream:
             if self._inv.timeout is not None:
                 self._deadline = _now() + self._inv.timeout
                 self._timer = asyncio.get_running_loop().call_at(
-                    self._deadline, _expire, weakref.ref(self)
+                    self._deadline, _expire, weakref.ref(self), context=_NO_CONTEXT
                 )
         scope = self._scope = anyio.CancelScope()
         if self._expired:
@@ -778,15 +779,22 @@ class RunStream:
     ) -> Send | Sleep | ReadStream | Finish:
         m = self._machine
         assert m is not None
-        self._col.run = run
+        col = self._col
+        col.run = run
         if STATUS_TO_STATE.get(run.status) in ACTIVE_STATES:
-            self._col.last_active_at = _now()
+            col.last_active_at = _now()
         seen = len(m.history)
         # A run that names no thread (a v2 response may echo `conversation: null`) is on the
         # invocation's own thread, if it has one.
         thread_id = run.thread_id or m.thread_id or ""
         action = m.run_update(run.status, run_id=run.id, thread_id=thread_id, now=_now(), via=via)
         self._note_moves(seen)
+        if type(action) is Sleep:
+            # Parked until the next poll, which brings the run whole again: the machine holds
+            # what the wait needs (ids, state, times), so the snapshot and its decoded JSON
+            # (~4 KiB) are not kept meanwhile (issue 15: memory per run in flight). Only a run
+            # seen at the end reaches the result, and the caller sees no other.
+            col.run = None
         return action
 
     def _note_moves(self, seen: int) -> None:
@@ -1269,6 +1277,23 @@ async def _drain(chunks: BodyChunks) -> None:
             pass
 
 
+class _Wake(asyncio.Future[None]):
+    """What a run parked between polls waits on: resolved by its timer (the planned poll) or
+    by its agent's `PollGroup` (`_learn_end`: a later run ended, or the schedule learned)."""
+
+    __slots__ = ()
+
+    def set(self) -> None:
+        if not self.done():
+            self.set_result(None)
+
+
+#: The context the timers of a run in flight (its deadline's `_expire`, a parked run's
+#: `_Wake.set`) run their callback in (they read and set no context variable): shared,
+#: instead of a copy of the caller's context per timer.
+_NO_CONTEXT = contextvars.Context()
+
+
 async def _poll_sleep(
     group: PollGroup, ticket: PollTicket, m: RunMachine, action: Sleep
 ) -> Send | Sleep:
@@ -1286,12 +1311,17 @@ async def _poll_sleep(
     if ticket.answered(anyio.current_time() - ticket.created):
         # A poll was just answered: plan from the time of its answer.
         action = m.replan(anyio.current_time())
-    wake = anyio.Event()
+    # Parked: one future (the group's token to wake it) and one timer for the planned poll;
+    # no cancel scope or event (issue 15: memory per run in flight). The step's scope
+    # cancels the wait (the deadline, the caller, the client closing).
+    loop = asyncio.get_running_loop()
+    wake = _Wake(loop=loop)
+    timer = loop.call_at(action.until, _Wake.set, wake, context=_NO_CONTEXT)
     group.sleep(ticket, wake)
     try:
-        with anyio.move_on_after(action.until - anyio.current_time()):
-            await wake.wait()
+        await wake
     finally:
+        timer.cancel()
         poll_now = group.awake(ticket)
     now = anyio.current_time()
     elapsed = now - ticket.created
@@ -1322,5 +1352,5 @@ def _learn_end(
         created, min(low, seen_end) - created, seen_end - created, follower=not ticket.probe
     )
     for token in ended:
-        assert isinstance(token, anyio.Event)
+        assert isinstance(token, _Wake)
         token.set()

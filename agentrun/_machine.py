@@ -365,9 +365,9 @@ class RunMachine:
         if self.state in (S.PENDING, S.THREAD_CREATED, S.MESSAGE_POSTED):
             # The first sight of the run: it was created (every run starts queued), whatever
             # status it has reached by the time we hear of it.
-            self._move(S.RUN_QUEUED, now, f"{via}: run created", remote=True)
+            self._move(S.RUN_QUEUED, now, _cause(via, "run created"), remote=True)
         if target is not self.state:
-            self._move(target, now, f"{via}: {status}", remote=True)
+            self._move(target, now, _cause(via, status), remote=True)
         return self._next(now, via)
 
     def stream_done(self, now: float) -> Action:
@@ -484,6 +484,20 @@ class RunMachine:
             return ReadStream()
         created = self._run_created_at if self._run_created_at is not None else now
         return Sleep(now + max(0.0, self._poll_delay(now - created)))
+
+
+#: The causes of the moves a run update makes, one string each: a machine's history holds one
+#: per move, and 10,000 machines in flight would otherwise hold as many copies (issue 15).
+#: Bounded: `via` is one of three values and the status one the table knows.
+_CAUSES: dict[tuple[str, str], str] = {}
+
+
+def _cause(via: str, what: str) -> str:
+    """``f"{via}: {what}"``, shared."""
+    cause = _CAUSES.get((via, what))
+    if cause is None:
+        cause = _CAUSES[(via, what)] = f"{via}: {what}"
+    return cause
 
 
 def mermaid_diagram() -> str:

@@ -10,8 +10,10 @@ events).
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from collections.abc import Set as AbstractSet
-from typing import Literal
+from types import MappingProxyType
+from typing import Any, Literal
 
 from agentrun._errors import (
     RunCancelledError,
@@ -33,6 +35,10 @@ logger = logging.getLogger("agentrun")
 
 #: No messages written before this invocation (shared: most invocations submit no outputs).
 _NO_IDS: frozenset[str] = frozenset()
+#: No text delivered, no tool call typed yet: one shared, read-only empty map until a reply
+#: writes its first (a polled run delivers nothing until it ends; issue 15: memory per run in
+#: flight). Read-only, so a write that bypasses `_delivered` fails loudly instead of sharing.
+_NOTHING: Mapping[tuple[str, int], Any] = MappingProxyType({})
 
 
 class Reply:
@@ -60,10 +66,10 @@ class Reply:
         self.earlier: AbstractSet[str] = _NO_IDS
         self.steps: dict[str, RunStep] = {}
         # The type of each tool call of a step, from its first delta (later ones may omit it).
-        self.call_types: dict[tuple[str, int], str] = {}
+        self.call_types: Mapping[tuple[str, int], str] = _NOTHING
         # Text handed to the caller as deltas, per (message id, content index): the fragments
         # in order (joined only when needed, not once per delta).
-        self.delivered: dict[tuple[str, int], list[str]] = {}
+        self.delivered: Mapping[tuple[str, int], list[str]] = _NOTHING
         self.requests = 0
         self.pending: list[StateChanged] = []
         self.last_active_at: float | None = None
@@ -102,11 +108,18 @@ class Reply:
                 key = (msg.id, index)
                 seen = "".join(self.delivered.get(key, ()))
                 if part.text.startswith(seen) and len(part.text) > len(seen):
-                    self.delivered[key] = [part.text]
+                    self._delivered()[key] = [part.text]
                     out.append(PublicTextDelta(part.text[len(seen) :], msg.id, index))
                 elif not part.text.startswith(seen):
                     logger.debug("streamed text of message %s differs from its final text", msg.id)
         return out
+
+    def _delivered(self) -> dict[tuple[str, int], list[str]]:
+        """`delivered`, made this reply's own before its first write."""
+        delivered = self.delivered
+        if not isinstance(delivered, dict):
+            delivered = self.delivered = {}
+        return delivered
 
     def text_delta(self, message_id: str, index: int, text: str) -> PublicTextDelta | None:
         """The caller's event for a plain text delta (`RunProtocol.plain_delta`), noted as
@@ -116,7 +129,7 @@ class Reply:
         key = (message_id, index)
         parts = self.delivered.get(key)
         if parts is None:
-            self.delivered[key] = [text]
+            self._delivered()[key] = [text]
         else:
             parts.append(text)
         return PublicTextDelta(text, message_id, index)
@@ -139,14 +152,19 @@ class Reply:
             key = (message_id, ev.index)
             parts = col.delivered.get(key)
             if parts is None:
-                col.delivered[key] = [ev.text]
+                col._delivered()[key] = [ev.text]
             else:
                 parts.append(ev.text)
             return PublicTextDelta(ev.text, message_id, ev.index, ev.annotations)
         if isinstance(ev, ToolCallDelta):
             # Later deltas of a call may omit its type: the first one's holds for the call.
             key = (ev.step_id, ev.index)
-            kind = col.call_types.setdefault(key, ev.type or "function")
+            kind = col.call_types.get(key)
+            if kind is None:
+                calls = col.call_types
+                if not isinstance(calls, dict):
+                    calls = col.call_types = {}
+                kind = calls[key] = ev.type or "function"
             return PublicToolCallDelta(ev.index, ev.id, ev.name, ev.arguments, kind)
         return None
 

@@ -7,6 +7,7 @@
     .venv/bin/python benchmarks/bench.py --plan scale    # `make bench-scale`: N=10,000 rows
     .venv/bin/python benchmarks/bench.py --plan peers --reps 3    # `make bench-peers`
     .venv/bin/python benchmarks/bench.py --plan memory   # memory per in-flight run only
+    .venv/bin/python benchmarks/bench.py --plan memory --probes rss   # its RSS rows only
 
 Every CPU figure is also reported as a ratio to the *floor* (runners/run_floor.py: a bare
 aiohttp client, one streaming POST /threads/runs per invocation), measured in the same
@@ -365,6 +366,8 @@ MEMORY_PLAN = (
     ("agentrun-acompletion", "rss"),
     ("agentrun-acompletion", "tracemalloc"),
 )
+#: The tracemalloc group of the benchmark runner's own blocks (`_memory_area`, `harness_share`).
+HARNESS_AREA = "the runner's own records (benchmarks/runners)"
 
 
 def scale_plan(reps: int = 1) -> list[tuple[str, str, int, int]]:
@@ -1068,7 +1071,7 @@ def _memory_area(path: str) -> str:
     if short.startswith("agentrun/"):
         return short.split(":", 1)[0]
     if short.startswith("runner/"):
-        return "the runner's own records (benchmarks/runners)"
+        return HARNESS_AREA
     if short.startswith("stdlib/"):
         part = short.removeprefix("stdlib/")
         return "stdlib " + (part.split("/", 1)[0] if "/" in part else part.removesuffix(".py"))
@@ -1224,6 +1227,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--report-only", action="store_true", help="re-render docs from the JSON")
     ap.add_argument("--only", nargs="*", help="run only these clients (names)")
+    ap.add_argument(
+        "--probes", nargs="*", choices=("rss", "tracemalloc"), help="memory plan: only these probes"
+    )
     ap.add_argument("--sizes", help="comma-separated invocation counts to keep, e.g. 1,100")
     ap.add_argument("--no-peers", action="store_true", help="skip LiteLLM and azure-ai-agents")
     ap.add_argument("--no-profile", action="store_true", help="skip the py-spy profiles")
@@ -1386,7 +1392,7 @@ def main(argv: list[str] | None = None) -> int:
             if proxy is not None:
                 proxy.stop()
             emu.stop()
-        memory = run_memory(workdir / "memory", args.only) if memory_wanted else []
+        memory = run_memory(workdir / "memory", args.only, args.probes) if memory_wanted else []
     data = {
         "meta": {
             "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
@@ -1446,7 +1452,9 @@ def smoke_exit(problems: list[str]) -> int:
     return 1
 
 
-def run_memory(workdir: pathlib.Path, only: list[str] | None) -> list[dict[str, Any]]:
+def run_memory(
+    workdir: pathlib.Path, only: list[str] | None, probes: list[str] | None = None
+) -> list[dict[str, Any]]:
     """The memory diagnostic (MEMORY_PLAN), on an emulator of its own with long runs."""
     workdir.mkdir(parents=True, exist_ok=True)
     out: list[dict[str, Any]] = []
@@ -1454,7 +1462,7 @@ def run_memory(workdir: pathlib.Path, only: list[str] | None) -> list[dict[str, 
     try:
         print(f"memory diagnostic: emulator at {emu.endpoint} ({MEMORY_TIMING})", flush=True)
         for name, probe in MEMORY_PLAN:
-            if only and name not in only:
+            if (only and name not in only) or (probes and probe not in probes):
                 continue
             t = time.monotonic()
             try:
@@ -1479,7 +1487,36 @@ def run_memory(workdir: pathlib.Path, only: list[str] | None) -> list[dict[str, 
             )
     finally:
         emu.stop()
+    harness_share(out)
     return out
+
+
+def harness_share(rows: list[dict[str, Any]]) -> None:
+    """Say in each RSS row which part of it is the benchmark's, not agentrun's.
+
+    The RSS probe cannot tell owners apart; the tracemalloc probe of the same client can: the
+    runner's own blocks per run in flight (its record dict, its task and `invoke` coroutine
+    per invocation, and the coroutine object of the agentrun call itself, which is allocated
+    at the runner's call line and so counted here although agentrun owns it). Each RSS row
+    gets `harness_kib_per_run` from its client's tracemalloc row and
+    `rss_kib_per_run_less_harness` (RSS per run minus that), when both rows measured."""
+    traced = {}
+    for r in rows:
+        mem = r.get("memory") or {}
+        if r.get("probe") == "tracemalloc" and "by_owner_kib_per_run" in mem:
+            traced[r["client"]] = mem["by_owner_kib_per_run"].get(HARNESS_AREA, 0.0)
+    for r in rows:
+        mem = r.get("memory") or {}
+        if r.get("probe") != "rss" or "rss_kib_per_run" not in mem or r["client"] not in traced:
+            continue
+        mem["harness_kib_per_run"] = traced[r["client"]]
+        mem["rss_kib_per_run_less_harness"] = round(mem["rss_kib_per_run"] - traced[r["client"]], 2)
+        print(
+            f"memory {r['client']} (rss): {mem['rss_kib_per_run']} KiB/run, of which the "
+            f"benchmark runner's own records {mem['harness_kib_per_run']} KiB/run (traced); "
+            f"without them {mem['rss_kib_per_run_less_harness']} KiB/run",
+            flush=True,
+        )
 
 
 def line_for(res: dict[str, Any]) -> str:
