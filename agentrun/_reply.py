@@ -140,7 +140,7 @@ class Reply:
         the run wrote before this invocation."""
         if message_id in self.earlier:
             return None
-        return self.delivered.setdefault((message_id, index), [])
+        return self._delivered().setdefault((message_id, index), [])
 
     def public_delta(self, ev: Event) -> StreamEvent | None:
         """The caller's event for a delta of the stream (None: nothing to hand out)."""
