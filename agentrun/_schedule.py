@@ -48,7 +48,10 @@ stream, before a burst that polls), what is known becomes a lower bound: a servi
 takes longer, and trusting one unloaded run made the followers poll before the burst's runs
 ended and then every 10% (4.5 polls a run in simulation). Followers then poll no sooner than
 twice `high` (a probe's first narrow bracket re-plans them all), and that bracket replaces the
-window, as after a cold start.
+window, as after a cold start. A probe of the burst whose run ends within the learned `high`
+disproves the bound: what was learned stands again and every sleeper re-plans to it (else a
+burst no slower than its warm-up waited for twice `high` whenever its probes' first polls
+found their runs already ended).
 
 Each poll is sent early by
 the recent time polls take to be answered (at most half a probe step, so that a queue the
@@ -154,6 +157,8 @@ class PollSchedule:
         self._provisional = False
         #: While provisional, a follower's first poll is at this multiple of `high`.
         self._bound = 2.0
+        #: What is known is a lower bound (`lower_bound`), not a rough first sample.
+        self._bounded = False
         #: The 10th-90th percentile range of the recent durations' midpoints (seconds).
         self._jitter = 0.0
         self._slack_share = 0.5
@@ -190,6 +195,21 @@ class PollSchedule:
             return False
         est = self.estimate()
         narrow = high - low <= max(self._precision * high, 2 * self._min) + tolerance
+        if (
+            self._bounded
+            and not follower
+            and est is not None
+            and (high <= est[2] * (1 + self._probe) + tolerance)
+        ):
+            # A probe of the burst ended within the learned high end: the burst does not take
+            # longer, so what is known was not only a lower bound. Back to it (with this run's
+            # bracket if narrow); every sleeper re-plans from twice the high end to it.
+            self._bounded = self._provisional = False
+            if narrow:
+                self._keep(_Sample(low, high, created, load))
+            self._cache = None
+            self._trend_cache = None
+            return True
         if est is None:
             # The first thing learned, however rough; a run seen ended at its first poll says
             # only "before `high`": take the upper half. Kept until something narrower.
@@ -199,7 +219,7 @@ class PollSchedule:
             if self._provisional:
                 # Something precise replaces the rough first bracket: every sleeper re-plans.
                 self._samples.clear()
-                self._provisional = False
+                self._provisional = self._bounded = False
                 self._keep(_Sample(low, high, created, load))
                 self._cache = None
                 self._trend_cache = None
@@ -257,7 +277,7 @@ class PollSchedule:
         them when a probe sees its run end), and the first narrow bracket replaces the window
         and re-plans every sleeper, as after a cold start."""
         if self._samples and not self._provisional:
-            self._provisional = True
+            self._provisional = self._bounded = True
             self._cache = None
             self._trend_cache = None
 
@@ -387,9 +407,10 @@ class PollSchedule:
             # A follower: the first poll at or after `base`.
             g = 1.0 + self._fraction
             base = max(earliest, low)
-            if self._provisional and after < self._bound * high:
-                # A first guess or a lower bound (`lower_bound`): wait for a probe to learn
-                # the runs' length (which re-plans every sleeper), polling late if none does.
+            if self._bounded and after < self._bound * high:
+                # A lower bound (`lower_bound`): wait for a probe to learn the runs' length
+                # (which re-plans every sleeper), polling late if none does. (A rough first
+                # guess says "before `high`": followers poll there, as below.)
                 t = self._bound * high
             elif base < high and self._steady(typical, high, low):
                 # Steady durations: one poll at the high end (the group wakes it sooner).

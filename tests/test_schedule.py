@@ -475,3 +475,35 @@ def test_a_probe_starts_a_step_before_an_older_probe_was_last_seen_going() -> No
     older.answered(1.6)  # still going at 1.6 s
     step = 0.03 * typical
     assert newer.delay(0.0) == pytest.approx(1.6 - step - min(group.rtt, 0.5 * step))
+
+
+def test_a_lower_bound_disproved_by_a_probe_is_dropped() -> None:
+    """A polled warm-up of 1.5 s, then a burst of 100 runs that take as long (the emulator at
+    N=100): the burst makes what was learned a lower bound, but the first probe's run ends by
+    its first poll, within the learned high end. The bound is disproved: every follower
+    re-plans to the learned schedule instead of waiting for twice the high end (the bench's
+    poll row at N=100 had a lag p50 of 1.95 s on 1.55 s runs, in 2 of 5 repetitions)."""
+    group = PollGroup()
+    _warm(group, 1.5)
+    out = simulate(group, _burst(100, 0.15, 1.55, 1.55, 0.005, seed=3))
+    assert out.lag_share(0.5) < 0.15
+    assert out.mean_polls < 1.6
+    # The same seen directly: the first probe ends at its first poll, inside the learned high.
+    group = PollGroup()
+    for d in (1.49, 1.5, 1.51):
+        group.schedule.record(d, d + 0.02)  # learned precisely, one run at a time
+    tickets = [group.ticket() for _ in range(20)]
+    for k, t in enumerate(tickets):
+        group.join(t, 0.001 * k)
+    assert group.schedule.provisional
+    high = (group.schedule.estimate() or (0.0, 0.0, 0.0))[2]
+    for t in tickets[1:]:
+        group.sleep(t, t)
+    probe = tickets[0]
+    assert probe.probe
+    probe.polled(high * 0.99)
+    probe.answered(high, active=False)
+    woken = group.finished(0.0, 0.0, high)
+    assert set(woken) == set(tickets[1:])  # every sleeper re-plans
+    assert not group.schedule.provisional
+    assert group.schedule.next_poll(0.0, probe=False) < 1.5 * high
