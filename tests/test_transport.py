@@ -815,13 +815,12 @@ async def test_progress_says_whether_a_request_may_have_been_sent() -> None:
         assert second.sent
 
 
-@pytest.mark.anyio
-async def test_requests_about_existing_runs_are_admitted_before_creates() -> None:
-    """With the pool full, queued polls (GET) reach the server before creates (POST) queued
-    earlier, each kind in its order; a stream holds its slot until it ends; a run's cancel does
-    not wait at all (it uses the connection kept for cancels)."""
-    seen: list[str] = []
-    release_stream = anyio.Event()
+def _pool_holder(
+    seen: list[str], release_stream: anyio.Event, name: Callable[[str], str]
+) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    """A handler for the pool-admission tests: `.../stream` answers one event and holds its
+    connection until `release_stream` is set; any other request is noted in `seen` as
+    "METHOD name(path)" in the order it reaches the server."""
 
     async def handler(request: web.Request) -> web.StreamResponse:
         if request.path.endswith("/stream"):
@@ -831,8 +830,21 @@ async def test_requests_about_existing_runs_are_admitted_before_creates() -> Non
             await release_stream.wait()
             await response.write_eof()
             return response
-        seen.append(f"{request.method} {request.path.rsplit('/', 1)[-1]}")
+        seen.append(f"{request.method} {name(request.path)}")
         return web.json_response({})
+
+    return handler
+
+
+@pytest.mark.anyio
+async def test_requests_about_existing_runs_are_admitted_before_creates() -> None:
+    """With the pool full, queued polls (GET) reach the server before creates (POST) queued
+    earlier, each kind in its order; a stream holds its slot until it ends; a run's cancel does
+    not wait at all (it uses the connection kept for cancels)."""
+    seen: list[str] = []
+    release_stream = anyio.Event()
+
+    handler = _pool_holder(seen, release_stream, lambda path: path.rsplit("/", 1)[-1])
 
     async with serve(handler) as url, Transport(url, token_cache=static_cache(), limit=1) as t:
         with anyio.fail_after(10):
@@ -862,16 +874,7 @@ async def test_a_replys_lists_are_admitted_before_polls() -> None:
     seen: list[str] = []
     release_stream = anyio.Event()
 
-    async def handler(request: web.Request) -> web.StreamResponse:
-        if request.path.endswith("/stream"):
-            response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
-            await response.prepare(request)
-            await response.write(b"data: 1\n\n")
-            await release_stream.wait()
-            await response.write_eof()
-            return response
-        seen.append(f"{request.method} {request.path.split('/threads/', 1)[-1]}")
-        return web.json_response({})
+    handler = _pool_holder(seen, release_stream, lambda path: path.split("/threads/", 1)[-1])
 
     async with serve(handler) as url, Transport(url, token_cache=static_cache(), limit=1) as t:
         with anyio.fail_after(10):
